@@ -1,0 +1,86 @@
+"""openstack-on-aws: an all-in-one OpenStack on EC2 with AWS's networking fixes applied.
+
+Wiring only: load the settings, build the components, export the outputs (README: "Outputs").
+"""
+
+import pulumi
+import pulumi_aws as aws
+
+from components.host import Host, HostArgs
+from components.network import Network, NetworkArgs
+from config.settings import InstanceLimits, SettingsError, load_settings, stack_config
+
+
+def instance_limits(instance_type: str) -> InstanceLimits:
+    """Ask AWS what the instance type allows (runs in preview too, before any resource)."""
+    info = aws.ec2.get_instance_type(instance_type=instance_type)
+    return InstanceLimits(
+        max_network_interfaces=info.maximum_network_interfaces,
+        max_ipv4_per_interface=info.maximum_ipv4_addresses_per_interface,
+        bare_metal=info.bare_metal,
+    )
+
+
+try:
+    settings = load_settings(stack_config(), instance_limits)
+except SettingsError as err:
+    raise pulumi.RunError(str(err)) from None
+for warning in settings.warnings():
+    pulumi.log.warn(warning)
+
+name = pulumi.get_stack()
+network = Network(
+    name,
+    NetworkArgs(
+        vpc_cidr=settings.vpc_cidr,
+        availability_zone=settings.zone,
+        management_subnet_cidr=settings.management_subnet_cidr,
+        provider_subnet_cidr=settings.provider_subnet_cidr,
+        allowed_cidrs=settings.allowed_cidrs,
+        port_forwards=settings.port_forwards,
+        floating_ips=settings.floating_ip_count > 0,
+    ),
+)
+host = Host(
+    name,
+    HostArgs(
+        management_subnet_id=network.management_subnet.id,
+        provider_subnet_id=network.provider_subnet.id,
+        management_sg_id=network.management_sg.id,
+        provider_sg_id=network.provider_sg.id,
+        internet_gateway=network.internet_gateway,
+        management_ip=str(settings.management_ip),
+        provider_ip=str(settings.provider_ip),
+        floating_ips=[str(ip) for ip in settings.floating_ips],
+        instance_type=settings.instance_type,
+        nested_virtualization=settings.nested_virtualization,
+        root_volume_gib=settings.root_volume_gib,
+        ami_id=settings.ami_id,
+        architecture=settings.architecture,
+        ssh_public_key=settings.ssh_public_key,
+    ),
+)
+
+# ---- stack outputs: a contract for StackReference users (README "Outputs") ----------------
+pulumi.export("region", settings.region)
+pulumi.export("availabilityZone", settings.zone)
+pulumi.export("vpcId", network.vpc.id)
+pulumi.export("managementSubnetId", network.management_subnet.id)
+pulumi.export("providerSubnetId", network.provider_subnet.id)
+pulumi.export("instanceId", host.instance.id)
+pulumi.export("managementPrivateIp", str(settings.management_ip))
+pulumi.export("managementPublicIp", host.management_eip.public_ip)
+pulumi.export(
+    "sshCommand",
+    pulumi.Output.concat("ssh -i openstack-on-aws.key ", host.ssh_user, "@", host.management_eip.public_ip),
+)
+if host.private_key is not None:
+    pulumi.export("sshPrivateKey", pulumi.Output.secret(host.private_key.private_key_openssh))
+pulumi.export("providerEniId", host.provider_eni.id)
+pulumi.export("providerMac", host.provider_eni.mac_address)
+pulumi.export("providerPrivateIp", str(settings.provider_ip))
+pulumi.export("providerPublicIp", host.provider_eip.public_ip)
+pulumi.export(
+    "floatingIps",
+    pulumi.Output.all(**{ip: eip.public_ip for ip, eip in host.floating_eips.items()}),
+)

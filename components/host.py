@@ -1,0 +1,158 @@
+"""The EC2 side of the article: key pair, the two ENIs, the Elastic IPs and the instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_tls as tls
+
+CANONICAL = "099720109477"
+UBUNTU_2404 = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
+SSH_USER = "ubuntu"
+
+
+@dataclass
+class HostArgs:
+    """Inputs of `Host`. IPs are fixed by the settings so that every step can be rendered ahead."""
+
+    management_subnet_id: pulumi.Input[str]
+    """Subnet of the management ENI."""
+    provider_subnet_id: pulumi.Input[str]
+    """Subnet of the provider ENI."""
+    management_sg_id: pulumi.Input[str]
+    """Security group of the management ENI."""
+    provider_sg_id: pulumi.Input[str]
+    """Security group of the provider ENI."""
+    internet_gateway: pulumi.Resource
+    """Elastic IPs are created after it (AWS needs the gateway attached first)."""
+    management_ip: str
+    """Primary private IP of the management ENI (DevStack's HOST_IP)."""
+    provider_ip: str
+    """Primary private IP of the provider ENI: the router gateway's fixed IP."""
+    instance_type: str
+    """EC2 instance type."""
+    nested_virtualization: bool
+    """Launch with `cpu_options.nested_virtualization = "enabled"` (c8i/m8i/r8i)."""
+    root_volume_gib: int
+    """Size of the encrypted gp3 root volume."""
+    floating_ips: list[str] = field(default_factory=list)
+    """Secondary private IPs of the provider ENI, one Elastic IP each."""
+    ami_id: str | None = None
+    """A pinned AMI; None looks up the newest Ubuntu 24.04 (then ignored on later updates)."""
+    architecture: str = "x86_64"
+    """CPU architecture of the looked-up AMI: `x86_64` or `arm64`."""
+    ssh_public_key: str | None = None
+    """The user's OpenSSH public key; None generates an ED25519 key pair."""
+
+
+class Host(pulumi.ComponentResource):
+    """The all-in-one OpenStack instance with a management ENI and a provider ENI."""
+
+    def __init__(self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("openstack-on-aws:host:Host", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.private_key: tls.PrivateKey | None = None
+        public_key: pulumi.Input[str]
+        if args.ssh_public_key is None:
+            self.private_key = tls.PrivateKey(f"{name}-ssh-key", algorithm="ED25519", opts=child)
+            public_key = self.private_key.public_key_openssh
+        else:
+            public_key = args.ssh_public_key
+        self.key_pair = aws.ec2.KeyPair(f"{name}-key", public_key=public_key, opts=child)
+
+        # Fixed IPs: an ENI replacement must delete the old one first to reuse them.
+        eni_opts = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
+        self.management_eni = aws.ec2.NetworkInterface(
+            f"{name}-management-eni",
+            subnet_id=args.management_subnet_id,
+            private_ips=[args.management_ip],
+            security_groups=[args.management_sg_id],
+            description="openstack-on-aws management: SSH, APIs, tunnels",
+            tags={"Name": f"{name}-management"},
+            opts=eni_opts,
+        )
+        self.provider_eni = aws.ec2.NetworkInterface(
+            f"{name}-provider-eni",
+            subnet_id=args.provider_subnet_id,
+            private_ip_list_enabled=True,
+            private_ip_lists=[args.provider_ip, *args.floating_ips],
+            security_groups=[args.provider_sg_id],
+            # Frames from tenant VMs carry their own addresses through this ENI.
+            source_dest_check=False,
+            description="openstack-on-aws provider: br-ex, router gateway, floating IPs",
+            tags={"Name": f"{name}-provider"},
+            opts=eni_opts,
+        )
+
+        ami = args.ami_id or aws.ec2.get_ami_output(
+            most_recent=True,
+            owners=[CANONICAL],
+            filters=[
+                {"name": "name", "values": [UBUNTU_2404.format(arch="amd64" if args.architecture == "x86_64" else "arm64")]},
+                {"name": "virtualization-type", "values": ["hvm"]},
+            ],
+        ).id
+        self.instance = aws.ec2.Instance(
+            f"{name}-instance",
+            ami=ami,
+            instance_type=args.instance_type,
+            key_name=self.key_pair.key_name,
+            primary_network_interface={"network_interface_id": self.management_eni.id},
+            metadata_options={
+                "http_endpoint": "enabled",
+                "http_tokens": "required",
+                "http_put_response_hop_limit": 1,
+            },
+            root_block_device={
+                "volume_type": "gp3",
+                "volume_size": args.root_volume_gib,
+                "encrypted": True,
+                "delete_on_termination": True,
+            },
+            cpu_options={"nested_virtualization": "enabled"} if args.nested_virtualization else None,
+            tags={"Name": f"{name}-openstack"},
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # The new instance needs the ENI that the old one holds.
+                delete_before_replace=True,
+                # A newer Ubuntu image must not replace a running cloud; pin amiId to move on.
+                ignore_changes=[] if args.ami_id else ["ami"],
+            ),
+        )
+        self.provider_attachment = aws.ec2.NetworkInterfaceAttachment(
+            f"{name}-provider-attachment",
+            instance_id=self.instance.id,
+            network_interface_id=self.provider_eni.id,
+            device_index=1,
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+
+        def eip(suffix: str, eni: aws.ec2.NetworkInterface, private_ip: str) -> aws.ec2.Eip:
+            return aws.ec2.Eip(
+                f"{name}-{suffix}-eip",
+                domain="vpc",
+                network_interface=eni.id,
+                associate_with_private_ip=private_ip,
+                tags={"Name": f"{name}-{suffix}"},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[args.internet_gateway]),
+            )
+
+        self.management_eip = eip("management", self.management_eni, args.management_ip)
+        self.provider_eip = eip("provider", self.provider_eni, args.provider_ip)
+        self.floating_eips = {
+            ip: eip(f"floating-{i}", self.provider_eni, ip) for i, ip in enumerate(args.floating_ips)
+        }
+
+        self.ssh_user = SSH_USER
+        self.register_outputs(
+            {
+                "instance_id": self.instance.id,
+                "management_public_ip": self.management_eip.public_ip,
+                "provider_eni_id": self.provider_eni.id,
+                "provider_mac": self.provider_eni.mac_address,
+                "provider_public_ip": self.provider_eip.public_ip,
+            }
+        )

@@ -1,0 +1,61 @@
+"""How a remote step's script reaches the host: the exact command text Pulumi sends.
+
+A step is `components/steps/<step>.sh` with `apply` / `remove` (and maybe more) as its first
+argument. Its parameters are `KEY=value` lines on stdin, never in the command line (pulumi-command
+prints the whole command when it fails). The command installs `lib.sh` and the step script under
+`prefix` on the host, then runs the script with sudo; the script keeps what it needs for `remove`
+and for re-applying at boot under its own state directory.
+
+The same `command()` text is what the lab runs over SSH and what `make render` writes out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+STEPS_DIR = Path(__file__).parent / "steps"
+REMOTE_PREFIX = "/usr/local/lib/openstack-on-aws"
+_EOF = "OPENSTACK_ON_AWS_EOF"
+_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def script_path(step: str) -> Path:
+    return STEPS_DIR / f"{step}.sh"
+
+
+def _upload(name: str, text: str, prefix: str) -> str:
+    if any(line == _EOF for line in text.splitlines()):
+        raise ValueError(f"{name} contains the line {_EOF}")
+    return f"sudo -n tee {prefix}/{name} >/dev/null <<'{_EOF}'\n{text}{_EOF}\n"
+
+
+def command(step: str, action: str, prefix: str = REMOTE_PREFIX) -> str:
+    """The shell command that installs the step's script on the host and runs `<step>.sh <action>`.
+
+    Parameters are read by the script from the command's stdin (see `params()`).
+    """
+    script = script_path(step).read_text()
+    lib = (STEPS_DIR / "lib.sh").read_text()
+    return (
+        "set -euo pipefail\n"
+        f"sudo -n install -d -m 0755 {prefix}\n"
+        + _upload("lib.sh", lib, prefix)
+        + _upload(f"{step}.sh", script, prefix)
+        + f"sudo -n chmod 0755 {prefix}/{step}.sh\n"
+        f"exec sudo -n {prefix}/{step}.sh {action}\n"
+    )
+
+
+def params(values: Mapping[str, object]) -> str:
+    """`KEY=value` lines, one per parameter, for a step's stdin."""
+    lines = []
+    for key, value in values.items():
+        text = str(value)
+        if not _KEY.match(key):
+            raise ValueError(f"parameter name {key!r} must match {_KEY.pattern}")
+        if "\n" in text or "\r" in text:
+            raise ValueError(f"parameter {key} must be one line")
+        lines.append(f"{key}={text}\n")
+    return "".join(lines)

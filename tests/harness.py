@@ -1,0 +1,189 @@
+"""Run the real program (`__main__.py`) under Pulumi's mocks and record what it registers.
+
+No Pulumi CLI or cloud is involved: `pulumi.runtime.set_mocks` stands in for the engine, the
+`Mocks` below for the providers. `run_program(config)` returns every registered resource's
+request (type, parent, dependencies, options, inputs) and every stack output with its secretness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime.stack import wait_for_rpcs
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "openstack-on-aws"
+
+# What AWS would answer for the instance types the tests use.
+INSTANCE_TYPES = {
+    "m8i.2xlarge": {"maximumNetworkInterfaces": 4, "maximumIpv4AddressesPerInterface": 15, "bareMetal": False},
+    "m8i.xlarge": {"maximumNetworkInterfaces": 4, "maximumIpv4AddressesPerInterface": 15, "bareMetal": False},
+    "c7i.metal-24xl": {"maximumNetworkInterfaces": 15, "maximumIpv4AddressesPerInterface": 50, "bareMetal": True},
+    "m5.large": {"maximumNetworkInterfaces": 3, "maximumIpv4AddressesPerInterface": 10, "bareMetal": False},
+    "t3.nano": {"maximumNetworkInterfaces": 2, "maximumIpv4AddressesPerInterface": 2, "bareMetal": False},
+    "t2.nano": {"maximumNetworkInterfaces": 1, "maximumIpv4AddressesPerInterface": 2, "bareMetal": False},
+}
+MOCK_AMI = "ami-0mockubuntu2404"
+SECRET_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nbW9jay1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def _fake(kind: str, name: str) -> str:
+    digest = hashlib.sha256(f"{kind}:{name}".encode()).digest()
+    if kind == "mac":
+        return "0e:" + ":".join(f"{b:02x}" for b in digest[:5])
+    if kind == "ip":
+        return f"198.51.100.{digest[0] % 250 + 1}"
+    return digest.hex()[:17]
+
+
+# Computed outputs per resource type: (name, inputs) -> extra outputs.
+COMPUTED: dict[str, Any] = {
+    "aws:ec2/networkInterface:NetworkInterface": lambda n, i: {
+        "macAddress": _fake("mac", n),
+        "privateIp": (i.get("privateIpLists") or i.get("privateIps") or ["10.0.0.1"])[0],
+    },
+    "aws:ec2/eip:Eip": lambda n, i: {"publicIp": _fake("ip", n), "allocationId": "eipalloc-" + _fake("id", n)},
+    "aws:ec2/instance:Instance": lambda n, i: {"arn": "arn:aws:ec2:::instance/" + n},
+    "aws:ec2/keyPair:KeyPair": lambda n, i: {"keyName": n},
+    "tls:index/privateKey:PrivateKey": lambda n, i: {
+        "privateKeyOpenssh": SECRET_PRIVATE_KEY,
+        "privateKeyPem": SECRET_PRIVATE_KEY,
+        "publicKeyOpenssh": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockMockMockMockMockMockMockMockMockMock",
+    },
+}
+
+
+class Mocks(pulumi_mocks.Mocks):
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs):
+        outputs = dict(args.inputs)
+        extra = COMPUTED.get(args.typ)
+        if extra:
+            outputs.update(extra(args.name, args.inputs))
+        return [f"{args.name}-id", outputs]
+
+    def call(self, args: pulumi_mocks.MockCallArgs):
+        if args.token == "aws:ec2/getInstanceType:getInstanceType":
+            known = INSTANCE_TYPES.get(args.args["instanceType"])
+            if known is None:
+                raise Exception(f"InvalidInstanceType: {args.args['instanceType']}")
+            return {"instanceType": args.args["instanceType"], **known}
+        if args.token == "aws:ec2/getAmi:getAmi":
+            return {"id": MOCK_AMI, "imageId": MOCK_AMI, "name": "ubuntu-noble-24.04-mock"}
+        raise NotImplementedError(args.token)
+
+
+@dataclass
+class Registered:
+    """One RegisterResource request, decoded."""
+
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    dependencies: list[str]
+    delete_before_replace: bool
+    ignore_changes: list[str]
+    replace_on_changes: list[str]
+    additional_secret_outputs: list[str]
+    custom_timeouts: dict[str, str]
+    deleted_with: str
+    inputs: dict[str, Any]
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: Mocks):
+        super().__init__(mocks)
+        self.registered: list[Registered] = []
+        self.urns: dict[str, str] = {}
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        self.urns[response.urn] = request.name
+        inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        timeouts = request.customTimeouts
+        self.registered.append(
+            Registered(
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                custom=request.custom,
+                dependencies=list(request.dependencies),
+                delete_before_replace=request.deleteBeforeReplace,
+                ignore_changes=list(request.ignoreChanges),
+                replace_on_changes=list(request.replaceOnChanges),
+                additional_secret_outputs=list(request.additionalSecretOutputs),
+                custom_timeouts={"create": timeouts.create, "update": timeouts.update, "delete": timeouts.delete},
+                deleted_with=request.deletedWith,
+                inputs=inputs,
+            )
+        )
+        return response
+
+
+@dataclass
+class Result:
+    resources: list[Registered]
+    urns: dict[str, str]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == typ]
+
+    def one(self, name: str) -> Registered:
+        (found,) = [r for r in self.resources if r.name == name]
+        return found
+
+    def name_of(self, urn: str) -> str:
+        return self.urns[urn]
+
+    def depends_on(self, name: str) -> set[str]:
+        return {self.name_of(u) for u in self.one(name).dependencies}
+
+
+def config_strings(config: dict[str, Any]) -> dict[str, str]:
+    """Config as Pulumi hands it to the program: full keys, structured values as JSON."""
+    out = {}
+    for key, value in config.items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        out[full] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+BASE_CONFIG: dict[str, Any] = {"aws:region": "us-east-1", "allowedCidrs": ["203.0.113.0/24"]}
+
+
+def run_program(config: dict[str, Any] | None = None, secret_keys: list[str] | None = None,
+                stack: str = "dev") -> Result:
+    """Run `__main__.py` under mocks with `config` (short keys get the project namespace)."""
+    full = config_strings({**BASE_CONFIG, **(config or {})})
+    pulumi.runtime.set_all_config(full, [k if ":" in k else f"{PROJECT}:{k}" for k in secret_keys or []])
+    mocks = Mocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    warnings: list[str] = []
+    original_warn = pulumi.log.warn
+    pulumi.log.warn = lambda msg, *a, **k: warnings.append(msg)  # type: ignore[assignment]
+    try:
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        _sync_await(wait_for_rpcs())
+        result = Result(resources=monitor.registered, urns=monitor.urns, warnings=warnings)
+        root = pulumi.runtime.settings.get_root_resource()
+        for key, value in root.outputs.items():  # type: ignore[union-attr]
+            out = pulumi.Output.from_input(value)
+            result.outputs[key] = _sync_await(out.future())
+            if _sync_await(out.is_secret()):
+                result.secret_outputs.add(key)
+    finally:
+        pulumi.log.warn = original_warn  # type: ignore[assignment]
+    return result
