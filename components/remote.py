@@ -4,7 +4,7 @@ A step is `components/steps/<step>.sh` with `apply` / `remove` (and maybe more) 
 argument. Its parameters are `KEY=value` lines on stdin, never in the command line (pulumi-command
 prints the whole command when it fails). The command installs `lib.sh` and the step script under
 `prefix` on the host, then runs the script with sudo; the script keeps what it needs for `remove`
-and for re-applying at boot under its own state directory.
+and for re-applying at boot under `$OOA_STATE/<step>/` (default /var/lib/openstack-on-aws).
 
 The same `command()` text is what the lab runs over SSH and what `make render` writes out.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 STEPS_DIR = Path(__file__).parent / "steps"
 REMOTE_PREFIX = "/usr/local/lib/openstack-on-aws"
+REMOTE_STATE = "/var/lib/openstack-on-aws"
 _EOF = "OPENSTACK_ON_AWS_EOF"
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -31,10 +32,11 @@ def _upload(name: str, text: str, prefix: str) -> str:
     return f"sudo -n tee {prefix}/{name} >/dev/null <<'{_EOF}'\n{text}{_EOF}\n"
 
 
-def command(step: str, action: str, prefix: str = REMOTE_PREFIX) -> str:
+def command(step: str, action: str, prefix: str = REMOTE_PREFIX, state: str = REMOTE_STATE) -> str:
     """The shell command that installs the step's script on the host and runs `<step>.sh <action>`.
 
-    Parameters are read by the script from the command's stdin (see `params()`).
+    Parameters are read by the script from the command's stdin (see `params()`); the script keeps
+    its state (saved parameters, what `remove` must undo) under `state`/<step>/.
     """
     script = script_path(step).read_text()
     lib = (STEPS_DIR / "lib.sh").read_text()
@@ -44,7 +46,7 @@ def command(step: str, action: str, prefix: str = REMOTE_PREFIX) -> str:
         + _upload("lib.sh", lib, prefix)
         + _upload(f"{step}.sh", script, prefix)
         + f"sudo -n chmod 0755 {prefix}/{step}.sh\n"
-        f"exec sudo -n {prefix}/{step}.sh {action}\n"
+        f"exec sudo -n OOA_STATE={state} {prefix}/{step}.sh {action}\n"
     )
 
 

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Helpers shared by the remote steps; sourced, never run. Installed beside the step scripts.
 
-OOA_ETC=${OOA_ETC:-/etc/openstack-on-aws}
+# Where steps keep their state: saved parameters and what `remove` must undo (root only).
+OOA_STATE=${OOA_STATE:-/var/lib/openstack-on-aws}
 
 log() { printf '[%s] %s\n' "${OOA_STEP:-step}" "$*" >&2; }
 die() { printf '[%s] error: %s\n' "${OOA_STEP:-step}" "$*" >&2; exit 1; }
