@@ -25,3 +25,15 @@ preview: venv
 
 bench: venv
 	$(PY) bench/bench_program.py
+
+# The lab: the networking steps on real Open vSwitch in network namespaces (root; see README).
+lab: venv
+	$(PY) -m tests.lab.demo
+
+# Write, without deploying, what each remote step will run on the host: make render STACK=dev OUT=render
+OUT ?= render
+render: venv
+	$(PY) tools/render.py --stack $(STACK) --out $(OUT)
+
+lint: venv
+	$(PY) -m pytest tests/test_static.py

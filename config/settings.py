@@ -123,6 +123,11 @@ class Settings(_Model):
         None,
         description="Secret. The private half of `sshPublicKey`, for the remote steps.",
     )
+    admin_password: SecretStr | None = Field(
+        None,
+        min_length=12,
+        description="Secret. OpenStack admin (and service) password; default: generated.",
+    )
     openstack_branch: str = Field(
         "stable/2025.2",
         pattern=r"^(master|stable/20[0-9]{2}\.[12])$",
