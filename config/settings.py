@@ -39,7 +39,7 @@ SECRET_KEYS = {"sshPrivateKey", "adminPassword"}
 DEFAULT_EIP_QUOTA = 5
 
 NESTED_VIRT_TYPES = re.compile(r"^(c8i|m8i|r8i)(-flex)?\.[a-z0-9]+$")
-INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 
 
 class SettingsError(ValueError):
@@ -156,7 +156,7 @@ class Settings(_Model):
 
     @property
     def has_kvm(self) -> bool:
-        return self.nested_virtualization or self.instance_type.endswith(".metal")
+        return self.nested_virtualization or bool(re.search(r"\.metal(-|$)", self.instance_type))
 
     @property
     def architecture(self) -> str:
