@@ -36,22 +36,23 @@ MOCK_AMI = "ami-0mockubuntu2404"
 SECRET_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nbW9jay1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
-def _fake(kind: str, name: str) -> str:
+def fake(kind: str, name: str) -> str:
+    """A deterministic mock value (mac, ip or id) for resource `name`."""
     digest = hashlib.sha256(f"{kind}:{name}".encode()).digest()
     if kind == "mac":
         return "0e:" + ":".join(f"{b:02x}" for b in digest[:5])
     if kind == "ip":
-        return f"198.51.100.{digest[0] % 250 + 1}"
+        return f"198.51.{digest[0]}.{digest[1] % 250 + 1}"
     return digest.hex()[:17]
 
 
 # Computed outputs per resource type: (name, inputs) -> extra outputs.
 COMPUTED: dict[str, Any] = {
     "aws:ec2/networkInterface:NetworkInterface": lambda n, i: {
-        "macAddress": _fake("mac", n),
+        "macAddress": fake("mac", n),
         "privateIp": (i.get("privateIpLists") or i.get("privateIps") or ["10.0.0.1"])[0],
     },
-    "aws:ec2/eip:Eip": lambda n, i: {"publicIp": _fake("ip", n), "allocationId": "eipalloc-" + _fake("id", n)},
+    "aws:ec2/eip:Eip": lambda n, i: {"publicIp": fake("ip", n), "allocationId": "eipalloc-" + fake("id", n)},
     "aws:ec2/instance:Instance": lambda n, i: {"arn": "arn:aws:ec2:::instance/" + n},
     "aws:ec2/keyPair:KeyPair": lambda n, i: {"keyName": n},
     "tls:index/privateKey:PrivateKey": lambda n, i: {
@@ -170,6 +171,7 @@ def run_program(config: dict[str, Any] | None = None, secret_keys: list[str] | N
     pulumi.runtime.set_all_config(full, [k if ":" in k else f"{PROJECT}:{k}" for k in secret_keys or []])
     mocks = Mocks()
     monitor = RecordingMonitor(mocks)
+    pulumi.runtime.settings.ROOT.set(None)  # a fresh root stack: no outputs left from an earlier run
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     warnings: list[str] = []
     original_warn = pulumi.log.warn
