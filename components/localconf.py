@@ -1,0 +1,115 @@
+"""DevStack's local.conf, rendered from the settings: a pure function, unit-tested and shown by render.
+
+Three values are left as placeholders and filled on the host by `install-openstack.sh`:
+`@ADMIN_PASSWORD@` (the secret arrives only on the step's stdin), `@LIBVIRT_TYPE@` (`kvm` where
+`/dev/kvm` exists, else `qemu`) and `@PUBLIC_INTERFACE@` (the NIC with the provider ENI's MAC):
+only the booted instance knows the last two.
+
+Every variable set here is one DevStack reads at the pinned branch; `tests/test_localconf.py`
+checks that against a list extracted from DevStack's source (`tests/data/devstack_variables.txt`).
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+PASSWORD_PLACEHOLDER = "@ADMIN_PASSWORD@"
+LIBVIRT_PLACEHOLDER = "@LIBVIRT_TYPE@"
+INTERFACE_PLACEHOLDER = "@PUBLIC_INTERFACE@"
+# DevStack's names for the provider side (its defaults, spelled out so the steps agree).
+PUBLIC_BRIDGE = "br-ex"
+PHYSICAL_NETWORK = "public"
+# Where stack.sh writes its full log; install-openstack.sh prints its tail on failure.
+LOGFILE = "/opt/stack/logs/stack.sh.log"
+
+# ML2/OVN services DevStack enables by default; ML2/OVS + the L3 agent replaces them
+# (DevStack's own "neutron-ovs" job disables the same list).
+OVN_SERVICES = (
+    "ovn-northd",
+    "ovn-controller",
+    "ovs-vswitchd",
+    "ovsdb-server",
+    "q-ovn-metadata-agent",
+    "q-ovn-agent",
+)
+OVS_SERVICES = ("q-svc", "q-agt", "q-dhcp", "q-l3", "q-meta")
+
+
+def render_local_conf(
+    *,
+    host_ip: IPv4Address,
+    provider_cidr: IPv4Network,
+    vpc_router_ip: IPv4Address,
+    provider_ip: IPv4Address,
+    floating_ips: list[IPv4Address],
+) -> str:
+    """local.conf for an all-in-one DevStack with ML2/OVS + the L3 agent on the provider NIC.
+
+    The allocation pool is the provider ENI's registered IPs: its primary IP
+    (the router gateway) and its secondary IPs (floating IPs), which are contiguous.
+    """
+    pool_end = floating_ips[-1] if floating_ips else provider_ip
+    lines = [
+        "# Rendered by openstack-on-aws (components/localconf.py); do not edit on the host.",
+        "[[local|localrc]]",
+        f"HOST_IP={host_ip}",
+        f"ADMIN_PASSWORD={PASSWORD_PLACEHOLDER}",
+        "DATABASE_PASSWORD=$ADMIN_PASSWORD",
+        "RABBIT_PASSWORD=$ADMIN_PASSWORD",
+        "SERVICE_PASSWORD=$ADMIN_PASSWORD",
+        # Full log to a file; stack.sh's stdout carries only the summary lines (progress).
+        f"LOGFILE={LOGFILE}",
+        "VERBOSE=False",
+        "LOG_COLOR=False",
+        # Nested guests: KVM where the instance exposes it, else QEMU emulation.
+        f"LIBVIRT_TYPE={LIBVIRT_PLACEHOLDER}",
+        # ML2/OVS with the L3 agent: the qrouter namespaces the gateway-mac step works in.
+        "Q_AGENT=openvswitch",
+        "Q_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch",
+        "Q_ML2_TENANT_NETWORK_TYPE=vxlan",
+        "disable_service " + " ".join(OVN_SERVICES),
+        "enable_service " + " ".join(OVS_SERVICES),
+        "disable_service tempest",
+        # The provider NIC (address-free, see prepare-host) becomes a port of br-ex.
+        f"PUBLIC_INTERFACE={INTERFACE_PLACEHOLDER}",
+        f"PUBLIC_BRIDGE={PUBLIC_BRIDGE}",
+        f"OVS_PHYSICAL_BRIDGE={PUBLIC_BRIDGE}",
+        f"PHYSICAL_NETWORK={PHYSICAL_NETWORK}",
+        f"PUBLIC_PHYSICAL_NETWORK={PHYSICAL_NETWORK}",
+        "Q_USE_PROVIDERNET_FOR_PUBLIC=True",
+        # The VPC router owns the gateway IP: never put it on br-ex.
+        "Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE=False",
+        f"FLOATING_RANGE={provider_cidr}",
+        f"PUBLIC_NETWORK_GATEWAY={vpc_router_ip}",
+        f"Q_FLOATING_ALLOCATION_POOL=start={provider_ip},end={pool_end}",
+        "IP_VERSION=4",
+        # The external-gateway step creates (and removes) the networks and the router itself,
+        # with the router gateway on the provider ENI's registered IP.
+        "NEUTRON_CREATE_INITIAL_NETWORKS=False",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def local_conf_for(settings: Settings) -> str:
+    """local.conf for a stack's settings."""
+    return render_local_conf(
+        host_ip=settings.management_ip,
+        provider_cidr=settings.provider_subnet_cidr,
+        vpc_router_ip=settings.vpc_router_ip,
+        provider_ip=settings.provider_ip,
+        floating_ips=settings.floating_ips,
+    )
+
+
+def local_conf_variables(text: str) -> list[str]:
+    """The variable names a local.conf assigns (NAME=...), in order."""
+    names = []
+    for line in text.splitlines():
+        head, sep, _ = line.partition("=")
+        if sep and head.isidentifier() and head.upper() == head:
+            names.append(head)
+    return names
