@@ -49,3 +49,67 @@ is_uuid() { [[ $1 =~ ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 # need VALIDATOR NAME : die unless the variable NAME passes VALIDATOR (is_mac, is_ipv4, ...).
 need() { "$1" "${!2}" || die "parameter $2 is not a valid ${1#is_}: '${!2}'"; }
+
+# --- re-apply helpers (gateway-mac, port-forwards) ---
+
+# lock_step DIR : hold an exclusive lock for this step (apply/remove vs the re-apply timer).
+lock_step() {
+  install -d -m 0700 "$1"
+  exec 9>"$1.lock"
+  flock -w 60 9 || die "another run of ${OOA_STEP:-this step} holds $1.lock"
+}
+
+netns_exists() { ip netns list | awk '{print $1}' | grep -qxF -- "$1"; }
+
+# random_local_mac : a random locally administered unicast MAC (first octet x2, x6, xa or xe).
+random_local_mac() {
+  local b
+  b=$(od -An -N6 -tx1 /dev/urandom | tr -s ' \n' ' ')
+  # shellcheck disable=SC2086 # split the six bytes on purpose
+  set -- $b
+  printf '%02x:%s:%s:%s:%s:%s\n' $(((0x$1 & 0xfc) | 0x02)) "$2" "$3" "$4" "$5" "$6"
+}
+
+# install_reapply_units STEP : where systemd runs, a timer re-runs `<this dir>/STEP.sh reapply`
+# at boot, after Neutron's L3 agent starts, and every 30 s (cheap, idempotent: the router namespace
+# can be re-created at any time). Without systemd (containers, the lab) it does nothing.
+install_reapply_units() {
+  local step=$1 unit=openstack-on-aws-$1-reapply dir
+  [ -d /run/systemd/system ] || { log "no systemd: re-apply unit not installed"; return 0; }
+  dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  cat >"/etc/systemd/system/$unit.service.tmp" <<UNIT
+[Unit]
+Description=openstack-on-aws: re-apply $step after a reboot or a re-created router namespace
+After=network-online.target openvswitch-switch.service devstack@q-l3.service
+
+[Service]
+Type=oneshot
+Environment=OOA_STATE=$OOA_STATE
+ExecStart=$dir/$step.sh reapply
+UNIT
+  cat >"/etc/systemd/system/$unit.timer.tmp" <<UNIT
+[Unit]
+Description=openstack-on-aws: re-apply $step periodically
+
+[Timer]
+OnBootSec=30s
+OnUnitActiveSec=30s
+AccuracySec=5s
+
+[Install]
+WantedBy=timers.target
+UNIT
+  mv "/etc/systemd/system/$unit.service.tmp" "/etc/systemd/system/$unit.service"
+  mv "/etc/systemd/system/$unit.timer.tmp" "/etc/systemd/system/$unit.timer"
+  systemctl daemon-reload
+  systemctl enable --now "$unit.timer" >/dev/null 2>&1 || die "cannot enable $unit.timer"
+}
+
+# remove_reapply_units STEP : undo install_reapply_units (nothing if it was never installed).
+remove_reapply_units() {
+  local unit=openstack-on-aws-$1-reapply
+  [ -e "/etc/systemd/system/$unit.timer" ] || [ -e "/etc/systemd/system/$unit.service" ] || return 0
+  if [ -d /run/systemd/system ]; then systemctl disable --now "$unit.timer" >/dev/null 2>&1 || true; fi
+  rm -f "/etc/systemd/system/$unit.timer" "/etc/systemd/system/$unit.service"
+  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+}

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# gateway-mac: the article's MAC fix. The VPC forwards a frame only if its source MAC and source IP
+# are registered together on one ENI; the router's gateway device (qg-… in qrouter-<router id>)
+# holds the provider ENI's registered IP, so it must also send with that ENI's MAC.
+#
+#   gateway-mac.sh apply    params on stdin; sets the qg- device's MAC to PROVIDER_MAC and pins the
+#                           external bridge's MAC (other-config:hwaddr) to a random locally
+#                           administered MAC, so the bridge never takes the ENI's MAC as its own;
+#                           the provider NIC's own MAC is left alone (ENA cannot change it).
+#   gateway-mac.sh remove   restores the recorded originals and deletes this step's state.
+#   gateway-mac.sh reapply  applies again from the saved parameters (boot / re-created namespace);
+#                           waits quietly (exit 0) while the namespace or device does not exist.
+#
+# Parameters (KEY=value lines on stdin): ROUTER_ID GATEWAY_PORT_ID PROVIDER_MAC EXTERNAL_BRIDGE
+# VPC_GATEWAY_IP. apply prints one JSON line; "gateway_reachable" is the result of a ping from the
+# router namespace to the VPC router. It is reported, not enforced: the MAC fix is a local,
+# verifiable change, while ICMP to the VPC router can be unavailable for reasons of its own, and a
+# failed step would stop the stack on a check rather than on a fault.
+set -euo pipefail
+OOA_STEP=gateway-mac
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+STATE=$OOA_STATE/gateway-mac
+PARAMS=(ROUTER_ID GATEWAY_PORT_ID PROVIDER_MAC EXTERNAL_BRIDGE VPC_GATEWAY_IP)
+
+validate_params() {
+  PROVIDER_MAC=${PROVIDER_MAC,,}
+  need is_uuid ROUTER_ID
+  need is_uuid GATEWAY_PORT_ID
+  need is_mac PROVIDER_MAC
+  (((0x${PROVIDER_MAC:0:2} & 1) == 0)) || die "parameter PROVIDER_MAC is a multicast MAC: $PROVIDER_MAC"
+  [[ $EXTERNAL_BRIDGE =~ ^[A-Za-z0-9_.-]{1,15}$ ]] || die "parameter EXTERNAL_BRIDGE is not a valid bridge name: '$EXTERNAL_BRIDGE'"
+  need is_ipv4 VPC_GATEWAY_IP
+  NS=qrouter-$ROUTER_ID
+  DEV=qg-${GATEWAY_PORT_ID:0:11}
+}
+
+# Is everything we change there? With "wait", report what is missing and return 1 instead of dying.
+check_targets() {
+  local problem=
+  if ! netns_exists "$NS"; then
+    problem="router namespace $NS does not exist"
+  elif ! ip -n "$NS" link show dev "$DEV" >/dev/null 2>&1; then
+    problem="gateway device $DEV does not exist in namespace $NS"
+  elif ! ovs-vsctl br-exists "$EXTERNAL_BRIDGE" 2>/dev/null; then
+    problem="Open vSwitch bridge $EXTERNAL_BRIDGE does not exist"
+  fi
+  [ -z "$problem" ] && return 0
+  [ "${1:-}" = wait ] || die "$problem"
+  log "waiting: $problem"
+  return 1
+}
+
+current_dev_mac() { ip -n "$NS" -o link show dev "$DEV" | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2; }
+bridge_hwaddr() { ovs-vsctl --if-exists get bridge "$EXTERNAL_BRIDGE" other-config:hwaddr | tr -d '"'; }
+
+# Set the qg- MAC and the bridge MAC where they differ from the wanted ones (idempotent).
+converge() {
+  if [ "$(current_dev_mac)" != "$PROVIDER_MAC" ]; then
+    ip -n "$NS" link set dev "$DEV" address "$PROVIDER_MAC"
+    log "$NS $DEV: MAC set to $PROVIDER_MAC"
+  fi
+  if [ "$(bridge_hwaddr)" != "$BRIDGE_MAC" ]; then
+    ovs-vsctl set bridge "$EXTERNAL_BRIDGE" "other-config:hwaddr=\"$BRIDGE_MAC\""
+    log "bridge $EXTERNAL_BRIDGE: MAC pinned to $BRIDGE_MAC"
+  fi
+}
+
+report() {
+  printf '{"namespace":"%s","device":"%s","mac":"%s","bridge":"%s","bridge_mac":"%s","gateway_ip":"%s","gateway_reachable":%s}\n' \
+    "$NS" "$DEV" "$(current_dev_mac)" "$EXTERNAL_BRIDGE" "$(bridge_hwaddr)" "$VPC_GATEWAY_IP" "$1"
+}
+
+# The originals, recorded once per target (router, device, bridge): what remove restores.
+load_originals() {
+  ORIG_DEV_MAC='' ORIG_BRIDGE_HWADDR='' BRIDGE_MAC='' TARGET=''
+  [ -f "$STATE/originals" ] && load_params "$STATE/originals" TARGET ORIG_DEV_MAC ORIG_BRIDGE_HWADDR BRIDGE_MAC
+  return 0
+}
+
+restore_originals() {
+  if netns_exists "$NS" && ip -n "$NS" link show dev "$DEV" >/dev/null 2>&1; then
+    if [ "$(current_dev_mac)" != "$ORIG_DEV_MAC" ]; then
+      ip -n "$NS" link set dev "$DEV" address "$ORIG_DEV_MAC"
+      log "$NS $DEV: MAC restored to $ORIG_DEV_MAC"
+    fi
+  else
+    log "$NS/$DEV is gone: no MAC to restore"
+  fi
+  if ovs-vsctl br-exists "$EXTERNAL_BRIDGE" 2>/dev/null; then
+    if [ -n "$ORIG_BRIDGE_HWADDR" ]; then
+      ovs-vsctl set bridge "$EXTERNAL_BRIDGE" "other-config:hwaddr=\"$ORIG_BRIDGE_HWADDR\""
+    else
+      ovs-vsctl remove bridge "$EXTERNAL_BRIDGE" other-config hwaddr
+    fi
+    log "bridge $EXTERNAL_BRIDGE: other-config:hwaddr restored to '${ORIG_BRIDGE_HWADDR:-<unset>}'"
+  fi
+}
+
+apply() {
+  load_params - "${PARAMS[@]}"
+  validate_params
+  check_targets
+  lock_step "$STATE"
+  local target=$NS/$DEV/$EXTERNAL_BRIDGE new_params=("${PARAMS[@]}")
+  load_originals
+  if [ -n "$TARGET" ] && [ "$TARGET" != "$target" ]; then
+    # The router, port or bridge changed: undo what we did to the old ones first.
+    local saved=() name
+    for name in "${new_params[@]}"; do saved+=("$name=${!name}"); done
+    load_params "$STATE/params" "${PARAMS[@]}"
+    validate_params
+    restore_originals
+    for name in "${saved[@]}"; do printf -v "${name%%=*}" '%s' "${name#*=}"; done
+    validate_params
+    TARGET=''
+  fi
+  if [ -z "$TARGET" ]; then
+    TARGET=$target ORIG_DEV_MAC=$(current_dev_mac) ORIG_BRIDGE_HWADDR=$(bridge_hwaddr)
+    BRIDGE_MAC=$(random_local_mac)
+    save_params "$STATE/originals" TARGET ORIG_DEV_MAC ORIG_BRIDGE_HWADDR BRIDGE_MAC
+  fi
+  save_params "$STATE/params" "${PARAMS[@]}"
+  converge
+  install_reapply_units gateway-mac
+  local reachable=false
+  if ip netns exec "$NS" ping -n -q -c 3 -i 0.2 -w 3 "$VPC_GATEWAY_IP" >/dev/null 2>&1; then
+    reachable=true
+  else
+    log "warning: VPC gateway $VPC_GATEWAY_IP does not answer ping from $NS"
+  fi
+  report "$reachable"
+}
+
+reapply() {
+  [ -f "$STATE/params" ] || { log "nothing applied: nothing to re-apply"; return 0; }
+  lock_step "$STATE"
+  load_params "$STATE/params" "${PARAMS[@]}"
+  validate_params
+  load_originals
+  check_targets wait || return 0
+  converge
+  report null
+}
+
+remove() {
+  [ -f "$STATE/params" ] || { log "no state: nothing to remove"; return 0; }
+  lock_step "$STATE"
+  load_params "$STATE/params" "${PARAMS[@]}"
+  validate_params
+  load_originals
+  restore_originals
+  remove_reapply_units gateway-mac
+  rm -rf "$STATE" "$STATE.lock"
+  printf '{"removed":true,"namespace":"%s","device":"%s"}\n' "$NS" "$DEV"
+}
+
+case "${1:-}" in
+  apply | remove | reapply) "$1" ;;
+  *) die "usage: $0 apply|remove|reapply (parameters as KEY=value lines on stdin)" ;;
+esac
