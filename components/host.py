@@ -87,11 +87,12 @@ class Host(pulumi.ComponentResource):
             opts=eni_opts,
         )
 
+        ubuntu_arch = "amd64" if args.architecture == "x86_64" else "arm64"
         ami = args.ami_id or aws.ec2.get_ami_output(
             most_recent=True,
             owners=[CANONICAL],
             filters=[
-                {"name": "name", "values": [UBUNTU_2404.format(arch="amd64" if args.architecture == "x86_64" else "arm64")]},
+                {"name": "name", "values": [UBUNTU_2404.format(arch=ubuntu_arch)]},
                 {"name": "virtualization-type", "values": ["hvm"]},
             ],
         ).id
