@@ -1,0 +1,329 @@
+"""The policies of the openstack-on-aws policy pack (`__main__.py` only builds the pack from them).
+
+Props are what the engine sends a policy pack: a resource's inputs, camelCase keys
+(`metadataOptions.httpTokens`). The stack's own config reaches the pack too (the engine passes it
+as PULUMI_CONFIG), which is how the security-group policy knows the configured port forwards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pulumi
+import pulumi_policy.policy as _policy_module
+from pulumi_policy import (
+    EnforcementLevel,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY
+
+PROJECT = "openstack-on-aws"
+INSTANCE = "aws:ec2/instance:Instance"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+EBS_VOLUME = "aws:ebs/volume:Volume"
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+SG_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
+SG_INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+ENI = "aws:ec2/networkInterface:NetworkInterface"
+ENI_ATTACHMENT = "aws:ec2/networkInterfaceAttachment:NetworkInterfaceAttachment"
+REMOTE_COMMAND = "command:remote:Command"
+
+WORLD = {"0.0.0.0/0", "::/0"}
+# What components/network.py writes on a port forward's ingress rule.
+FORWARD_DESCRIPTION = "forward to "
+# How the provider ENI is recognised: this tag, or the description components/host.py gives it.
+ROLE_TAG = f"{PROJECT}:role"
+PROVIDER_DESCRIPTION = f"{PROJECT} provider"
+# Config keys whose values are secrets (config/settings.py SECRET_KEYS).
+SECRET_CONFIG_KEYS = ("sshPrivateKey", "adminPassword")
+COMMAND_FIELDS = ("create", "update", "delete")
+
+SECRET_PATTERNS = [
+    ("a private key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")),
+    # NAME_PASSWORD=literal / password: literal; a `$VAR`, `%s` or quoted expansion is not a literal.
+    (
+        "a password assignment",
+        re.compile(
+            r"(?i)\b\w*(?:password|passwd|secret)\w*[ \t]*[=:][ \t]*[\"']?(?P<v>[^\s\"'$`{}()%<>\\]{8,})"
+        ),
+    ),
+    (
+        "a password option",
+        re.compile(r"(?i)--[\w-]*password(?:=|[ \t]+)[\"']?(?P<v>[^\s\"'$`{}()%<>\\-][^\s\"'$`{}()%<>\\]{7,})"),
+    ),
+]
+
+
+# ---- secrets as the engine sends them ------------------------------------------------------
+
+
+class SecretText(str):
+    """A string that the engine sent marked as a Pulumi secret (it compares like the plain text)."""
+
+
+def _mark_secrets(value: Any, secret: bool = False) -> Any:
+    if isinstance(value, dict):
+        if value.get(SPECIAL_SIG_KEY) == SPECIAL_SECRET_SIG:
+            return _mark_secrets(value.get("value"), True)
+        return {k: _mark_secrets(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mark_secrets(v, secret) for v in value]
+    if secret and isinstance(value, str):
+        return SecretText(value)
+    return value
+
+
+def keep_secret_marks() -> None:
+    """Keep the engine's secret marks on string props, as `SecretText`.
+
+    The engine sends secret inputs wrapped (KeepSecrets), but pulumi-policy 1.21's `Analyze`
+    unwraps them to plain values before a policy sees them. This swaps the deserializer that
+    module uses for one that first turns each secret string into a `SecretText` (a `str`, so
+    every other policy reads it as before). Idempotent.
+    """
+    original = _policy_module.deserialize_properties
+    if getattr(original, "_keeps_secret_marks", False):
+        return
+
+    def deserialize(props: dict[str, Any], proxy_secrets: bool = False) -> dict[str, Any]:
+        return original(_mark_secrets(props), proxy_secrets)
+
+    deserialize._keeps_secret_marks = True  # type: ignore[attr-defined]
+    _policy_module.deserialize_properties = deserialize
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _stack_config(key: str) -> str | None:
+    return pulumi.runtime.get_config(f"{PROJECT}:{key}")
+
+
+def configured_forwards() -> set[tuple[str, int, str]]:
+    """(protocol, public port, source CIDR) of each `portForwards` entry in the stack's config."""
+    raw = _stack_config("portForwards")
+    if not raw:
+        return set()
+    try:
+        forwards = json.loads(raw)
+    except json.JSONDecodeError:
+        return set()
+    out = set()
+    for fwd in forwards if isinstance(forwards, list) else []:
+        if not isinstance(fwd, dict) or "publicPort" not in fwd:
+            continue
+        for cidr in fwd.get("sourceCidrs") or []:
+            out.add((str(fwd.get("protocol", "tcp")), int(fwd["publicPort"]), str(cidr)))
+    return out
+
+
+def _protocol(value: Any) -> str:
+    return {"6": "tcp", "17": "udp", "1": "icmp"}.get(str(value), str(value).lower())
+
+
+def _ingress_rules(args: ResourceValidationArgs) -> Iterator[dict[str, Any]]:
+    """Each ingress rule of the resource as {protocol, from, to, cidrs, description}."""
+    p = args.props
+    if args.resource_type == SG_INGRESS_RULE:
+        yield {
+            "protocol": p.get("ipProtocol"),
+            "from": p.get("fromPort"),
+            "to": p.get("toPort"),
+            "cidrs": [c for c in (p.get("cidrIpv4"), p.get("cidrIpv6")) if c],
+            "description": p.get("description") or "",
+        }
+    elif args.resource_type == SG_RULE and p.get("type") == "ingress":
+        yield {
+            "protocol": p.get("protocol"),
+            "from": p.get("fromPort"),
+            "to": p.get("toPort"),
+            "cidrs": [*(p.get("cidrBlocks") or []), *(p.get("ipv6CidrBlocks") or [])],
+            "description": p.get("description") or "",
+        }
+    elif args.resource_type == SECURITY_GROUP:
+        for rule in p.get("ingress") or []:
+            yield {
+                "protocol": rule.get("protocol"),
+                "from": rule.get("fromPort"),
+                "to": rule.get("toPort"),
+                "cidrs": [*(rule.get("cidrBlocks") or []), *(rule.get("ipv6CidrBlocks") or [])],
+                "description": rule.get("description") or "",
+            }
+
+
+def is_provider_eni(props: Mapping[str, Any]) -> bool:
+    tags = props.get("tags") or {}
+    return tags.get(ROLE_TAG) == "provider" or str(props.get("description") or "").startswith(
+        PROVIDER_DESCRIPTION
+    )
+
+
+def secret_findings(text: str, secret_values: list[str]) -> list[str]:
+    """Why `text` (a command line) carries a secret; empty if it does not."""
+    found = []
+    if isinstance(text, SecretText):
+        found.append("a Pulumi secret value")
+    for what, pattern in SECRET_PATTERNS:
+        if pattern.search(text):
+            found.append(what)
+    if any(v and v in text for v in secret_values):
+        found.append("a secret value of the stack's config")
+    return found
+
+
+# ---- validations -----------------------------------------------------------------------------
+
+
+def validate_imdsv2(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type not in (INSTANCE, LAUNCH_TEMPLATE):
+        return
+    meta = args.props.get("metadataOptions") or {}
+    if meta.get("httpEndpoint") == "disabled" or meta.get("httpTokens") == "required":
+        return
+    report_violation(
+        f"{args.name}: the instance metadata service must require IMDSv2 tokens "
+        "(metadataOptions.httpTokens = \"required\")",
+        None,
+    )
+
+
+def validate_encrypted_volumes(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type == EBS_VOLUME:
+        if args.props.get("encrypted") is not True:
+            report_violation(f"{args.name}: EBS volume must be encrypted", None)
+        return
+    if args.resource_type != INSTANCE:
+        return
+    root = args.props.get("rootBlockDevice") or {}
+    if root.get("encrypted") is not True:
+        report_violation(f"{args.name}: root volume must be encrypted (rootBlockDevice.encrypted)", None)
+    for i, dev in enumerate(args.props.get("ebsBlockDevices") or []):
+        if dev.get("encrypted") is not True:
+            report_violation(f"{args.name}: ebsBlockDevices[{i}] must be encrypted", None)
+
+
+def validate_no_world_ingress(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type not in (SG_INGRESS_RULE, SG_RULE, SECURITY_GROUP):
+        return
+    forwards = None
+    for rule in _ingress_rules(args):
+        for cidr in rule["cidrs"]:
+            if cidr not in WORLD:
+                continue
+            if forwards is None:
+                forwards = configured_forwards()
+            protocol = _protocol(rule["protocol"])
+            port = rule["from"]
+            if (
+                port is not None
+                and rule["to"] == port
+                and str(rule["description"]).startswith(FORWARD_DESCRIPTION)
+                and (protocol, int(port), cidr) in forwards
+            ):
+                continue
+            report_violation(
+                f"{args.name}: ingress {protocol} {rule['from']}-{rule['to']} from {cidr} is open to the "
+                "world and is not a configured port forward (portForwards[].sourceCidrs)",
+                None,
+            )
+
+
+def validate_provider_eni(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != ENI or not is_provider_eni(args.props):
+        return
+    if args.props.get("sourceDestCheck") is not False:
+        report_violation(
+            f"{args.name}: the provider ENI must have sourceDestCheck = false (tenant traffic "
+            "leaves it with its own addresses)",
+            None,
+        )
+
+
+def validate_provider_attachment(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """Each provider ENI is attached once, at device index 1 (the instance's second NIC)."""
+    enis = [r for r in args.resources if r.resource_type == ENI and is_provider_eni(r.props)]
+    attachments = [r for r in args.resources if r.resource_type == ENI_ATTACHMENT]
+    for eni in enis:
+        mine = []
+        for att in attachments:
+            by_prop = att.property_dependencies.get("networkInterfaceId")
+            deps = by_prop if by_prop else [d for d in att.dependencies if d.resource_type == ENI]
+            if any(d.urn == eni.urn for d in deps):
+                mine.append(att)
+        if len(mine) != 1:
+            report_violation(
+                f"{eni.name}: the provider ENI must have exactly one NetworkInterfaceAttachment "
+                f"(found {len(mine)})",
+                eni.urn,
+            )
+        for att in mine:
+            if att.props.get("deviceIndex") != 1:
+                report_violation(
+                    f"{att.name}: the provider ENI must be attached at device index 1 "
+                    f"(got {att.props.get('deviceIndex')})",
+                    att.urn,
+                )
+
+
+def validate_command_secrets(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != REMOTE_COMMAND:
+        return
+    secret_values = [v for k in SECRET_CONFIG_KEYS if (v := _stack_config(k))]
+    for field in COMMAND_FIELDS:
+        text = args.props.get(field)
+        if not isinstance(text, str):
+            continue
+        findings = secret_findings(text, secret_values)
+        if findings:
+            report_violation(
+                f"{args.name}: the {field} command carries {', '.join(findings)}; pass secrets on stdin "
+                "(a failing command's error message shows its whole command line)",
+                None,
+            )
+
+
+POLICIES = [
+    ResourceValidationPolicy(
+        name="imdsv2-required",
+        description="EC2 instances require IMDSv2 (session tokens) for the instance metadata service.",
+        validate=validate_imdsv2,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="encrypted-volumes",
+        description="Root and EBS volumes are encrypted.",
+        validate=validate_encrypted_volumes,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="no-world-ingress",
+        description="No security-group ingress from 0.0.0.0/0 or ::/0 except the configured port forwards.",
+        validate=validate_no_world_ingress,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="provider-eni-source-dest-check-off",
+        description="The provider ENI has source/destination checking off.",
+        validate=validate_provider_eni,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    StackValidationPolicy(
+        name="provider-eni-at-device-index-1",
+        description="The provider ENI is attached once, at device index 1.",
+        validate=validate_provider_attachment,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="no-secret-in-remote-command",
+        description="No remote command's create/update/delete text carries a secret.",
+        validate=validate_command_secrets,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+]
