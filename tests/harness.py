@@ -177,8 +177,10 @@ def run_program(config: dict[str, Any] | None = None, secret_keys: list[str] | N
     original_warn = pulumi.log.warn
     pulumi.log.warn = lambda msg, *a, **k: warnings.append(msg)  # type: ignore[assignment]
     try:
-        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
-        _sync_await(wait_for_rpcs())
+        try:
+            runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        finally:
+            _sync_await(wait_for_rpcs())  # also on failure: every registration is recorded
         result = Result(resources=monitor.registered, urns=monitor.urns, warnings=warnings)
         root = pulumi.runtime.settings.get_root_resource()
         for key, value in root.outputs.items():  # type: ignore[union-attr]

@@ -209,7 +209,7 @@ def test_bad_config_fails_before_any_resource_is_registered():
     message = str(err.value)
     assert "openstack-on-aws:vpcCidr:" in message and "openstack-on-aws:bogus: unknown key" in message
     registered = pulumi.runtime.settings.SETTINGS.monitor.registered  # type: ignore[attr-defined]
-    assert [r.type for r in registered] == ["pulumi:pulumi:Stack"]
+    assert [r.type for r in registered if r.type != "pulumi:pulumi:Stack"] == []
 
 
 def test_unknown_instance_type_fails_with_its_key():
