@@ -233,3 +233,14 @@ def test_duplicate_forwards_are_refused_and_distinct_ones_accepted(slots):
         assert has_dup == any("already forwarded" in p for p in found)
     else:
         assert len(load(portForwards=forwards).port_forwards) == len(slots)
+
+
+def test_the_example_stack_file_is_valid():
+    """Pulumi.dev.yaml, read as Pulumi hands it over (structured values as JSON), validates clean."""
+    import yaml
+
+    from tests.harness import ROOT, config_strings
+
+    config = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    s = load_settings(config_strings(config), lambda _t: M8I)
+    assert s.port_forwards and s.allowed_cidrs and s.warnings() == []
