@@ -124,6 +124,11 @@ def configured_forwards() -> set[tuple[str, int, str]]:
     return out
 
 
+def _num(value: Any) -> Any:
+    """Numbers arrive as floats (protobuf); show 522, not 522.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _protocol(value: Any) -> str:
     return {"6": "tcp", "17": "udp", "1": "icmp"}.get(str(value), str(value).lower())
 
@@ -229,7 +234,7 @@ def validate_no_world_ingress(args: ResourceValidationArgs, report_violation: Re
             ):
                 continue
             report_violation(
-                f"{args.name}: ingress {protocol} {rule['from']}-{rule['to']} from {cidr} is open to the "
+                f"{args.name}: ingress {protocol} {_num(rule['from'])}-{_num(rule['to'])} from {cidr} is open to the "
                 "world and is not a configured port forward (portForwards[].sourceCidrs)",
                 None,
             )
@@ -267,7 +272,7 @@ def validate_provider_attachment(args: StackValidationArgs, report_violation: Re
             if att.props.get("deviceIndex") != 1:
                 report_violation(
                     f"{att.name}: the provider ENI must be attached at device index 1 "
-                    f"(got {att.props.get('deviceIndex')})",
+                    f"(got {_num(att.props.get('deviceIndex'))})",
                     att.urn,
                 )
 
