@@ -12,6 +12,10 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@# actionlint (tests/test_workflow.py) from the Go module proxy; needs Go >= 1.21 (it fetches go1.25+).
+	if command -v go >/dev/null; then \
+	  GOBIN=$(abspath $(VENV))/bin go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12; \
+	else echo "warning: no Go, actionlint not installed: test_workflow skips (fails when CI=true)" >&2; fi
 	touch $@
 
 test: venv
