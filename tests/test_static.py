@@ -34,7 +34,7 @@ def test_ruff() -> None:
 
 
 def test_mypy() -> None:
-    run = _run(sys.executable, "-m", "mypy", "--no-incremental", "config", "components", "policy/policies.py")
+    run = _run(sys.executable, "-m", "mypy", "config", "components", "policy/policies.py")
     assert run.returncode == 0, run.stdout + run.stderr
 
 
