@@ -113,3 +113,28 @@ remove_reapply_units() {
   rm -f "/etc/systemd/system/$unit.timer" "/etc/systemd/system/$unit.service"
   if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 }
+
+# --- host helpers (prepare-host, install-openstack, external-gateway) ---
+
+# nic_by_mac MAC : the name of the network device with that MAC (found, not guessed: Nitro says ens6).
+nic_by_mac() {
+  local dev
+  for dev in /sys/class/net/*; do
+    [ -e "$dev/device" ] || continue # physical NICs only (not br-ex, which may share the MAC)
+    [ "$(cat "$dev/address")" = "${1,,}" ] && { basename "$dev"; return 0; }
+  done
+  return 1
+}
+
+ip_to_int() {
+  local IFS=. a b c d
+  read -r a b c d <<<"$1"
+  echo $(((10#$a << 24) | (10#$b << 16) | (10#$c << 8) | 10#$d))
+}
+# in_cidr IP CIDR : IP lies inside CIDR.
+in_cidr() {
+  local ip net bits mask
+  ip=$(ip_to_int "$1") net=$(ip_to_int "${2%/*}") bits=${2#*/}
+  mask=$(((0xffffffff << (32 - bits)) & 0xffffffff))
+  (((ip & mask) == (net & mask)))
+}

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# prepare-host: the host side of the article's "provider interface without an IP address".
+#
+#   prepare-host.sh apply     waits for cloud-init; finds the provider NIC by the provider ENI's MAC
+#                             (Nitro names it ens6, never eth1); keeps it up with no address, no
+#                             DHCP, no IPv6 - now and at every boot (cloud-init's network config
+#                             disabled, its netplan stripped of that NIC, our netplan file matched
+#                             by MAC); installs the packages later steps use; creates the `stack`
+#                             user DevStack runs as.
+#   prepare-host.sh remove    undoes the files, the user and the sudoers entry it created; the NIC
+#                             gets DHCP again at the next boot. Packages stay installed.
+#   prepare-host.sh config    only the file part of apply (netplan, cloud-init), under $OOA_ROOT;
+#   prepare-host.sh unconfig  only the file part of remove. (apply/remove call them; tests run them.)
+#
+# Parameters (KEY=value lines on stdin, apply and config): PROVIDER_MAC.
+set -euo pipefail
+OOA_STEP=prepare-host
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ROOT=${OOA_ROOT:-} # the files are written under $ROOT (empty: the real root)
+STATE=$OOA_STATE/prepare-host
+NETPLAN_DIR=$ROOT/etc/netplan
+OUR_NETPLAN=$NETPLAN_DIR/90-openstack-on-aws-provider.yaml
+CLOUD_INIT_NETPLAN=$NETPLAN_DIR/50-cloud-init.yaml
+CLOUD_INIT_CFG=$ROOT/etc/cloud/cloud.cfg.d/99-openstack-on-aws-network.cfg
+SUDOERS=/etc/sudoers.d/50-openstack-on-aws-stack
+STACK_HOME=/opt/stack
+PACKAGES=(git jq iproute2 iptables python3 python3-yaml sudo)
+
+read_params() {
+  load_params - PROVIDER_MAC
+  PROVIDER_MAC=${PROVIDER_MAC,,}
+  need is_mac PROVIDER_MAC
+}
+
+# write_config: the boot-time half; every file is rewritten whole, so twice = once.
+write_config() {
+  install -d -m 0700 "$STATE"
+  install -d -m 0755 "$NETPLAN_DIR" "$(dirname "$CLOUD_INIT_CFG")"
+  printf '%s\n' \
+    "# openstack-on-aws prepare-host: cloud-init must not configure the NICs again at boot" \
+    "# (it would give the provider NIC DHCP and policy routing)." \
+    "network: {config: disabled}" >"$CLOUD_INIT_CFG"
+  # cloud-init's own netplan keeps the management NIC; the provider NIC's stanza goes.
+  if [ -f "$CLOUD_INIT_NETPLAN" ]; then
+    [ -f "$STATE/50-cloud-init.yaml.orig" ] || cp -p "$CLOUD_INIT_NETPLAN" "$STATE/50-cloud-init.yaml.orig"
+    python3 - "$STATE/50-cloud-init.yaml.orig" "$CLOUD_INIT_NETPLAN" "$PROVIDER_MAC" <<'PY'
+import sys, yaml
+src, dst, mac = sys.argv[1:]
+doc = yaml.safe_load(open(src)) or {}
+eth = (doc.get("network") or {}).get("ethernets") or {}
+for name in [n for n, e in eth.items() if str((e or {}).get("match", {}).get("macaddress", "")).lower() == mac]:
+    del eth[name]
+with open(dst + ".tmp", "w") as f:
+    yaml.safe_dump(doc, f, default_flow_style=False)
+PY
+    chmod 0600 "$CLOUD_INIT_NETPLAN.tmp"
+    mv "$CLOUD_INIT_NETPLAN.tmp" "$CLOUD_INIT_NETPLAN"
+  fi
+  (umask 077 && cat >"$OUR_NETPLAN.tmp" <<YAML)
+# openstack-on-aws prepare-host: the provider NIC is a port of br-ex and carries no address.
+network:
+  version: 2
+  ethernets:
+    openstack-provider:
+      match:
+        macaddress: "$PROVIDER_MAC"
+      dhcp4: false
+      dhcp6: false
+      accept-ra: false
+      link-local: []
+      optional: true
+YAML
+  mv "$OUR_NETPLAN.tmp" "$OUR_NETPLAN"
+}
+
+remove_config() {
+  rm -f "$OUR_NETPLAN" "$CLOUD_INIT_CFG"
+  if [ -f "$STATE/50-cloud-init.yaml.orig" ]; then
+    mv "$STATE/50-cloud-init.yaml.orig" "$CLOUD_INIT_NETPLAN"
+  fi
+}
+
+wait_for_cloud_init() {
+  command -v cloud-init >/dev/null || return 0
+  log "waiting for cloud-init to finish"
+  local rc=0
+  cloud-init status --wait >/dev/null || rc=$?
+  # 2: finished with recoverable errors (degraded) - the host is usable.
+  ((rc == 0 || rc == 2)) || die "cloud-init failed (status $rc): see /var/log/cloud-init.log"
+}
+
+runtime_nic() {
+  local nic=$1
+  # Stop networkd's DHCP on it now (it reads the new netplan), then clear what it had.
+  if command -v netplan >/dev/null; then netplan generate; fi
+  if command -v networkctl >/dev/null; then networkctl reload || true; fi
+  ip link set dev "$nic" up
+  ip -4 addr flush dev "$nic"
+  sysctl -qw "net.ipv6.conf.$nic.disable_ipv6=1"
+  ip -6 addr flush dev "$nic" 2>/dev/null || true
+  [ -z "$(ip -o addr show dev "$nic")" ] || die "$nic still has addresses: $(ip -o addr show dev "$nic")"
+}
+
+ensure_stack_user() {
+  if ! id stack >/dev/null 2>&1; then
+    useradd --system --create-home --home-dir "$STACK_HOME" --shell /bin/bash stack
+    touch "$STATE/created-user"
+  fi
+  chmod 0755 "$STACK_HOME"
+  (umask 0227 && printf 'stack ALL=(ALL) NOPASSWD: ALL\n' >"$SUDOERS.tmp")
+  visudo -cqf "$SUDOERS.tmp" || die "invalid sudoers entry"
+  mv "$SUDOERS.tmp" "$SUDOERS"
+}
+
+apply() {
+  read_params
+  [ -z "$ROOT" ] || die "apply changes the running host; OOA_ROOT is only for config/unconfig"
+  wait_for_cloud_init
+  local nic
+  nic=$(nic_by_mac "$PROVIDER_MAC") || die "no network device has the provider ENI's MAC $PROVIDER_MAC (is the ENI attached?)"
+  log "provider NIC: $nic ($PROVIDER_MAC)"
+  write_config
+  runtime_nic "$nic"
+  log "installing packages: ${PACKAGES[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -qq -o DPkg::Lock::Timeout=600 update
+  apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${PACKAGES[@]}" >/dev/null
+  ensure_stack_user
+  # shellcheck disable=SC2034 # saved by name
+  PROVIDER_NIC=$nic
+  save_params "$STATE/params" PROVIDER_MAC PROVIDER_NIC
+  log "done"
+}
+
+remove() {
+  [ -z "$ROOT" ] || die "remove changes the running host; OOA_ROOT is only for config/unconfig"
+  remove_config
+  rm -f "$SUDOERS"
+  if [ -f "$STATE/created-user" ]; then
+    pkill -u stack || true
+    userdel --remove stack 2>/dev/null || userdel stack
+  fi
+  rm -rf "$STATE"
+  if command -v netplan >/dev/null; then netplan generate; fi
+  log "removed; the provider NIC is configured by cloud-init again from the next boot"
+}
+
+case ${1:-} in
+  apply) apply ;;
+  remove) remove ;;
+  config) read_params && write_config ;;
+  unconfig) remove_config && rm -rf "$STATE" ;;
+  *) die "usage: $0 apply|remove|config|unconfig (parameters on stdin)" ;;
+esac
