@@ -191,3 +191,18 @@ def run_program(config: dict[str, Any] | None = None, secret_keys: list[str] | N
     finally:
         pulumi.log.warn = original_warn  # type: ignore[assignment]
     return result
+
+# ---- the remote steps (components/openstack.py) ----
+MOCK_ROUTER_ID = "6f1d3c2a-0b4e-4c1f-9a7d-2e5b8c9d0a11"
+MOCK_GATEWAY_PORT_ID = "a3b2c1d0-e9f8-4a7b-8c6d-5e4f3a2b1c0d"
+MOCK_ADMIN_PASSWORD = "MockGeneratedPassword24c"
+COMPUTED["command:remote:Command"] = lambda n, i: {
+    "stdout": json.dumps({"router_id": MOCK_ROUTER_ID, "gateway_port_id": MOCK_GATEWAY_PORT_ID})
+    if n.endswith("-external-gateway")
+    else "",
+    "stderr": "",
+}
+COMPUTED["random:index/randomPassword:RandomPassword"] = lambda n, i: {
+    "result": MOCK_ADMIN_PASSWORD,
+    "bcryptHash": "$2a$10$mock",
+}
