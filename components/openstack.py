@@ -163,7 +163,8 @@ class OpenStack(pulumi.ComponentResource):
                 create=command(step_name, "apply"),
                 update=command(step_name, "apply"),
                 delete=command(step_name, "remove"),
-                stdin=_stdin(values),
+                # The stdin of a step that carries a secret is a secret as a whole.
+                stdin=pulumi.Output.secret(_stdin(values)) if secret_output else _stdin(values),
                 # A new instance runs every step again.
                 triggers=[args.instance_id],
                 # Don't hand the previous run's output to the next one as environment variables.
@@ -189,8 +190,8 @@ class OpenStack(pulumi.ComponentResource):
             values["prepare-host"],
             [args.instance, args.provider_attachment, args.management_eip],
         )
-        # stack.sh's output and log tail are masked on the host, but they are the one place a
-        # password could surface: keep them secret in the state.
+        # Its stdin holds the admin password; stack.sh's output and log tail are masked on the
+        # host, but they are the one place a password could surface: all secret in the state.
         install = step("install-openstack", values["install-openstack"], [prepare], secret_output=True)
         gateway = step("external-gateway", values["external-gateway"], [install])
         parsed = gateway.stdout.apply(_parse_gateway)
