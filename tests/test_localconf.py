@@ -1,0 +1,108 @@
+"""DevStack's local.conf: what it says, and that DevStack reads every variable it sets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.localconf import local_conf_for, local_conf_variables
+from config.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVSTACK_VARIABLES = ROOT / "tests" / "data" / "devstack_variables.txt"
+
+
+def _render_module():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import render
+
+    return render
+
+
+def settings(**kw) -> Settings:
+    return Settings(allowed_cidrs=["203.0.113.0/24"], **kw)
+
+
+def conf(**kw) -> dict[str, str]:
+    out = {}
+    for line in local_conf_for(settings(**kw)).splitlines():
+        head, sep, value = line.partition("=")
+        if sep and head in local_conf_variables(line):
+            out[head] = value
+    return out
+
+
+def test_every_variable_is_read_by_devstack():
+    known = {
+        line.strip()
+        for line in DEVSTACK_VARIABLES.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    header = DEVSTACK_VARIABLES.read_text().splitlines()[1]
+    assert Settings.model_fields["openstack_branch"].default in header  # list matches the default branch
+    names = local_conf_variables(local_conf_for(settings(floating_ip_count=3)))
+    assert names and set(names) <= known, sorted(set(names) - known)
+
+
+def test_networking_values():
+    c = conf(floating_ip_count=3)
+    assert c["HOST_IP"] == "10.42.1.10"
+    assert c["Q_AGENT"] == "openvswitch"
+    assert c["Q_ML2_PLUGIN_MECHANISM_DRIVERS"] == "openvswitch"
+    assert c["PUBLIC_BRIDGE"] == c["OVS_PHYSICAL_BRIDGE"] == "br-ex"
+    assert c["Q_USE_PROVIDERNET_FOR_PUBLIC"] == "True"
+    assert c["Q_ASSIGN_GATEWAY_TO_PUBLIC_BRIDGE"] == "False"
+    assert c["FLOATING_RANGE"] == "10.42.2.0/24"
+    assert c["PUBLIC_NETWORK_GATEWAY"] == "10.42.2.1"
+    # the provider ENI's registered IPs: primary .10 and the three secondaries
+    assert c["Q_FLOATING_ALLOCATION_POOL"] == "start=10.42.2.10,end=10.42.2.13"
+    assert c["NEUTRON_CREATE_INITIAL_NETWORKS"] == "False"
+
+
+def test_placeholders_filled_on_the_host():
+    c = conf()
+    assert c["ADMIN_PASSWORD"] == "@ADMIN_PASSWORD@"
+    assert c["LIBVIRT_TYPE"] == "@LIBVIRT_TYPE@"
+    assert c["PUBLIC_INTERFACE"] == "@PUBLIC_INTERFACE@"
+    assert conf(floating_ip_count=0)["Q_FLOATING_ALLOCATION_POOL"] == "start=10.42.2.10,end=10.42.2.10"
+
+
+def test_ovn_off_ovs_and_l3_on():
+    text = local_conf_for(settings())
+    assert "enable_service q-svc q-agt q-dhcp q-l3 q-meta" in text
+    disabled = " ".join(line for line in text.splitlines() if line.startswith("disable_service"))
+    for svc in ("ovn-northd", "ovn-controller", "q-ovn-agent", "q-ovn-metadata-agent"):
+        assert svc in disabled.split()
+
+
+def test_render_tool_writes_every_step(tmp_path):
+    out = tmp_path / "render"
+    proc = subprocess.run(
+        [sys.executable, "tools/render.py", "--stack", "dev", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == ["1-prepare-host", "2-install-openstack", "3-external-gateway", "4-gateway-mac", "5-port-forwards"]
+    from components.remote import command
+
+    assert (out / "2-install-openstack" / "command.sh").read_text() == command("install-openstack", "apply")
+    params = (out / "2-install-openstack" / "params.env").read_text()
+    assert "ADMIN_PASSWORD=<secret: masked>\n" in params
+    assert "ROUTER_ID=<router id from external-gateway>" in (out / "5-port-forwards" / "params.env").read_text()
+    from config.settings import load_settings
+
+    render = _render_module()
+    dev = load_settings(render.stack_config(ROOT / "Pulumi.dev.yaml"))
+    assert (out / "local.conf").read_text() == local_conf_for(dev)
+
+
+def test_render_reports_bad_settings(tmp_path):
+    (tmp_path / "Pulumi.bad.yaml").write_text("config:\n  openstack-on-aws:allowedCidrs: ['0.0.0.0/0']\n")
+    render = _render_module()
+    with pytest.raises(Exception, match="allowedCidrs"):
+        render.render("bad", tmp_path / "out", root=tmp_path)
+    assert not (tmp_path / "out").exists()
