@@ -74,8 +74,8 @@ class Mocks(pulumi_mocks.Mocks):
     def call(self, args: pulumi_mocks.MockCallArgs):
         if args.token == "aws:ec2/getInstanceType:getInstanceType":
             known = INSTANCE_TYPES.get(args.args["instanceType"])
-            if known is None:
-                raise Exception(f"InvalidInstanceType: {args.args['instanceType']}")
+            if known is None:  # as a provider reports a failed invoke: failures, not an exception
+                return {}, [("instanceType", f"InvalidInstanceType: {args.args['instanceType']}")]
             return {"instanceType": args.args["instanceType"], **known}
         if args.token == "aws:ec2/getAmi:getAmi":
             return {"id": MOCK_AMI, "imageId": MOCK_AMI, "name": "ubuntu-noble-24.04-mock"}
