@@ -11,6 +11,8 @@ import pulumi_tls as tls
 CANONICAL = "099720109477"
 UBUNTU_2404 = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
 SSH_USER = "ubuntu"
+# Marks each ENI's role; the policy pack finds the provider ENI by it.
+ROLE_TAG = "openstack-on-aws:role"
 
 
 @dataclass
@@ -71,7 +73,7 @@ class Host(pulumi.ComponentResource):
             private_ips=[args.management_ip],
             security_groups=[args.management_sg_id],
             description="openstack-on-aws management: SSH, APIs, tunnels",
-            tags={"Name": f"{name}-management"},
+            tags={"Name": f"{name}-management", ROLE_TAG: "management"},
             opts=eni_opts,
         )
         self.provider_eni = aws.ec2.NetworkInterface(
@@ -83,7 +85,7 @@ class Host(pulumi.ComponentResource):
             # Frames from tenant VMs carry their own addresses through this ENI.
             source_dest_check=False,
             description="openstack-on-aws provider: br-ex, router gateway, floating IPs",
-            tags={"Name": f"{name}-provider"},
+            tags={"Name": f"{name}-provider", ROLE_TAG: "provider"},
             opts=eni_opts,
         )
 

@@ -91,6 +91,7 @@ def test_provider_eni_carries_the_floating_ips_with_source_dest_check_off(defaul
     assert eni["privateIpListEnabled"] is True
     assert eni["privateIpLists"] == ["10.42.2.10", "10.42.2.11", "10.42.2.12"]
     assert eni["subnetId"] == "dev-provider-id" and eni["securityGroups"] == ["dev-provider-sg-id"]
+    assert eni["tags"]["openstack-on-aws:role"] == "provider"
     mgmt = props(default, "dev-management-eni")
     assert mgmt["privateIps"] == ["10.42.1.10"] and mgmt["securityGroups"] == ["dev-management-sg-id"]
     assert "sourceDestCheck" not in mgmt or mgmt["sourceDestCheck"] is not False
