@@ -34,11 +34,13 @@ T = {
     "tlskey": "tls:index/privateKey:PrivateKey",
 }
 
-# The stack outputs of the EC2 side, README "Outputs": a contract for StackReference users.
+# The stack outputs, README "Outputs": a contract for StackReference users.
 CONTRACT = {
     "region", "availabilityZone", "vpcId", "managementSubnetId", "providerSubnetId", "instanceId",
     "managementPrivateIp", "managementPublicIp", "sshCommand", "sshPrivateKey", "providerEniId",
     "providerMac", "providerPrivateIp", "providerPublicIp", "floatingIps",
+    # the OpenStack side (components/openstack.py)
+    "keystoneAuthUrl", "horizonUrl", "routerId", "adminPassword", "cloudsYaml",
 }
 
 
@@ -180,10 +182,10 @@ def test_outputs_are_the_documented_contract(default):
 
 
 def test_nothing_secret_is_exported_in_plain(default):
-    assert default.secret_outputs == {"sshPrivateKey"}
+    assert default.secret_outputs == {"sshPrivateKey", "adminPassword", "cloudsYaml"}
     assert default.outputs["sshPrivateKey"] == SECRET_PRIVATE_KEY
     plain = {k: v for k, v in default.outputs.items() if k not in default.secret_outputs}
-    assert "PRIVATE KEY" not in repr(plain)
+    assert "PRIVATE KEY" not in repr(plain) and default.outputs["adminPassword"] not in repr(plain)
 
 
 def test_a_user_key_pair_is_used_and_its_private_half_never_exported():
