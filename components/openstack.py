@@ -124,8 +124,9 @@ def step_params(args: OpenStackArgs, router_id: object, gateway_port_id: object)
     }
 
 
-def _stdin(values: dict[str, object]) -> pulumi.Output[str]:
-    return pulumi.Output.all(**values).apply(params)  # type: ignore[arg-type]
+def _stdin(values: dict[str, object], secret: bool = False) -> pulumi.Output[str]:
+    text: pulumi.Output[str] = pulumi.Output.all(**values).apply(params)  # type: ignore[arg-type]
+    return pulumi.Output.secret(text) if secret else text  # type: ignore[arg-type]
 
 
 def _parse_gateway(stdout: str) -> dict[str, str]:
@@ -164,7 +165,7 @@ class OpenStack(pulumi.ComponentResource):
                 update=command(step_name, "apply"),
                 delete=command(step_name, "remove"),
                 # The stdin of a step that carries a secret is a secret as a whole.
-                stdin=pulumi.Output.secret(_stdin(values)) if secret_output else _stdin(values),
+                stdin=_stdin(values, secret=secret_output),
                 # A new instance runs every step again.
                 triggers=[args.instance_id],
                 # Don't hand the previous run's output to the next one as environment variables.

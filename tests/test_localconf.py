@@ -82,11 +82,20 @@ def test_render_tool_writes_every_step(tmp_path):
     out = tmp_path / "render"
     proc = subprocess.run(
         [sys.executable, "tools/render.py", "--stack", "dev", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert folders == ["1-prepare-host", "2-install-openstack", "3-external-gateway", "4-gateway-mac", "5-port-forwards"]
+    assert folders == [
+        "1-prepare-host",
+        "2-install-openstack",
+        "3-external-gateway",
+        "4-gateway-mac",
+        "5-port-forwards",
+    ]
     from components.remote import command
 
     assert (out / "2-install-openstack" / "command.sh").read_text() == command("install-openstack", "apply")

@@ -21,6 +21,8 @@ def is_secret(value) -> bool:
 def plain(value):
     """A registered input with Pulumi's secret wrapper removed."""
     return value["value"] if is_secret(value) else value
+
+
 USER_PASSWORD = "User-Chosen-Passw0rd"
 
 
@@ -32,7 +34,7 @@ def run():
 def test_chain_order_and_dependencies(run):
     names = [r.name for r in run.of_type(CMD)]
     assert names == [f"dev-{s}" for s in STEPS]
-    for before, after in zip(STEPS, STEPS[1:]):
+    for before, after in zip(STEPS, STEPS[1:], strict=False):
         assert f"dev-{before}" in run.depends_on(f"dev-{after}")
     first = run.depends_on("dev-prepare-host")
     assert {"dev-instance", "dev-provider-attachment", "dev-management-eip"} <= first
@@ -86,7 +88,9 @@ def _strings(value):
             yield from _strings(v)
 
 
-@pytest.mark.parametrize("config,secret", [({}, MOCK_ADMIN_PASSWORD), ({"adminPassword": USER_PASSWORD}, USER_PASSWORD)])
+@pytest.mark.parametrize(
+    "config,secret", [({}, MOCK_ADMIN_PASSWORD), ({"adminPassword": USER_PASSWORD}, USER_PASSWORD)]
+)
 def test_secrets_only_on_stdin(config, secret):
     run = run_program(config, secret_keys=list(config))
     seen_on_stdin = False
@@ -113,10 +117,23 @@ def test_generated_password_has_no_special_characters(run):
 def test_changing_only_the_forwards_changes_only_port_forwards():
     forwards = [{"protocol": "tcp", "publicPort": 522, "tenantIp": "192.168.100.10", "tenantPort": 22}]
     a = run_program({"portForwards": forwards})
-    b = run_program({"portForwards": [*forwards, {"protocol": "udp", "publicPort": 5000, "tenantIp": "192.168.100.11", "tenantPort": 53}]})
-    changed = [r.name for r in a.of_type(CMD) if json.dumps(r.inputs, sort_keys=True) != json.dumps(b.one(r.name).inputs, sort_keys=True)]
+    b = run_program(
+        {
+            "portForwards": [
+                *forwards,
+                {"protocol": "udp", "publicPort": 5000, "tenantIp": "192.168.100.11", "tenantPort": 53},
+            ]
+        }
+    )
+    changed = [
+        r.name
+        for r in a.of_type(CMD)
+        if json.dumps(r.inputs, sort_keys=True) != json.dumps(b.one(r.name).inputs, sort_keys=True)
+    ]
     assert changed == ["dev-port-forwards"]
-    assert "FORWARDS=tcp:522:192.168.100.10:22,udp:5000:192.168.100.11:53\n" in b.one("dev-port-forwards").inputs["stdin"]
+    assert (
+        "FORWARDS=tcp:522:192.168.100.10:22,udp:5000:192.168.100.11:53\n" in b.one("dev-port-forwards").inputs["stdin"]
+    )
 
 
 def test_outputs(run):

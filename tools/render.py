@@ -54,9 +54,7 @@ def render(stack: str, out: Path, root: Path = ROOT) -> list[Path]:
         provider_mac="<provider ENI MAC>",
         admin_password=MASK,
     )
-    values = step_params(
-        args, "<router id from external-gateway>", "<gateway port id from external-gateway>"
-    )
+    values = step_params(args, "<router id from external-gateway>", "<gateway port id from external-gateway>")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, step in enumerate(STEPS, 1):

@@ -1,0 +1,1 @@
+"""ComponentResources of the stack and the remote steps' scripts (steps/)."""
