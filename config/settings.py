@@ -126,10 +126,12 @@ class Settings(_Model):
     admin_password: SecretStr | None = Field(
         None,
         min_length=12,
-        description="Secret. OpenStack admin (and service) password; default: generated.",
+        max_length=128,
+        description="Secret. OpenStack admin (and service) password, 12-128 of A-Z a-z 0-9 _ - "
+        "(DevStack writes it unquoted into URLs and config files); default: generated.",
     )
     openstack_branch: str = Field(
-        "stable/2025.2",
+        "stable/2026.1",
         pattern=r"^(master|stable/20[0-9]{2}\.[12])$",
         description="DevStack branch: `stable/<year>.<1|2>` or `master`.",
     )
@@ -263,6 +265,10 @@ class Settings(_Model):
                     f"{limits.max_ipv4_per_interface - 1} floating IPs"
                 )
 
+        if self.admin_password is not None and not re.fullmatch(
+            r"[A-Za-z0-9_-]+", self.admin_password.get_secret_value()
+        ):
+            problems.append(f"{key('adminPassword')}: use only A-Z a-z 0-9 _ - (DevStack does not quote it)")
         if (self.ssh_public_key is None) != (self.ssh_private_key is None):
             problems.append(
                 f"{key('sshPrivateKey')}: set both sshPublicKey and (as a secret) sshPrivateKey, "

@@ -107,6 +107,8 @@ def test_allowed_cidrs_is_required():
         ({"sshPublicKey": "ssh-ed25519 AAAA me@host"}, f"{NS}:sshPrivateKey: set both sshPublicKey and"),
         ({"vpcCIDR": "10.0.0.0/16"}, f"{NS}:vpcCIDR: unknown key"),
         ({"adminPassword": "short"}, f"{NS}:adminPassword: Value should have at least 12"),
+        ({"adminPassword": "with space & quote'"}, f"{NS}:adminPassword: use only A-Z a-z 0-9 _ -"),
+        ({"adminPassword": "Good_pass-word-123"}, None),
     ],
 )
 def test_each_bad_input_names_its_key(keys, expected):

@@ -121,7 +121,7 @@ def test_prepare_host_rejects_bad_parameters_before_any_change(tmp_path, stdin, 
 def _install_params(**over) -> str:
     conf = local_conf_for(Settings(allowed_cidrs=["203.0.113.0/24"]))
     values = {
-        "BRANCH": "stable/2025.2",
+        "BRANCH": "stable/2026.1",
         "LOCAL_CONF": base64.b64encode(conf.encode()).decode(),
         "ADMIN_PASSWORD": "Abcdefgh1234-_xyz",
         "PROVIDER_MAC": MAC,
