@@ -8,6 +8,7 @@ import pulumi_aws as aws
 
 from components.host import Host, HostArgs
 from components.network import Network, NetworkArgs
+from components.openstack import OpenStack, args_from_settings
 from config.settings import InstanceLimits, SettingsError, load_settings, stack_config
 
 
@@ -61,6 +62,29 @@ host = Host(
     ),
 )
 
+# ---- the remote steps: DevStack and the networking fix on the host -------------------------
+openstack = OpenStack(
+    name,
+    args_from_settings(
+        settings,
+        instance=host.instance,
+        instance_id=host.instance.id,
+        provider_attachment=host.provider_attachment,
+        management_eip=host.management_eip,
+        host=host.management_eip.public_ip,
+        ssh_user=host.ssh_user,
+        private_key=(
+            host.private_key.private_key_openssh
+            if host.private_key is not None
+            else pulumi.Output.secret(settings.ssh_private_key.get_secret_value())  # type: ignore[union-attr]
+        ),
+        provider_mac=host.provider_eni.mac_address,
+        admin_password=(
+            pulumi.Output.secret(settings.admin_password.get_secret_value()) if settings.admin_password else None
+        ),
+    ),
+)
+
 # ---- stack outputs: a contract for StackReference users (README "Outputs") ----------------
 pulumi.export("region", settings.region)
 pulumi.export("availabilityZone", settings.zone)
@@ -85,63 +109,10 @@ pulumi.export(
     pulumi.Output.all(**{ip: eip.public_ip for ip, eip in host.floating_eips.items()}),
 )
 
-# ---- the remote steps: DevStack and the networking fix on the host (components/openstack.py) ----
-import pulumi_random as random  # noqa: E402
-
-from components.openstack import OpenStack, args_from_settings  # noqa: E402
-
-if settings.admin_password is not None:
-    admin_password = pulumi.Output.secret(settings.admin_password.get_secret_value())
-else:
-    # Letters and digits only: DevStack writes the password unquoted into URLs and config files.
-    admin_password = random.RandomPassword(f"{name}-admin-password", length=24, special=False).result
-private_key = (
-    host.private_key.private_key_openssh
-    if host.private_key is not None
-    else pulumi.Output.secret(settings.ssh_private_key.get_secret_value())  # type: ignore[union-attr]
-)
-openstack = OpenStack(
-    name,
-    args_from_settings(
-        settings,
-        instance=host.instance,
-        instance_id=host.instance.id,
-        provider_attachment=host.provider_attachment,
-        management_eip=host.management_eip,
-        host=host.management_eip.public_ip,
-        ssh_user=host.ssh_user,
-        private_key=private_key,
-        provider_mac=host.provider_eni.mac_address,
-        admin_password=admin_password,
-    ),
-)
-
-# Keystone and Horizon answer on the management Elastic IP (port 80, allowedCidrs only). The
-# service catalog lists the management private IP, so clients outside the VPC authenticate here
-# but reach the other APIs through an SSH tunnel (README "Using the cloud").
-public_ip = host.management_eip.public_ip
-keystone_url = pulumi.Output.concat("http://", public_ip, "/identity/v3")
-pulumi.export("keystoneAuthUrl", keystone_url)
-pulumi.export("horizonUrl", pulumi.Output.concat("http://", public_ip, "/dashboard"))
+# The service catalog lists the management private IP: from outside the VPC, Keystone and
+# Horizon answer on the Elastic IP; the other APIs through an SSH tunnel (README "Using the cloud").
+pulumi.export("keystoneAuthUrl", openstack.keystone_auth_url)
+pulumi.export("horizonUrl", openstack.horizon_url)
 pulumi.export("routerId", openstack.router_id)
-pulumi.export("adminPassword", pulumi.Output.secret(admin_password))
-pulumi.export(
-    "cloudsYaml",
-    pulumi.Output.secret(
-        pulumi.Output.all(keystone_url, admin_password).apply(
-            lambda v: (
-                "clouds:\n"
-                "  openstack-on-aws:\n"
-                "    auth:\n"
-                f"      auth_url: {v[0]}\n"
-                "      username: admin\n"
-                f"      password: {v[1]}\n"
-                "      project_name: admin\n"
-                "      user_domain_name: Default\n"
-                "      project_domain_name: Default\n"
-                "    region_name: RegionOne\n"
-                "    identity_api_version: 3\n"
-            )
-        )
-    ),
-)
+pulumi.export("adminPassword", openstack.admin_password)
+pulumi.export("cloudsYaml", openstack.clouds_yaml)

@@ -10,12 +10,14 @@ connection and command stored in state, so `remove` always gets the parameters i
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any
 
 import pulumi
+import pulumi_random as random
 from pulumi_command import remote
 
 from components import localconf
@@ -56,8 +58,6 @@ class OpenStackArgs:
     """OpenSSH private key for `ssh_user` (secret)."""
     provider_mac: pulumi.Input[str]
     """MAC of the provider ENI: finds the provider NIC, and the MAC the router gateway takes."""
-    admin_password: pulumi.Input[str]
-    """OpenStack admin password (secret): letters, digits, `_` and `-` only."""
     branch: str
     """DevStack branch."""
     management_ip: IPv4Address
@@ -76,6 +76,8 @@ class OpenStackArgs:
     """Provider ENI's secondary IPs (the floating IP pool)."""
     forwards: list[str] = field(default_factory=list)
     """Port forwards as `proto:publicPort:tenantIp:tenantPort`."""
+    admin_password: pulumi.Input[str] | None = None
+    """OpenStack admin password (secret): letters, digits, `_` and `-` only; None generates one."""
 
 
 def local_conf(args: OpenStackArgs) -> str:
@@ -143,6 +145,14 @@ class OpenStack(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: OpenStackArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("openstack-on-aws:openstack:OpenStack", name, None, opts)
+        password = args.admin_password
+        if password is None:
+            # Letters and digits only: DevStack writes the password unquoted into URLs and files.
+            password = random.RandomPassword(
+                f"{name}-admin-password", length=24, special=False, opts=pulumi.ResourceOptions(parent=self)
+            ).result
+            args = dataclasses.replace(args, admin_password=password)
+        self.admin_password: pulumi.Output[str] = pulumi.Output.secret(password)
         connection = remote.ConnectionArgs(
             host=args.host,
             user=args.ssh_user,
@@ -202,7 +212,37 @@ class OpenStack(pulumi.ComponentResource):
         mac = step("gateway-mac", values["gateway-mac"], [gateway])
         step("port-forwards", values["port-forwards"], [mac])
 
-        self.register_outputs({"router_id": self.router_id, "gateway_port_id": self.gateway_port_id})
+        # Keystone and Horizon answer on the management Elastic IP (port 80, allowedCidrs only).
+        self.keystone_auth_url = pulumi.Output.concat("http://", args.host, "/identity/v3")
+        self.horizon_url = pulumi.Output.concat("http://", args.host, "/dashboard")
+        self.clouds_yaml: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(self.keystone_auth_url, self.admin_password).apply(lambda v: clouds_yaml(*v))
+        )
+        self.register_outputs(
+            {
+                "router_id": self.router_id,
+                "gateway_port_id": self.gateway_port_id,
+                "keystone_auth_url": self.keystone_auth_url,
+                "horizon_url": self.horizon_url,
+            }
+        )
+
+
+def clouds_yaml(auth_url: str, password: str) -> str:
+    """A clouds.yaml with one cloud, `openstack-on-aws`, as the admin user."""
+    return (
+        "clouds:\n"
+        "  openstack-on-aws:\n"
+        "    auth:\n"
+        f"      auth_url: {auth_url}\n"
+        "      username: admin\n"
+        f"      password: {password}\n"
+        "      project_name: admin\n"
+        "      user_domain_name: Default\n"
+        "      project_domain_name: Default\n"
+        "    region_name: RegionOne\n"
+        "    identity_api_version: 3\n"
+    )
 
 
 def forward_specs(settings: Settings) -> list[str]:

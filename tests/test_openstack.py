@@ -112,6 +112,12 @@ def test_secrets_only_on_stdin(config, secret):
 def test_generated_password_has_no_special_characters(run):
     (pw,) = run.of_type("random:index/randomPassword:RandomPassword")
     assert pw.inputs["special"] is False and pw.inputs["length"] >= 16
+    assert "openstack-on-aws:openstack:OpenStack" in pw.parent
+
+
+def test_a_given_password_generates_none():
+    run = run_program({"adminPassword": "Given_password-123"}, secret_keys=["adminPassword"])
+    assert not run.of_type("random:index/randomPassword:RandomPassword")
 
 
 def test_changing_only_the_forwards_changes_only_port_forwards():
