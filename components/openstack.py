@@ -60,8 +60,8 @@ class OpenStackArgs:
     """MAC of the provider ENI: finds the provider NIC, and the MAC the router gateway takes."""
     branch: str
     """DevStack branch."""
-    management_ip: IPv4Address
-    """Management ENI's primary IP: DevStack's HOST_IP."""
+    local_conf: str
+    """DevStack's local.conf, with the placeholders the host fills in (components/localconf.py)."""
     provider_cidr: IPv4Network
     """The provider subnet: Neutron's external subnet."""
     provider_ip: IPv4Address
@@ -80,16 +80,6 @@ class OpenStackArgs:
     """OpenStack admin password (secret): letters, digits, `_` and `-` only; None generates one."""
 
 
-def local_conf(args: OpenStackArgs) -> str:
-    return localconf.render_local_conf(
-        host_ip=args.management_ip,
-        provider_cidr=args.provider_cidr,
-        vpc_router_ip=args.vpc_router_ip,
-        provider_ip=args.provider_ip,
-        floating_ips=args.floating_ips,
-    )
-
-
 def step_params(args: OpenStackArgs, router_id: object, gateway_port_id: object) -> dict[str, dict[str, object]]:
     """Each step's stdin parameters. Values may be Outputs (the program) or placeholders (render)."""
     pool_end = args.floating_ips[-1] if args.floating_ips else args.provider_ip
@@ -97,7 +87,7 @@ def step_params(args: OpenStackArgs, router_id: object, gateway_port_id: object)
         "prepare-host": {"PROVIDER_MAC": args.provider_mac},
         "install-openstack": {
             "BRANCH": args.branch,
-            "LOCAL_CONF": base64.b64encode(local_conf(args).encode()).decode(),
+            "LOCAL_CONF": base64.b64encode(args.local_conf.encode()).decode(),
             "ADMIN_PASSWORD": args.admin_password,
             "PROVIDER_MAC": args.provider_mac,
         },
@@ -254,7 +244,7 @@ def args_from_settings(settings: Settings, **host: Any) -> OpenStackArgs:
     """OpenStackArgs from the settings plus the host's values (resources, or placeholders in render)."""
     return OpenStackArgs(
         branch=settings.openstack_branch,
-        management_ip=settings.management_ip,
+        local_conf=localconf.local_conf_for(settings),
         provider_cidr=settings.provider_subnet_cidr,
         provider_ip=settings.provider_ip,
         vpc_router_ip=settings.vpc_router_ip,
