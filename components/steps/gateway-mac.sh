@@ -125,7 +125,7 @@ apply() {
   converge
   install_reapply_units gateway-mac
   local reachable=false
-  if ip netns exec "$NS" ping -n -q -c 3 -i 0.2 -w 3 "$VPC_GATEWAY_IP" >/dev/null 2>&1; then
+  if ip netns exec "$NS" ping -n -q -c 1 -w 3 "$VPC_GATEWAY_IP" >/dev/null 2>&1; then
     reachable=true
   else
     log "warning: VPC gateway $VPC_GATEWAY_IP does not answer ping from $NS"

@@ -59,7 +59,11 @@ lock_step() {
   flock -w 60 9 || die "another run of ${OOA_STEP:-this step} holds $1.lock"
 }
 
-netns_exists() { ip netns list | awk '{print $1}' | grep -qxF -- "$1"; }
+netns_exists() {
+  local line
+  while read -r line _; do [ "$line" = "$1" ] && return 0; done < <(ip netns list)
+  return 1
+}
 
 # random_local_mac : a random locally administered unicast MAC (first octet x2, x6, xa or xe).
 random_local_mac() {

@@ -40,7 +40,9 @@ validate_params() {
   local IFS=,
   for fwd in $FORWARDS; do
     IFS=: read -r proto pport tip tport extra <<<"$fwd"
-    [ -z "${extra:-}" ] && [ -n "${tport:-}" ] || die "forward '$fwd' is not proto:publicPort:tenantIp:tenantPort"
+    if [ -n "${extra:-}" ] || [ -z "${tport:-}" ]; then
+      die "forward '$fwd' is not proto:publicPort:tenantIp:tenantPort"
+    fi
     [[ $proto == tcp || $proto == udp ]] || die "forward '$fwd': protocol must be tcp or udp"
     is_port "$pport" || die "forward '$fwd': public port '$pport' is not a port (1-65535)"
     is_ipv4 "$tip" || die "forward '$fwd': tenant IP '$tip' is not an IPv4 address"
@@ -58,7 +60,7 @@ check_targets() {
   local problem=
   if ! netns_exists "$NS"; then
     problem="router namespace $NS does not exist"
-  elif ! ip -n "$NS" -4 -o addr show | grep -q " inet $GATEWAY_IP/"; then
+  elif [[ $(ip -n "$NS" -4 -o addr show) != *" inet $GATEWAY_IP/"* ]]; then
     problem="gateway IP $GATEWAY_IP is not on any device in namespace $NS"
   fi
   [ -z "$problem" ] && return 0

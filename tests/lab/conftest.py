@@ -1,0 +1,50 @@
+"""Fixtures for the lab: one emulated VPC + host + router per session, reset around each test."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.lab.net import Lab, prerequisites
+
+_started: list[float] = []
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    problems = prerequisites()
+    if problems:
+        reason = "the lab cannot run here: " + "; ".join(problems)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: a missing prerequisite is a failure, not a skip)")
+        pytest.skip(reason)
+    _started.append(time.monotonic())
+    built = Lab(tmp_path_factory.mktemp("lab")).build()
+    try:
+        yield built
+    finally:
+        built.teardown()
+
+
+@pytest.fixture
+def clean(lab):
+    """Each test starts and ends with neither step applied (remove is what a destroy runs)."""
+    _remove_all(lab)
+    yield lab
+    _remove_all(lab)
+
+
+def _remove_all(lab: Lab) -> None:
+    for step in ("port-forwards", "gateway-mac"):
+        if not (lab.state / step).exists():  # the lab shares the host's filesystem: skip a no-op SSH
+            continue
+        p = lab.step(step, "remove")
+        assert p.returncode == 0, f"{step} remove failed: {p.stderr}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _started:
+        terminalreporter.write_line(f"lab suite wall time: {time.monotonic() - _started[0]:.1f} s "
+                                    "(build, tests, teardown)")

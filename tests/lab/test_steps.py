@@ -1,0 +1,219 @@
+"""The gateway-mac and port-forwards steps, run over SSH exactly as Pulumi sends them, on the lab."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.lab.net import (
+    FLOATING_EIP,
+    INTERNET_IP,
+    PROVIDER_EIP,
+    PROVIDER_MAC,
+    VM1_IP,
+    VM2_IP,
+    Lab,
+)
+
+pytestmark = pytest.mark.lab
+
+FORWARDS = f"tcp:522:{VM1_IP}:22,tcp:8080:{VM2_IP}:80,udp:5353:{VM1_IP}:53"
+
+
+def ok(p) -> dict:
+    assert p.returncode == 0, f"step failed ({p.returncode}): {p.stderr}"
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def apply_both(lab: Lab, forwards: str = FORWARDS) -> tuple[dict, dict]:
+    gm = ok(lab.step("gateway-mac", "apply", lab.gateway_mac_params()))
+    pf = ok(lab.step("port-forwards", "apply", lab.port_forwards_params(forwards)))
+    return gm, pf
+
+
+def nat(snapshot: dict) -> list[str]:
+    return snapshot["iptables"]["nat"]
+
+
+def test_before_the_fix_tenant_traffic_is_dropped_by_the_vpc(clean):
+    lab = clean
+    before = sum(lab.drops().values())
+    assert not lab.ping(lab.vm1, INTERNET_IP)
+    assert lab.tcp(lab.vm1, INTERNET_IP, 8000, timeout=1) == ""
+    assert sum(lab.drops().values()) > before, "the VPC did not drop the unregistered (MAC, IP) frames"
+
+
+def test_gateway_mac_gives_the_tenant_the_internet_through_the_elastic_ip(clean):
+    lab = clean
+    out = ok(lab.step("gateway-mac", "apply", lab.gateway_mac_params()))
+    assert out["device"] == lab.router.qg and out["namespace"] == lab.router.ns
+    assert out["mac"] == PROVIDER_MAC == lab.snapshot()["qg_mac"]
+    first = int(out["bridge_mac"][:2], 16)
+    assert first & 2 and not first & 1, "br-ex's MAC must be locally administered unicast"
+    assert out["gateway_reachable"] is True
+    drops = lab.drops()
+    assert lab.ping(lab.vm1, INTERNET_IP)
+    assert lab.tcp(lab.vm1, INTERNET_IP, 8000) == PROVIDER_EIP  # what the internet host sees
+    assert lab.drops() == drops, "registered frames must pass the VPC"
+
+
+def test_floating_ip_from_a_secondary_eni_ip_works_both_ways(clean):
+    lab = clean
+    ok(lab.step("gateway-mac", "apply", lab.gateway_mac_params()))
+    assert lab.tcp(lab.vm2, INTERNET_IP, 8000) == FLOATING_EIP  # out through its own elastic IP
+    assert lab.tcp(lab.inet, FLOATING_EIP, 80) == f"vm2/tcp/80/{INTERNET_IP}"  # in, unmasqueraded
+    assert lab.ping(lab.inet, FLOATING_EIP)
+
+
+def test_port_forwards_reach_the_tenant_listeners_tcp_and_udp(clean):
+    lab = clean
+    _, out = apply_both(lab)
+    assert out["chain"] == "OOA-PORTFWD"
+    assert [(f["proto"], f["public_port"], f["to"]) for f in out["forwards"]] == [
+        ("tcp", 522, f"{VM1_IP}:22"), ("tcp", 8080, f"{VM2_IP}:80"), ("udp", 5353, f"{VM1_IP}:53")]
+    assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
+    assert lab.tcp(lab.inet, PROVIDER_EIP, 8080) == f"vm2/tcp/80/{INTERNET_IP}"
+    assert lab.udp(lab.inet, PROVIDER_EIP, 5353) == f"vm1/udp/53/{INTERNET_IP}"
+    assert lab.tcp(lab.inet, PROVIDER_EIP, 80, timeout=1) == "", "only the configured ports are forwarded"
+
+
+def test_apply_twice_equals_once(clean):
+    lab = clean
+    first = apply_both(lab)
+    once = lab.snapshot()
+    second = apply_both(lab)
+    assert lab.snapshot() == once  # same MACs (br-ex keeps its random MAC), same rules, same state
+    assert second == first
+    assert nat(once).count("-A PREROUTING -j OOA-PORTFWD") == 1
+    assert sum(ln.startswith("-A OOA-PORTFWD") for ln in nat(once)) == 3
+
+
+def test_remove_restores_the_state_before_apply_exactly(clean):
+    lab = clean
+    before = lab.snapshot()
+    apply_both(lab)
+    applied = lab.snapshot()
+    assert applied["qg_mac"] != before["qg_mac"] and applied["br_ex_hwaddr"] != before["br_ex_hwaddr"]
+    assert nat(applied) != nat(before)
+    for step in ("port-forwards", "gateway-mac"):
+        assert json.loads(lab.step(step, "remove").stdout)["removed"] is True
+    assert lab.snapshot() == before  # MACs, every iptables table, no state left
+    for step in ("port-forwards", "gateway-mac"):  # nothing applied: remove and reapply do nothing
+        for action in ("remove", "reapply"):
+            p = lab.step(step, action)
+            assert p.returncode == 0 and p.stdout == "", p.stderr
+    assert lab.snapshot() == before
+
+
+def test_changing_the_forward_list_changes_only_those_rules(clean):
+    lab = clean
+    apply_both(lab, f"tcp:522:{VM1_IP}:22,tcp:8080:{VM2_IP}:80")
+    old = lab.snapshot()
+    ok(lab.step("port-forwards", "apply", lab.port_forwards_params(f"tcp:522:{VM1_IP}:22,udp:5353:{VM1_IP}:53")))
+    new = lab.snapshot()
+    removed = set(nat(old)) - set(nat(new))
+    added = set(nat(new)) - set(nat(old))
+    assert [("8080" in r) for r in removed] == [True]
+    assert [("5353" in a) for a in added] == [True]
+    assert new["qg_mac"] == old["qg_mac"] and new["br_ex_hwaddr"] == old["br_ex_hwaddr"]
+    assert f"FORWARDS=tcp:522:{VM1_IP}:22,udp:5353:{VM1_IP}:53" in new["state"]["port-forwards/params"]
+    assert {k: v for k, v in new["state"].items() if k != "port-forwards/params"} == {
+        k: v for k, v in old["state"].items() if k != "port-forwards/params"}
+    assert new["iptables"]["mangle"] == old["iptables"]["mangle"]
+    assert new["iptables"]["filter"] == old["iptables"]["filter"]
+    assert lab.tcp(lab.inet, PROVIDER_EIP, 8080, timeout=1) == ""
+    assert lab.udp(lab.inet, PROVIDER_EIP, 5353) == f"vm1/udp/53/{INTERNET_IP}"
+    assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
+
+
+def test_forwards_survive_the_l3_agent_rewriting_its_chains(clean):
+    """iptables_manager re-writes only neutron-* chains (iptables-restore -n); ours stay in place."""
+    lab = clean
+    apply_both(lab)
+    ours = [ln for ln in nat(lab.snapshot()) if "OOA-PORTFWD" in ln]
+    lab.rewrite_l3_chains()
+    assert [ln for ln in nat(lab.snapshot()) if "OOA-PORTFWD" in ln] == ours
+    assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
+
+
+def test_reapply_restores_connectivity_after_the_router_namespace_is_recreated(clean):
+    lab = clean
+    apply_both(lab)
+    assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
+    lab.delete_router()
+    for step in ("gateway-mac", "port-forwards"):  # what the timer runs while the namespace is away
+        p = lab.step(step, "reapply")
+        assert p.returncode == 0 and "waiting: router namespace" in p.stderr, p.stderr
+    lab.build_router()  # the L3 agent re-creates it: Neutron's MAC, no forwards
+    assert lab.snapshot()["qg_mac"] != PROVIDER_MAC
+    assert lab.tcp(lab.vm1, INTERNET_IP, 8000, timeout=1) == ""
+    for step in ("gateway-mac", "port-forwards"):
+        ok(lab.step(step, "reapply"))
+    assert lab.snapshot()["qg_mac"] == PROVIDER_MAC
+    assert lab.tcp(lab.vm1, INTERNET_IP, 8000) == PROVIDER_EIP
+    assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
+    assert lab.udp(lab.inet, PROVIDER_EIP, 5353) == f"vm1/udp/53/{INTERNET_IP}"
+    once = lab.snapshot()
+    for step in ("gateway-mac", "port-forwards"):
+        ok(lab.step(step, "reapply"))
+    assert lab.snapshot() == once
+
+
+NO_NS = str(uuid.uuid4())
+BAD = [
+    ("gateway-mac", {"ROUTER_ID": NO_NS}, f"router namespace qrouter-{NO_NS} does not exist"),
+    ("gateway-mac", {"ROUTER_ID": "not-a-uuid"}, "ROUTER_ID is not a valid uuid"),
+    ("gateway-mac", {"GATEWAY_PORT_ID": NO_NS}, f"gateway device qg-{NO_NS[:11]} does not exist"),
+    ("gateway-mac", {"PROVIDER_MAC": "0e:00:00:00:02"}, "PROVIDER_MAC is not a valid mac"),
+    ("gateway-mac", {"PROVIDER_MAC": "0e:00:00:00:02:zz"}, "PROVIDER_MAC is not a valid mac"),
+    ("gateway-mac", {"PROVIDER_MAC": "01:00:5e:00:00:01"}, "PROVIDER_MAC is a multicast MAC"),
+    ("gateway-mac", {"VPC_GATEWAY_IP": "10.0.2.256"}, "VPC_GATEWAY_IP is not a valid ipv4"),
+    ("gateway-mac", {"EXTERNAL_BRIDGE": "br-nope"}, "bridge br-nope does not exist"),
+    ("gateway-mac", {"EXTERNAL_BRIDGE": "br ex;true"}, "EXTERNAL_BRIDGE is not a valid bridge name"),
+    ("port-forwards", {"ROUTER_ID": NO_NS}, f"router namespace qrouter-{NO_NS} does not exist"),
+    ("port-forwards", {"GATEWAY_IP": "10.0.2.99"}, "gateway IP 10.0.2.99 is not on any device"),
+    ("port-forwards", {"GATEWAY_IP": "10.0.2"}, "GATEWAY_IP is not a valid ipv4"),
+    ("port-forwards", {"FORWARDS": f"tcp:70000:{VM1_IP}:22"}, "public port '70000' is not a port"),
+    ("port-forwards", {"FORWARDS": f"tcp:522:{VM1_IP}:0"}, "tenant port '0' is not a port"),
+    ("port-forwards", {"FORWARDS": "tcp:522:192.168.100.300:22"}, "tenant IP '192.168.100.300' is not"),
+    ("port-forwards", {"FORWARDS": f"icmp:522:{VM1_IP}:22"}, "protocol must be tcp or udp"),
+    ("port-forwards", {"FORWARDS": f"tcp:522:{VM1_IP}"}, "is not proto:publicPort:tenantIp:tenantPort"),
+    ("port-forwards", {"FORWARDS": f"tcp:522:{VM1_IP}:22,tcp:522:{VM2_IP}:22"}, "tcp port 522 is forwarded twice"),
+]
+
+
+@pytest.mark.parametrize("step,override,message", BAD, ids=[f"{s}-{m[:28]}" for s, _, m in BAD])
+def test_bad_parameters_fail_clearly_and_change_nothing(clean, step, override, message):
+    lab = clean
+    base = lab.gateway_mac_params() if step == "gateway-mac" else lab.port_forwards_params(FORWARDS)
+    before = lab.snapshot()
+    p = lab.step(step, "apply", {**base, **override})
+    assert p.returncode != 0
+    assert message in p.stderr, p.stderr
+    assert p.stdout == ""
+    assert lab.snapshot() == before
+
+
+def test_missing_or_unknown_parameters_fail_before_any_change(clean):
+    lab = clean
+    before = lab.snapshot()
+    params = lab.gateway_mac_params()
+    del params["VPC_GATEWAY_IP"]
+    p = lab.step("gateway-mac", "apply", params)
+    assert p.returncode != 0 and "missing parameter VPC_GATEWAY_IP" in p.stderr
+    p = lab.step("port-forwards", "apply", {**lab.port_forwards_params(""), "EXTRA": "1"})
+    assert p.returncode != 0 and "unknown parameter EXTRA" in p.stderr
+    assert lab.snapshot() == before
+
+
+def test_a_bad_reapply_of_an_applied_step_changes_nothing(clean):
+    lab = clean
+    apply_both(lab)
+    applied = lab.snapshot()
+    p = lab.step("gateway-mac", "apply", lab.gateway_mac_params(PROVIDER_MAC="0e:00:00:00:02"))
+    assert p.returncode != 0 and "PROVIDER_MAC is not a valid mac" in p.stderr
+    p = lab.step("port-forwards", "apply", lab.port_forwards_params(f"udp:99999:{VM1_IP}:53"))
+    assert p.returncode != 0 and "public port '99999' is not a port" in p.stderr
+    assert lab.snapshot() == applied  # same MACs, same rules, same saved parameters
