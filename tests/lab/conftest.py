@@ -46,5 +46,6 @@ def _remove_all(lab: Lab) -> None:
 
 def pytest_terminal_summary(terminalreporter):
     if _started:
-        terminalreporter.write_line(f"lab suite wall time: {time.monotonic() - _started[0]:.1f} s "
-                                    "(build, tests, teardown)")
+        terminalreporter.write_line(
+            f"lab suite wall time: {time.monotonic() - _started[0]:.1f} s (build, tests, teardown)"
+        )

@@ -39,13 +39,33 @@ PROVIDER_IP, PROVIDER_EIP = "10.0.2.10", "203.0.113.20"
 FLOATING_IP, FLOATING_EIP = "10.0.2.11", "203.0.113.21"
 TENANT_GW, VM1_IP, VM2_IP = "192.168.100.1", "192.168.100.10", "192.168.100.20"
 ELASTIC = {MGMT_EIP: MGMT_IP, PROVIDER_EIP: PROVIDER_IP, FLOATING_EIP: FLOATING_IP}
-REGISTERED = [("p-mgmt", MGMT_MAC, MGMT_IP), ("p-prov", PROVIDER_MAC, PROVIDER_IP),
-              ("p-prov", PROVIDER_MAC, FLOATING_IP)]
+REGISTERED = [
+    ("p-mgmt", MGMT_MAC, MGMT_IP),
+    ("p-prov", PROVIDER_MAC, PROVIDER_IP),
+    ("p-prov", PROVIDER_MAC, FLOATING_IP),
+]
 EXT_VLAN, TENANT_VLAN = 1, 2
 
-BINARIES = ["ip", "nft", "iptables", "iptables-save", "iptables-restore", "ethtool", "ping", "socat",
-            "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "sshd", "ssh",
-            "ssh-keygen", "sudo", "flock"]
+BINARIES = [
+    "ip",
+    "nft",
+    "iptables",
+    "iptables-save",
+    "iptables-restore",
+    "ethtool",
+    "ping",
+    "socat",
+    "ovsdb-tool",
+    "ovsdb-server",
+    "ovs-vswitchd",
+    "ovs-vsctl",
+    "ovs-ofctl",
+    "sshd",
+    "ssh",
+    "ssh-keygen",
+    "sudo",
+    "flock",
+]
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
 
@@ -62,19 +82,25 @@ def prerequisites() -> list[str]:
     return problems
 
 
-def sh(*args: str, ns: str | None = None, check: bool = True, input: str | None = None,
-       timeout: float = 30, env: dict | None = None) -> subprocess.CompletedProcess:
+def sh(
+    *args: str,
+    ns: str | None = None,
+    check: bool = True,
+    input: str | None = None,
+    timeout: float = 30,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
     cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
-    p = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, **env} if env else None)
+    p = subprocess.run(
+        cmd, input=input, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env} if env else None
+    )
     if check and p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
     return p
 
 
 def neutron_mac() -> str:
-    b = os.urandom(3)
-    return "fa:16:3e:%02x:%02x:%02x" % tuple(b)
+    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in os.urandom(3))
 
 
 def _alive(pid: int) -> bool:
@@ -91,6 +117,7 @@ def _interrupt(signum, frame):
 @dataclass
 class Router:
     """What Neutron's L3 agent builds for a router; re-created by `build_router`."""
+
     router_id: str
     gw_port_id: str
     qr_port_id: str
@@ -138,8 +165,13 @@ class Lab:
         sh("ip", "link", "set", "lo", "up", ns=name)
 
     def spawn(self, ns: str, *args: str) -> subprocess.Popen:
-        p = subprocess.Popen(["ip", "netns", "exec", ns, *args], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.procs.append(p)
         return p
 
@@ -173,12 +205,13 @@ class Lab:
         sh("ip", "addr", "add", f"{INTERNET_IP}/24", "dev", "eth0", ns=self.inet)
         sh("ip", "link", "set", "eth0", "up", ns=self.inet)
         sh("ip", "route", "add", "default", "via", VPC_OUTER_IP, ns=self.inet)
-        for br, gw, port, nic, mac in (("vbr-mgmt", MGMT_GW, "p-mgmt", "eth0", MGMT_MAC),
-                                       ("vbr-prov", PROVIDER_GW, "p-prov", "eth1", PROVIDER_MAC)):
+        for br, gw, port, nic, mac in (
+            ("vbr-mgmt", MGMT_GW, "p-mgmt", "eth0", MGMT_MAC),
+            ("vbr-prov", PROVIDER_GW, "p-prov", "eth1", PROVIDER_MAC),
+        ):
             sh("ip", "link", "add", br, "type", "bridge", ns=vpc)
             sh("ip", "addr", "add", f"{gw}/24", "dev", br, ns=vpc)
-            sh("ip", "link", "add", port, "netns", vpc, "type", "veth", "peer", "name", nic,
-               "netns", self.host)
+            sh("ip", "link", "add", port, "netns", vpc, "type", "veth", "peer", "name", nic, "netns", self.host)
             sh("ip", "link", "set", nic, "address", mac, ns=self.host)
             sh("ip", "link", "set", port, "master", br, "up", ns=vpc)
             sh("ip", "link", "set", br, "up", ns=vpc)
@@ -188,6 +221,10 @@ class Lab:
         dnat = ", ".join(f"{e} : {i}" for e, i in ELASTIC.items())
         snat = ", ".join(f"{i} : {e}" for e, i in ELASTIC.items())
         private = ", ".join(ELASTIC.values())
+        # ARP passes only if both the frame's and the ARP sender's (MAC, IP) are registered.
+        arp_registered = (
+            "iifname . ether saddr . arp saddr ip @registered iifname . arp saddr ether . arp saddr ip @registered"
+        )
         ruleset = f"""
 table bridge ooa_vpc {{
   set registered {{ type ifname . ether_addr . ipv4_addr; elements = {{ {registered} }} }}
@@ -197,7 +234,7 @@ table bridge ooa_vpc {{
   chain ports {{
     type filter hook prerouting priority filter; policy accept;
     ether type ip iifname . ether saddr . ip saddr @registered accept
-    ether type arp iifname . ether saddr . arp saddr ip @registered iifname . arp saddr ether . arp saddr ip @registered accept
+    ether type arp {arp_registered} accept
     ether type ip counter name dropped_ipv4 drop
     ether type arp counter name dropped_arp drop
     counter name dropped_other drop
@@ -222,35 +259,87 @@ table ip ooa_eip {{
         self.run.mkdir(parents=True)
         db, sock = self.run / "conf.db", f"unix:{self.run}/db.sock"
         sh("ovsdb-tool", "create", str(db), str(OVS_SCHEMA))
-        self.ovs("ovsdb-server", str(db), f"--remote=p{sock}", f"--pidfile={self.run}/ovsdb-server.pid",
-                 f"--unixctl={self.run}/ovsdb-server.ctl", f"--log-file={self.run}/ovsdb-server.log",
-                 "--detach")
+        self.ovs(
+            "ovsdb-server",
+            str(db),
+            f"--remote=p{sock}",
+            f"--pidfile={self.run}/ovsdb-server.pid",
+            f"--unixctl={self.run}/ovsdb-server.ctl",
+            f"--log-file={self.run}/ovsdb-server.log",
+            "--detach",
+        )
         self.ovs("ovs-vsctl", "--no-wait", "init")
-        self.ovs("ovs-vswitchd", sock, f"--pidfile={self.run}/ovs-vswitchd.pid",
-                 f"--unixctl={self.run}/ovs-vswitchd.ctl", f"--log-file={self.run}/ovs-vswitchd.log",
-                 "--detach")
+        self.ovs(
+            "ovs-vswitchd",
+            sock,
+            f"--pidfile={self.run}/ovs-vswitchd.pid",
+            f"--unixctl={self.run}/ovs-vswitchd.ctl",
+            f"--log-file={self.run}/ovs-vswitchd.log",
+            "--detach",
+        )
         for br in ("br-int", "br-ex"):
-            self.ovs("ovs-vsctl", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev",
-                     "fail_mode=secure")
+            self.ovs("ovs-vsctl", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev", "fail_mode=secure")
         self.ovs("ovs-vsctl", "add-port", "br-ex", "eth1")
-        self.ovs("ovs-vsctl", "add-port", "br-int", "int-br-ex", "--", "set", "interface", "int-br-ex",
-                 "type=patch", "options:peer=phy-br-ex", "--", "add-port", "br-ex", "phy-br-ex", "--",
-                 "set", "interface", "phy-br-ex", "type=patch", "options:peer=int-br-ex")
+        self.ovs(
+            "ovs-vsctl",
+            "add-port",
+            "br-int",
+            "int-br-ex",
+            "--",
+            "set",
+            "interface",
+            "int-br-ex",
+            "type=patch",
+            "options:peer=phy-br-ex",
+            "--",
+            "add-port",
+            "br-ex",
+            "phy-br-ex",
+            "--",
+            "set",
+            "interface",
+            "phy-br-ex",
+            "type=patch",
+            "options:peer=int-br-ex",
+        )
         # The flows Neutron's OVS agent installs for a flat provider network on local VLAN EXT_VLAN.
         for br, flows in (
-            ("br-ex", [f"priority=4,in_port=phy-br-ex,dl_vlan={EXT_VLAN},actions=strip_vlan,NORMAL",
-                       "priority=2,in_port=phy-br-ex,actions=drop", "priority=0,actions=NORMAL"]),
-            ("br-int", [f"priority=3,in_port=int-br-ex,vlan_tci=0x0000/0x1fff,"
-                        f"actions=mod_vlan_vid:{EXT_VLAN},NORMAL",
-                        "priority=2,in_port=int-br-ex,actions=drop", "priority=0,actions=NORMAL"]),
+            (
+                "br-ex",
+                [
+                    f"priority=4,in_port=phy-br-ex,dl_vlan={EXT_VLAN},actions=strip_vlan,NORMAL",
+                    "priority=2,in_port=phy-br-ex,actions=drop",
+                    "priority=0,actions=NORMAL",
+                ],
+            ),
+            (
+                "br-int",
+                [
+                    f"priority=3,in_port=int-br-ex,vlan_tci=0x0000/0x1fff,actions=mod_vlan_vid:{EXT_VLAN},NORMAL",
+                    "priority=2,in_port=int-br-ex,actions=drop",
+                    "priority=0,actions=NORMAL",
+                ],
+            ),
         ):
             for flow in flows:
                 self.ovs("ovs-ofctl", "add-flow", br, flow)
         sh("ip", "link", "set", "br-ex", "up", ns=self.host)
 
     def _internal_port(self, name: str, vlan: int, ns: str, mac: str, port_id: str) -> None:
-        self.ovs("ovs-vsctl", "add-port", "br-int", name, f"tag={vlan}", "--", "set", "interface", name,
-                 "type=internal", f"external_ids:iface-id={port_id}", f"external_ids:attached-mac={mac}")
+        self.ovs(
+            "ovs-vsctl",
+            "add-port",
+            "br-int",
+            name,
+            f"tag={vlan}",
+            "--",
+            "set",
+            "interface",
+            name,
+            "type=internal",
+            f"external_ids:iface-id={port_id}",
+            f"external_ids:attached-mac={mac}",
+        )
         for _ in range(50):  # the userspace datapath creates the tap device asynchronously
             if sh("ip", "link", "show", name, ns=self.host, check=False).returncode == 0:
                 break
@@ -318,15 +407,19 @@ COMMIT
     def rewrite_l3_chains(self) -> None:
         """Re-write every neutron-* chain in one iptables-restore -n, a superset of what
         iptables_manager does on a resync (it sends only the diff of its own chains)."""
-        own = [ln for ln in self.l3_rules().splitlines()
-               if not ln.startswith(("-A PREROUTING", "-A OUTPUT", "-A POSTROUTING"))]
+        own = [
+            ln
+            for ln in self.l3_rules().splitlines()
+            if not ln.startswith(("-A PREROUTING", "-A OUTPUT", "-A POSTROUTING"))
+        ]
         sh("iptables-restore", "-n", ns=self.router.ns, input="\n".join(own) + "\n")
 
     def delete_router(self) -> None:
         """As a reboot or an agent resync that re-creates the router does: ports and namespace go."""
         r = self.router
-        self.ovs("ovs-vsctl", "--if-exists", "del-port", "br-int", r.qg, "--", "--if-exists", "del-port",
-                 "br-int", r.qr)
+        self.ovs(
+            "ovs-vsctl", "--if-exists", "del-port", "br-int", r.qg, "--", "--if-exists", "del-port", "br-int", r.qr
+        )
         if r.ns in self.namespaces:
             sh("ip", "netns", "del", r.ns, check=False)
             self.namespaces.remove(r.ns)
@@ -340,14 +433,19 @@ COMMIT
             f"ListenAddress {MGMT_IP}\nPort 22\nHostKey {w}/ssh_host_ed25519_key\nPidFile {w}/sshd.pid\n"
             f"AuthorizedKeysFile {w}/authorized_keys\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-            "X11Forwarding no\nAllowTcpForwarding no\n")
+            "X11Forwarding no\nAllowTcpForwarding no\n"
+        )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
         # Give the SSH sessions this lab's Open vSwitch at the default path, as on a real host: a
         # bind mount private to sshd's mount namespace (ip netns exec makes one). The empty
         # /run/openvswitch it mounts over is left in place (the openvswitch package owns it).
         Path("/run/openvswitch").mkdir(mode=0o755, exist_ok=True)
-        self.spawn(self.host, "sh", "-c",
-                   f'mount --bind "{self.run}" /run/openvswitch && exec /usr/sbin/sshd -D -e -f "{w}/sshd_config"')
+        self.spawn(
+            self.host,
+            "sh",
+            "-c",
+            f'mount --bind "{self.run}" /run/openvswitch && exec /usr/sbin/sshd -D -e -f "{w}/sshd_config"',
+        )
         for _ in range(100):
             if self.ssh("true", check=False).returncode == 0:
                 return
@@ -359,18 +457,36 @@ COMMIT
         self.spawn(self.inet, "socat", "TCP-LISTEN:8000,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR")
         for ns, name in ((self.vm1, "vm1"), (self.vm2, "vm2")):
             for port in (22, 80):
-                self.spawn(ns, "socat", f"TCP-LISTEN:{port},reuseaddr,fork",
-                           f"SYSTEM:echo {name}/tcp/{port}/$SOCAT_PEERADDR")
+                self.spawn(
+                    ns, "socat", f"TCP-LISTEN:{port},reuseaddr,fork", f"SYSTEM:echo {name}/tcp/{port}/$SOCAT_PEERADDR"
+                )
             self.spawn(ns, "socat", "UDP-RECVFROM:53,fork", f"SYSTEM:echo {name}/udp/53/$SOCAT_PEERADDR")
         time.sleep(0.2)
 
     # --- use ---------------------------------------------------------------------------------
     def ssh(self, command: str, input: str = "", check: bool = True, timeout: float = 60):
         """Run `command` as the SSH exec command on the host, from the internet, as pulumi-command does."""
-        return sh("ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=no", "-o",
-                  "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-                  "-o", "ConnectTimeout=3", f"root@{MGMT_EIP}", command, ns=self.inet, input=input,
-                  check=check, timeout=timeout)
+        return sh(
+            "ssh",
+            "-i",
+            str(self.key),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=3",
+            f"root@{MGMT_EIP}",
+            command,
+            ns=self.inet,
+            input=input,
+            check=check,
+            timeout=timeout,
+        )
 
     def step(self, step: str, action: str, params: dict | None = None) -> subprocess.CompletedProcess:
         """The exact command text Pulumi sends for the step, run over SSH with the params on stdin."""
@@ -378,23 +494,45 @@ COMMIT
         return self.ssh(text, input=remote.params(params or {}), check=False)
 
     def gateway_mac_params(self, **override: str) -> dict:
-        return {"ROUTER_ID": self.router.router_id, "GATEWAY_PORT_ID": self.router.gw_port_id,
-                "PROVIDER_MAC": PROVIDER_MAC, "EXTERNAL_BRIDGE": "br-ex", "VPC_GATEWAY_IP": PROVIDER_GW,
-                **override}
+        return {
+            "ROUTER_ID": self.router.router_id,
+            "GATEWAY_PORT_ID": self.router.gw_port_id,
+            "PROVIDER_MAC": PROVIDER_MAC,
+            "EXTERNAL_BRIDGE": "br-ex",
+            "VPC_GATEWAY_IP": PROVIDER_GW,
+            **override,
+        }
 
     def port_forwards_params(self, forwards: str, **override: str) -> dict:
-        return {"ROUTER_ID": self.router.router_id, "GATEWAY_IP": PROVIDER_IP, "FORWARDS": forwards,
-                **override}
+        return {"ROUTER_ID": self.router.router_id, "GATEWAY_IP": PROVIDER_IP, "FORWARDS": forwards, **override}
 
     def tcp(self, ns: str, ip: str, port: int, timeout: float = 3) -> str:
         """Connect, return what the server says ('' when nothing gets through)."""
-        p = sh("socat", "-T", str(timeout), "-u", f"TCP:{ip}:{port},connect-timeout={timeout}", "-",
-               ns=ns, check=False, timeout=timeout + 5)
+        p = sh(
+            "socat",
+            "-T",
+            str(timeout),
+            "-u",
+            f"TCP:{ip}:{port},connect-timeout={timeout}",
+            "-",
+            ns=ns,
+            check=False,
+            timeout=timeout + 5,
+        )
         return p.stdout.strip()
 
     def udp(self, ns: str, ip: str, port: int, timeout: float = 2) -> str:
-        p = sh("socat", "-T", str(timeout), "-", f"UDP:{ip}:{port}", ns=ns, input="ping\n", check=False,
-               timeout=timeout + 5)
+        p = sh(
+            "socat",
+            "-T",
+            str(timeout),
+            "-",
+            f"UDP:{ip}:{port}",
+            ns=ns,
+            input="ping\n",
+            check=False,
+            timeout=timeout + 5,
+        )
         return p.stdout.strip()
 
     def ping(self, ns: str, ip: str, count: int = 1) -> bool:
@@ -411,15 +549,22 @@ COMMIT
         """Everything the two steps may change: qg- MAC, br-ex's pinned MAC, the router's iptables."""
         r = self.router
         mac = sh("cat", f"/sys/class/net/{r.qg}/address", ns=r.ns).stdout.strip()
-        hwaddr = self.ovs("ovs-vsctl", "--if-exists", "get", "bridge", "br-ex",
-                          "other-config:hwaddr").stdout.strip()
+        hwaddr = self.ovs("ovs-vsctl", "--if-exists", "get", "bridge", "br-ex", "other-config:hwaddr").stdout.strip()
         tables = {}
         for table in ("nat", "mangle", "filter"):
             lines = sh("iptables-save", "-t", table, ns=r.ns).stdout.splitlines()
             tables[table] = [ln.split(" [")[0] for ln in lines if not ln.startswith("#")]
-        return {"qg_mac": mac, "br_ex_hwaddr": hwaddr, "iptables": tables,
-                "state": {str(p.relative_to(self.state)): p.read_text() if p.is_file() else "dir"
-                          for p in sorted(self.state.rglob("*"))} if self.state.exists() else {}}
+        return {
+            "qg_mac": mac,
+            "br_ex_hwaddr": hwaddr,
+            "iptables": tables,
+            "state": {
+                str(p.relative_to(self.state)): p.read_text() if p.is_file() else "dir"
+                for p in sorted(self.state.rglob("*"))
+            }
+            if self.state.exists()
+            else {},
+        }
 
     # --- teardown ----------------------------------------------------------------------------
     def teardown(self) -> None:

@@ -72,7 +72,10 @@ def test_port_forwards_reach_the_tenant_listeners_tcp_and_udp(clean):
     _, out = apply_both(lab)
     assert out["chain"] == "OOA-PORTFWD"
     assert [(f["proto"], f["public_port"], f["to"]) for f in out["forwards"]] == [
-        ("tcp", 522, f"{VM1_IP}:22"), ("tcp", 8080, f"{VM2_IP}:80"), ("udp", 5353, f"{VM1_IP}:53")]
+        ("tcp", 522, f"{VM1_IP}:22"),
+        ("tcp", 8080, f"{VM2_IP}:80"),
+        ("udp", 5353, f"{VM1_IP}:53"),
+    ]
     assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
     assert lab.tcp(lab.inet, PROVIDER_EIP, 8080) == f"vm2/tcp/80/{INTERNET_IP}"
     assert lab.udp(lab.inet, PROVIDER_EIP, 5353) == f"vm1/udp/53/{INTERNET_IP}"
@@ -120,7 +123,8 @@ def test_changing_the_forward_list_changes_only_those_rules(clean):
     assert new["qg_mac"] == old["qg_mac"] and new["br_ex_hwaddr"] == old["br_ex_hwaddr"]
     assert f"FORWARDS=tcp:522:{VM1_IP}:22,udp:5353:{VM1_IP}:53" in new["state"]["port-forwards/params"]
     assert {k: v for k, v in new["state"].items() if k != "port-forwards/params"} == {
-        k: v for k, v in old["state"].items() if k != "port-forwards/params"}
+        k: v for k, v in old["state"].items() if k != "port-forwards/params"
+    }
     assert new["iptables"]["mangle"] == old["iptables"]["mangle"]
     assert new["iptables"]["filter"] == old["iptables"]["filter"]
     assert lab.tcp(lab.inet, PROVIDER_EIP, 8080, timeout=1) == ""
