@@ -14,7 +14,10 @@
 # iptables_manager.py, _modify_rules) keeps every line of iptables-save that does not carry its
 # wrap name ("neutron-l3-agent") and applies only the diff with iptables-restore -n, so a chain not
 # named neutron-* and a jump into it survive its resyncs; only a re-created namespace loses them,
-# which is what reapply (run by a systemd timer, see lib.sh) is for. No jump from nat OUTPUT: the
+# which is what reapply (run by a systemd timer, see lib.sh) is for. The agent may put its own jump
+# above ours; the order does not matter, as its PREROUTING rules never match GATEWAY_IP's ports
+# (floating IPs are other addresses; the metadata redirect is for 169.254.169.254 on qr-).
+# No jump from nat OUTPUT: the
 # forwards are for traffic arriving from outside; nothing in the router namespace should use them.
 #
 # Parameters (KEY=value lines on stdin): ROUTER_ID GATEWAY_IP FORWARDS (comma-separated, may be

@@ -74,7 +74,7 @@ def prerequisites() -> list[str]:
     problems = []
     if os.geteuid() != 0:
         problems.append("not root (the lab creates network namespaces and runs Open vSwitch)")
-    missing = [b for b in BINARIES if shutil.which(b) is None and not Path("/usr/sbin", b).exists()]
+    missing = [b for b in BINARIES if shutil.which(b) is None]
     if missing:
         problems.append("missing binaries: " + " ".join(missing))
     if not OVS_SCHEMA.exists():

@@ -88,6 +88,12 @@ def test_apply_twice_equals_once(clean):
     once = lab.snapshot()
     second = apply_both(lab)
     assert lab.snapshot() == once  # same MACs (br-ex keeps its random MAC), same rules, same state
+    again = [
+        lab.step("gateway-mac", "apply", lab.gateway_mac_params()),
+        lab.step("port-forwards", "apply", lab.port_forwards_params(FORWARDS)),
+    ]
+    assert all(p.returncode == 0 for p in again)
+    assert not any(" set to " in p.stderr or "pinned" in p.stderr for p in again), "a no-op must not rewrite"
     assert second == first
     assert nat(once).count("-A PREROUTING -j OOA-PORTFWD") == 1
     assert sum(ln.startswith("-A OOA-PORTFWD") for ln in nat(once)) == 3
@@ -108,6 +114,20 @@ def test_remove_restores_the_state_before_apply_exactly(clean):
             p = lab.step(step, action)
             assert p.returncode == 0 and p.stdout == "", p.stderr
     assert lab.snapshot() == before
+
+
+def test_apply_on_another_target_first_restores_the_old_one(clean):
+    lab = clean
+    before = lab.snapshot()
+    br_int_before = lab.ovs("ovs-vsctl", "--if-exists", "get", "bridge", "br-int", "other-config:hwaddr").stdout
+    ok(lab.step("gateway-mac", "apply", lab.gateway_mac_params()))
+    out = ok(lab.step("gateway-mac", "apply", lab.gateway_mac_params(EXTERNAL_BRIDGE="br-int")))
+    assert lab.snapshot()["br_ex_hwaddr"] == before["br_ex_hwaddr"]  # br-ex given back as it was
+    pinned = lab.ovs("ovs-vsctl", "get", "bridge", "br-int", "other-config:hwaddr").stdout.strip()
+    assert pinned == f'"{out["bridge_mac"]}"'
+    ok(lab.step("gateway-mac", "remove"))
+    assert lab.snapshot() == before
+    assert lab.ovs("ovs-vsctl", "--if-exists", "get", "bridge", "br-int", "other-config:hwaddr").stdout == br_int_before
 
 
 def test_changing_the_forward_list_changes_only_those_rules(clean):
