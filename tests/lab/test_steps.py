@@ -15,6 +15,7 @@ from tests.lab.net import (
     VM1_IP,
     VM2_IP,
     Lab,
+    sh,
 )
 
 pytestmark = pytest.mark.lab
@@ -52,6 +53,10 @@ def test_gateway_mac_gives_the_tenant_the_internet_through_the_elastic_ip(clean)
     assert out["mac"] == PROVIDER_MAC == lab.snapshot()["qg_mac"]
     first = int(out["bridge_mac"][:2], 16)
     assert first & 2 and not first & 1, "br-ex's MAC must be locally administered unicast"
+    br_ex = sh("cat", "/sys/class/net/br-ex/address", ns=lab.host).stdout.strip()
+    assert br_ex == out["bridge_mac"] != PROVIDER_MAC  # Open vSwitch took the pinned MAC
+    nic = sh("cat", "/sys/class/net/eth1/address", ns=lab.host).stdout.strip()
+    assert nic == PROVIDER_MAC  # the provider NIC keeps its own MAC (ENA cannot change it)
     assert out["gateway_reachable"] is True
     drops = lab.drops()
     assert lab.ping(lab.vm1, INTERNET_IP)
