@@ -10,9 +10,12 @@ import pytest
 from tests.lab.net import Lab, prerequisites
 
 _started: list[float] = []
+_finished: list[float] = []
 
 
-@pytest.fixture(scope="session")
+# Package scope: built before the first lab test, torn down after the last one, so the wall time
+# below is the lab's own, not the rest of the suite's.
+@pytest.fixture(scope="package")
 def lab(tmp_path_factory):
     problems = prerequisites()
     if problems:
@@ -26,6 +29,7 @@ def lab(tmp_path_factory):
         yield built
     finally:
         built.teardown()
+        _finished.append(time.monotonic())
 
 
 @pytest.fixture
@@ -45,7 +49,7 @@ def _remove_all(lab: Lab) -> None:
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _started:
+    if _started and _finished:
         terminalreporter.write_line(
-            f"lab suite wall time: {time.monotonic() - _started[0]:.1f} s (build, tests, teardown)"
+            f"lab suite wall time: {_finished[-1] - _started[0]:.1f} s (build, tests, teardown)"
         )
