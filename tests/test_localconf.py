@@ -115,3 +115,13 @@ def test_render_reports_bad_settings(tmp_path):
     with pytest.raises(Exception, match="allowedCidrs"):
         render.render("bad", tmp_path / "out", root=tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+def test_render_takes_encrypted_secrets_without_decrypting_them(tmp_path):
+    stack = (ROOT / "Pulumi.dev.yaml").read_text() + (
+        "  openstack-on-aws:adminPassword:\n    secure: AAABAMockCiphertext==\n"
+    )
+    (tmp_path / "Pulumi.sec.yaml").write_text(stack)
+    _render_module().render("sec", tmp_path / "out", root=tmp_path)
+    params = (tmp_path / "out" / "2-install-openstack" / "params.env").read_text()
+    assert "ADMIN_PASSWORD=<secret: masked>\n" in params and "AAABAMockCiphertext" not in params
