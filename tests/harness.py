@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import runpy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+from pulumi.runtime.rpc import is_rpc_secret
 from pulumi.runtime.stack import wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
@@ -206,3 +208,23 @@ COMPUTED["random:index/randomPassword:RandomPassword"] = lambda n, i: {
     "result": MOCK_ADMIN_PASSWORD,
     "bcryptHash": "$2a$10$mock",
 }
+
+
+def strings(value: Any, skip_secrets: bool = False) -> Iterator[tuple[str, str]]:
+    """(path, text) of every string leaf; with skip_secrets, not those inside a Pulumi secret."""
+
+    def walk(v: Any, path: str) -> Iterator[tuple[str, str]]:
+        if skip_secrets and is_rpc_secret(v):
+            return
+        if isinstance(v, dict):
+            for k, sub in v.items():
+                yield from walk(sub, f"{path}.{k}")
+        elif isinstance(v, list | tuple):
+            for i, sub in enumerate(v):
+                yield from walk(sub, f"{path}[{i}]")
+        elif isinstance(v, str):
+            yield path, v
+        elif v is not None and not isinstance(v, bool | int | float):
+            yield path, str(v)  # assets and the like: their text
+
+    yield from walk(value, "")

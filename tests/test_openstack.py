@@ -5,24 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
 from components.openstack import STEPS
 from components.remote import command
-from tests.harness import MOCK_ADMIN_PASSWORD, MOCK_ROUTER_ID, SECRET_PRIVATE_KEY, run_program
+from tests.harness import MOCK_ADMIN_PASSWORD, MOCK_ROUTER_ID, SECRET_PRIVATE_KEY, run_program, strings
 
 CMD = "command:remote:Command"
-SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's marker of a secret value on the wire
-
-
-def is_secret(value) -> bool:
-    return isinstance(value, dict) and SECRET_SIG in value
-
-
-def plain(value):
-    """A registered input with Pulumi's secret wrapper removed."""
-    return value["value"] if is_secret(value) else value
-
-
 USER_PASSWORD = "User-Chosen-Passw0rd"
 
 
@@ -56,8 +45,8 @@ def test_step_options(run):
         assert r.inputs["update"] == command(step, "apply")
         assert r.inputs["delete"] == command(step, "remove")
         assert r.inputs["addPreviousOutputInEnv"] is False
-        assert is_secret(r.inputs["connection"]), step  # it holds the private key
-        conn = plain(r.inputs["connection"])
+        assert is_rpc_secret(r.inputs["connection"]), step  # it holds the private key
+        conn = unwrap_rpc_secret(r.inputs["connection"])
         assert conn["user"] == "ubuntu"
         assert conn["dialErrorLimit"] >= 60 and conn["perDialTimeout"] >= 15
         assert r.custom_timeouts["create"]
@@ -77,17 +66,6 @@ def test_gateway_ids_flow_from_external_gateway_json(run):
     assert run.outputs["routerId"] == MOCK_ROUTER_ID
 
 
-def _strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-
-
 @pytest.mark.parametrize(
     "config,secret", [({}, MOCK_ADMIN_PASSWORD), ({"adminPassword": USER_PASSWORD}, USER_PASSWORD)]
 )
@@ -96,12 +74,12 @@ def test_secrets_only_on_stdin(config, secret):
     seen_on_stdin = False
     for r in run.of_type(CMD):
         for key in ("create", "update", "delete", "environment", "triggers"):
-            for text in _strings(r.inputs.get(key)):
+            for _, text in strings(r.inputs.get(key)):
                 assert secret not in text and "PRIVATE KEY" not in text, (r.name, key)
-        if f"ADMIN_PASSWORD={secret}\n" in plain(r.inputs["stdin"]):
+        if f"ADMIN_PASSWORD={secret}\n" in unwrap_rpc_secret(r.inputs["stdin"]):
             seen_on_stdin = True
-            assert is_secret(r.inputs["stdin"]), r.name
-        assert plain(r.inputs["connection"])["privateKey"] == SECRET_PRIVATE_KEY
+            assert is_rpc_secret(r.inputs["stdin"]), r.name
+        assert unwrap_rpc_secret(r.inputs["connection"])["privateKey"] == SECRET_PRIVATE_KEY
         assert "environment" not in r.inputs
     assert seen_on_stdin
     assert {"adminPassword", "cloudsYaml"} <= run.secret_outputs

@@ -10,11 +10,8 @@ secret signature object that the harness records for secret inputs).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from pulumi.runtime.rpc import is_rpc_secret
 
 from tests import harness
 
@@ -29,26 +26,6 @@ FORWARDS = [{"protocol": "tcp", "publicPort": 522, "tenantIp": "192.168.100.10",
 MIN_SECRET_LEN = 8  # shorter leaves of a secret output (e.g. a port) are not secrets on their own
 
 
-def _strings(value: Any, skip_secrets: bool) -> Iterator[tuple[str, str]]:
-    """(path, text) of every string leaf; with skip_secrets, not those inside a Pulumi secret."""
-
-    def walk(v: Any, path: str) -> Iterator[tuple[str, str]]:
-        if skip_secrets and is_rpc_secret(v):
-            return
-        if isinstance(v, dict):
-            for k, sub in v.items():
-                yield from walk(sub, f"{path}.{k}")
-        elif isinstance(v, list | tuple):
-            for i, sub in enumerate(v):
-                yield from walk(sub, f"{path}[{i}]")
-        elif isinstance(v, str):
-            yield path, v
-        elif v is not None and not isinstance(v, bool | int | float):
-            yield path, str(v)  # assets and the like: their text
-
-    yield from walk(value, "")
-
-
 def mock_secrets() -> set[str]:
     """Every secret value the mocks produce (harness.SECRET_PRIVATE_KEY and any later SECRET_*)."""
     return {
@@ -59,7 +36,7 @@ def mock_secrets() -> set[str]:
 def secret_values(result: harness.Result, config_secrets: set[str]) -> set[str]:
     values = set(config_secrets) | mock_secrets()
     for key in result.secret_outputs:
-        values |= {s for _, s in _strings(result.outputs[key], False) if len(s) >= MIN_SECRET_LEN}
+        values |= {s for _, s in harness.strings(result.outputs[key], False) if len(s) >= MIN_SECRET_LEN}
     return values
 
 
@@ -75,12 +52,12 @@ def plain_leaks(result: harness.Result, secrets: set[str]) -> list[str]:
     forms = set().union(*(_variants(s) for s in secrets)) if secrets else set()
     leaks = []
     for r in result.resources:
-        for path, text in _strings(r.inputs, True):
+        for path, text in harness.strings(r.inputs, True):
             leaks += [f"{r.type} {r.name} input {path}" for f in forms if f in text]
     for key, value in result.outputs.items():
         if key in result.secret_outputs:
             continue
-        for path, text in _strings(value, False):
+        for path, text in harness.strings(value, False):
             leaks += [f"output {key}{path}" for f in forms if f in text]
     for warning in result.warnings:
         leaks += [f"warning {warning[:40]!r}" for f in forms if f in warning]
@@ -157,7 +134,7 @@ def test_outputs_carrying_secrets_are_secret(case: str, request: pytest.FixtureR
     forms = set().union(*(_variants(s) for s in config | mock_secrets()))
     carrying = {
         key for key, value in result.outputs.items()
-        if any(f in text for _, text in _strings(value, False) for f in forms)
+        if any(f in text for _, text in harness.strings(value, False) for f in forms)
     }
     assert carrying <= result.secret_outputs, carrying - result.secret_outputs
 
