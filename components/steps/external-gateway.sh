@@ -37,15 +37,13 @@ validate_params() {
     in_cidr "${!name}" "$PROVIDER_CIDR" || die "parameter $name ${!name} is outside PROVIDER_CIDR $PROVIDER_CIDR"
   done
   need is_ipv4 TENANT_DNS
-  (($(ip_to_int "$POOL_START") <= $(ip_to_int "$POOL_END"))) || die "POOL_START $POOL_START is after POOL_END $POOL_END"
-  if (($(ip_to_int "$GATEWAY_IP") < $(ip_to_int "$POOL_START") || $(ip_to_int "$GATEWAY_IP") > $(ip_to_int "$POOL_END"))); then
+  local start end gw vpc_gw
+  start=$(ip_to_int "$POOL_START") end=$(ip_to_int "$POOL_END")
+  gw=$(ip_to_int "$GATEWAY_IP") vpc_gw=$(ip_to_int "$VPC_GATEWAY_IP")
+  ((start <= end)) || die "POOL_START $POOL_START is after POOL_END $POOL_END"
+  ((gw >= start && gw <= end)) ||
     die "GATEWAY_IP $GATEWAY_IP is not one of the ENI's registered IPs $POOL_START-$POOL_END"
-  fi
-  local vpc_gw
-  vpc_gw=$(ip_to_int "$VPC_GATEWAY_IP")
-  if ((vpc_gw >= $(ip_to_int "$POOL_START") && vpc_gw <= $(ip_to_int "$POOL_END"))); then
-    die "VPC_GATEWAY_IP $VPC_GATEWAY_IP must not be in the allocation pool"
-  fi
+  ((vpc_gw < start || vpc_gw > end)) || die "VPC_GATEWAY_IP $VPC_GATEWAY_IP must not be in the allocation pool"
   ! in_cidr "${TENANT_CIDR%/*}" "$PROVIDER_CIDR" || die "TENANT_CIDR $TENANT_CIDR overlaps PROVIDER_CIDR"
 }
 

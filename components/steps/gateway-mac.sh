@@ -46,10 +46,7 @@ check_targets() {
   elif ! ovs-vsctl br-exists "$EXTERNAL_BRIDGE" 2>/dev/null; then
     problem="Open vSwitch bridge $EXTERNAL_BRIDGE does not exist"
   fi
-  [ -z "$problem" ] && return 0
-  [ "${1:-}" = wait ] || die "$problem"
-  log "waiting: $problem"
-  return 1
+  [ -z "$problem" ] || missing_target "$problem" "${1:-}"
 }
 
 current_dev_mac() { ip -n "$NS" -o link show dev "$DEV" | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2; }

@@ -59,6 +59,13 @@ lock_step() {
   flock -w 60 9 || die "another run of ${OOA_STEP:-this step} holds $1.lock"
 }
 
+# missing_target PROBLEM [wait] : with "wait" (reapply), log that we wait and return 1; else die.
+missing_target() {
+  [ "${2:-}" = wait ] || die "$1"
+  log "waiting: $1"
+  return 1
+}
+
 netns_exists() {
   local line
   while read -r line _; do [ "$line" = "$1" ] && return 0; done < <(ip netns list)

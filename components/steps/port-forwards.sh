@@ -66,10 +66,7 @@ check_targets() {
   elif [[ $(ip -n "$NS" -4 -o addr show) != *" inet $GATEWAY_IP/"* ]]; then
     problem="gateway IP $GATEWAY_IP is not on any device in namespace $NS"
   fi
-  [ -z "$problem" ] && return 0
-  [ "${1:-}" = wait ] || die "$problem"
-  log "waiting: $problem"
-  return 1
+  [ -z "$problem" ] || missing_target "$problem" "${1:-}"
 }
 
 nsipt() { ip netns exec "$NS" "$@"; }
