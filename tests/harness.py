@@ -3,6 +3,12 @@
 No Pulumi CLI or cloud is involved: `pulumi.runtime.set_mocks` stands in for the engine, the
 `Mocks` below for the providers. `run_program(config)` returns every registered resource's
 request (type, parent, dependencies, options, inputs) and every stack output with its secretness.
+
+Secret outputs are marked as the engine marks them: each provider SDK registers its resources with
+`additionalSecretOutputs` (from the provider's schema: random.RandomPassword `result`/`bcryptHash`,
+tls.PrivateKey's private keys), and the recording monitor answers with those outputs wrapped as
+secrets, so the program sees them as secret Outputs as it would in a real deployment. Their values
+are kept in `Result.generated_secrets`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
-from pulumi.runtime.rpc import is_rpc_secret
+from pulumi.runtime.rpc import is_rpc_secret, wrap_rpc_secret
 from pulumi.runtime.stack import wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
@@ -107,9 +113,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.registered: list[Registered] = []
         self.urns: dict[str, str] = {}
+        self.generated_secrets: set[str] = set()
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
+        self._mark_secret_outputs(request, response)
         self.urns[response.urn] = request.name
         inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
         timeouts = request.customTimeouts
@@ -131,6 +139,19 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         )
         return response
 
+    def _mark_secret_outputs(self, request, response) -> None:
+        """Wrap the outputs the resource names in `additionalSecretOutputs` as secrets, as the engine does."""
+        names = set(request.additionalSecretOutputs)
+        if not names or not response.HasField("object"):
+            return
+        state = rpc.deserialize_properties(response.object, keep_unknowns=True)
+        inputs = set(request.object.fields) if request.HasField("object") else set()
+        for key in names & set(state):
+            if key not in inputs:  # made by the provider (e.g. a password), not an input given back
+                self.generated_secrets |= {text for _, text in strings(reveal(state[key])) if text}
+            state[key] = wrap_rpc_secret(state[key])
+        response.object.CopyFrom(_sync_await(rpc.serialize_properties(state, {})))
+
 
 @dataclass
 class Result:
@@ -139,6 +160,8 @@ class Result:
     outputs: dict[str, Any] = field(default_factory=dict)
     secret_outputs: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
+    generated_secrets: set[str] = field(default_factory=set)
+    """Values of the outputs the providers mark secret (see the module docstring)."""
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.type == typ]
@@ -183,7 +206,8 @@ def run_program(config: dict[str, Any] | None = None, secret_keys: list[str] | N
             runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
         finally:
             _sync_await(wait_for_rpcs())  # also on failure: every registration is recorded
-        result = Result(resources=monitor.registered, urns=monitor.urns, warnings=warnings)
+        result = Result(resources=monitor.registered, urns=monitor.urns, warnings=warnings,
+                        generated_secrets=monitor.generated_secrets)
         root = pulumi.runtime.settings.get_root_resource()
         for key, value in root.outputs.items():  # type: ignore[union-attr]
             out = pulumi.Output.from_input(value)
@@ -228,3 +252,14 @@ def strings(value: Any, skip_secrets: bool = False) -> Iterator[tuple[str, str]]
             yield path, str(v)  # assets and the like: their text
 
     yield from walk(value, "")
+
+
+def reveal(value: Any) -> Any:
+    """`value` with every Pulumi secret inside it unwrapped (to read what a secret carries)."""
+    if is_rpc_secret(value):
+        return reveal(value["value"])
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [reveal(v) for v in value]
+    return value

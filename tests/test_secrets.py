@@ -2,16 +2,23 @@
 
 The scan is generic: it walks every input of every registered resource and every stack output,
 so it covers whatever resources the program grows. Secret values are those of the secret config
-keys, every `SECRET_*` string the mocks hand out (tests/harness.py) and whatever the program
-itself exports as secret. A value is "in plain" anywhere outside a Pulumi secret (the engine's
-secret signature object that the harness records for secret inputs).
+keys, every output the providers mark secret (random.RandomPassword `result`, tls.PrivateKey's
+private keys: `harness.Result.generated_secrets`) and whatever the program itself exports as
+secret. A value is "in plain" anywhere outside a Pulumi secret (the engine's secret signature
+object that the harness records for secret inputs) -- except in a remote command's text, where a
+secret wrapper is no protection: pulumi-command prints the whole command when it fails. There,
+every string (create/update/delete, environment, the connection but its credentials) is read
+through its secret wrappers.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from pulumi.runtime.rpc import wrap_rpc_secret
 
 from tests import harness
 
@@ -25,16 +32,15 @@ SECRET_KEYS = ["sshPrivateKey", "adminPassword"]
 FORWARDS = [{"protocol": "tcp", "publicPort": 522, "tenantIp": "192.168.100.10", "tenantPort": 22}]
 MIN_SECRET_LEN = 8  # shorter leaves of a secret output (e.g. a port) are not secrets on their own
 
-
-def mock_secrets() -> set[str]:
-    """Every secret value the mocks produce (harness.SECRET_PRIVATE_KEY and any later SECRET_*)."""
-    return {
-        v for k, v in vars(harness).items() if k.startswith("SECRET_") and isinstance(v, str) and v
-    }
+REMOTE_COMMAND = "command:remote:Command"
+# What a remote command shows of itself (pulumi-command v1.2.1 puts the command in its errors).
+COMMAND_TEXT = ("create", "update", "delete", "environment")
+# The connection's credentials (secret in pulumi-command's schema): the one place a key belongs.
+CONNECTION_CREDENTIALS = {"privateKey", "password", "privateKeyPassword"}
 
 
 def secret_values(result: harness.Result, config_secrets: set[str]) -> set[str]:
-    values = set(config_secrets) | mock_secrets()
+    values = set(config_secrets) | result.generated_secrets
     for key in result.secret_outputs:
         values |= {s for _, s in harness.strings(result.outputs[key], False) if len(s) >= MIN_SECRET_LEN}
     return values
@@ -47,13 +53,31 @@ def _variants(secret: str) -> set[str]:
     return {f for f in forms if len(f) >= MIN_SECRET_LEN}
 
 
+def _without_credentials(connection: Any) -> Any:
+    if isinstance(connection, dict):
+        return {k: _without_credentials(v) for k, v in connection.items() if k not in CONNECTION_CREDENTIALS}
+    return connection
+
+
+def command_text(inputs: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(path, text) of every string a remote command shows, secret-wrapped or not."""
+    for key in COMMAND_TEXT:
+        for path, text in harness.strings(harness.reveal(inputs.get(key))):
+            yield f".{key}{path}", text
+    for path, text in harness.strings(_without_credentials(harness.reveal(inputs.get("connection")))):
+        yield f".connection{path}", text
+
+
 def plain_leaks(result: harness.Result, secrets: set[str]) -> list[str]:
-    """Where a secret value appears outside a Pulumi secret: resource inputs, outputs, warnings."""
+    """Where a secret value appears outside a Pulumi secret (or in a command's text at all)."""
     forms = set().union(*(_variants(s) for s in secrets)) if secrets else set()
     leaks = []
     for r in result.resources:
         for path, text in harness.strings(r.inputs, True):
             leaks += [f"{r.type} {r.name} input {path}" for f in forms if f in text]
+        if r.type == REMOTE_COMMAND:
+            for path, text in command_text(r.inputs):
+                leaks += [f"{r.type} {r.name} command {path}" for f in forms if f in text]
     for key, value in result.outputs.items():
         if key in result.secret_outputs:
             continue
@@ -84,54 +108,69 @@ def configured() -> harness.Result:
     )
 
 
-def test_scan_finds_a_plain_secret() -> None:
-    """The scanner itself: a secret in a plain input or output is found, a wrapped one is not."""
+def _fake_command(inputs: dict[str, Any]) -> harness.Registered:
+    return harness.Registered(
+        type=REMOTE_COMMAND, name="leaky", parent="", custom=True, dependencies=[],
+        delete_before_replace=False, ignore_changes=[], replace_on_changes=[],
+        additional_secret_outputs=[], custom_timeouts={}, deleted_with="", inputs=inputs,
+    )
+
+
+def test_harness_self_check_the_scanner_finds_plain_and_wrapped_leaks() -> None:
+    """A self-check of the scanner above (not of the program): what it must find, and what not.
+
+    The program's own tests are the ones below it (test_*_secrets_stay_secret).
+    """
     fake = harness.Result(
         resources=[
+            _fake_command({
+                "create": "echo 'c2VjcmV0LXZhbHVl' | base64 -d",
+                "update": wrap_rpc_secret("run --password secret-value-xyz"),  # wrapped: still shown on failure
+                "environment": wrap_rpc_secret({"X": wrap_rpc_secret("secret-value-xyz")}),
+                "connection": wrap_rpc_secret(
+                    {"host": "h", "user": "secret-value-xyz", "privateKey": wrap_rpc_secret("secret-value-xyz")}
+                ),
+                "stdin": wrap_rpc_secret("PW=secret-value-xyz"),  # stdin, wrapped: where secrets belong
+            }),
             harness.Registered(
-                type="command:remote:Command", name="leaky", parent="", custom=True, dependencies=[],
+                type="aws:ec2/instance:Instance", name="quiet", parent="", custom=True, dependencies=[],
                 delete_before_replace=False, ignore_changes=[], replace_on_changes=[],
                 additional_secret_outputs=[], custom_timeouts={}, deleted_with="",
-                inputs={
-                    "create": "echo 'c2VjcmV0LXZhbHVl' | base64 -d",
-                    "stdin": {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270",
-                              "value": "PW=secret-value-xyz"},
-                },
-            )
+                inputs={"userData": wrap_rpc_secret("secret-value-xyz"), "tags": {"x": "secret-value-xyz"}},
+            ),
         ],
         urns={},
         outputs={"hidden": "secret-value-xyz", "shown": "x secret-value-xyz"},
         secret_outputs={"hidden"},
     )
     assert plain_leaks(fake, {"c2VjcmV0LXZhbHVl", "secret-value-xyz"}) == [
+        "aws:ec2/instance:Instance quiet input .tags.x",
+        "command:remote:Command leaky command .connection.user",
+        "command:remote:Command leaky command .create",
+        "command:remote:Command leaky command .environment.X",
+        "command:remote:Command leaky command .update",
         "command:remote:Command leaky input .create",
         "output shown",
     ]
 
 
 def test_generated_secrets_stay_secret(generated: harness.Result) -> None:
-    secrets = secret_values(generated, set())
-    assert harness.SECRET_PRIVATE_KEY in secrets
-    assert plain_leaks(generated, secrets) == []
-
-
-def test_generated_private_key_is_a_secret_output(generated: harness.Result) -> None:
-    assert generated.outputs["sshPrivateKey"] == harness.SECRET_PRIVATE_KEY
-    assert "sshPrivateKey" in generated.secret_outputs
+    # The generated key pair and admin password, secret as their providers mark them.
+    assert {harness.SECRET_PRIVATE_KEY, harness.MOCK_ADMIN_PASSWORD} <= generated.generated_secrets
+    assert plain_leaks(generated, secret_values(generated, set())) == []
 
 
 def test_configured_secrets_stay_secret(configured: harness.Result) -> None:
+    assert configured.generated_secrets == set()  # nothing generated: both secrets are configured
     secrets = secret_values(configured, {CONFIG_PRIVATE_KEY, CONFIG_ADMIN_PASSWORD})
     assert plain_leaks(configured, secrets) == []
-    # A configured key pair is the user's: the program does not export the private half.
-    assert "sshPrivateKey" not in configured.outputs
 
 
 @pytest.mark.parametrize("case", ["generated", "configured"])
 def test_outputs_carrying_secrets_are_secret(case: str, request: pytest.FixtureRequest) -> None:
     result: harness.Result = request.getfixturevalue(case)
     config = {CONFIG_PRIVATE_KEY, CONFIG_ADMIN_PASSWORD} if case == "configured" else set()
-    forms = set().union(*(_variants(s) for s in config | mock_secrets()))
+    forms = set().union(*(_variants(s) for s in config | result.generated_secrets))
     carrying = {
         key for key, value in result.outputs.items()
         if any(f in text for _, text in harness.strings(value, False) for f in forms)
