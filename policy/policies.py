@@ -44,6 +44,8 @@ PROVIDER_DESCRIPTION = f"{PROJECT} provider"
 # Config keys whose values are secrets (config/settings.py SECRET_KEYS).
 SECRET_CONFIG_KEYS = ("sshPrivateKey", "adminPassword")
 COMMAND_FIELDS = ("create", "update", "delete")
+# The remote connection's credentials (secret in pulumi-command's schema): where a key belongs.
+CONNECTION_CREDENTIALS = ("privateKey", "password", "privateKeyPassword")
 
 SECRET_PATTERNS = [
     ("a private key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")),
@@ -277,18 +279,48 @@ def validate_provider_attachment(args: StackValidationArgs, report_violation: Re
                 )
 
 
+def _connection_texts(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(path, text) of the connection's strings but its credentials (also in a proxy connection)."""
+    if isinstance(value, Mapping):
+        for key, sub in value.items():
+            if key not in CONNECTION_CREDENTIALS:
+                yield from _connection_texts(sub, f"{path}.{key}")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def command_texts(props: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, text) of each string a remote command shows of itself; `SecretText` if marked secret.
+
+    The connection's strings come as plain `str`: pulumi-command marks the whole connection secret
+    (it holds the key), so a secret mark there says nothing about the string itself.
+    """
+    for field in COMMAND_FIELDS:
+        text = props.get(field)
+        if isinstance(text, str):
+            yield f"the {field} command", text
+    environment = props.get("environment")
+    if isinstance(environment, Mapping):
+        for key, value in environment.items():
+            if isinstance(value, str):  # as KEY=value, so a password literal reads as an assignment
+                line = f"{key}={value}"
+                yield f"environment variable {key}", SecretText(line) if isinstance(value, SecretText) else line
+    for where, text in _connection_texts(props.get("connection"), "connection"):
+        yield where, str(text)  # str() of a SecretText is a plain str
+
+
 def validate_command_secrets(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """No secret in what a remote command shows: its create/update/delete text, its environment,
+    its connection (but the credentials), be the secret marked (a Pulumi secret), recognisable (a
+    key, a password literal) or a value of the stack's secret config."""
     if args.resource_type != REMOTE_COMMAND:
         return
     secret_values = [v for k in SECRET_CONFIG_KEYS if (v := _stack_config(k))]
-    for field in COMMAND_FIELDS:
-        text = args.props.get(field)
-        if not isinstance(text, str):
-            continue
+    for where, text in command_texts(args.props):
         findings = secret_findings(text, secret_values)
         if findings:
             report_violation(
-                f"{args.name}: the {field} command carries {', '.join(findings)}; pass secrets on stdin "
+                f"{args.name}: {where} carries {', '.join(findings)}; pass secrets on stdin "
                 "(a failing command's error message shows its whole command line)",
                 None,
             )
@@ -327,7 +359,8 @@ POLICIES = [
     ),
     ResourceValidationPolicy(
         name="no-secret-in-remote-command",
-        description="No remote command's create/update/delete text carries a secret.",
+        description="No remote command's create/update/delete text, environment or connection (but its "
+        "credentials) carries a secret.",
         validate=validate_command_secrets,
         enforcement_level=EnforcementLevel.MANDATORY,
     ),

@@ -243,7 +243,9 @@ def test_provider_eni_elsewhere_or_unattached_violates() -> None:
 # ---- no-secret-in-remote-command -------------------------------------------------------------
 
 COMMAND = {
-    "connection": {"host": "198.51.100.1", "user": "ubuntu", "privateKey": secret(harness.SECRET_PRIVATE_KEY)},
+    # pulumi-command sends the whole connection as a secret (it holds the key).
+    "connection": secret({"host": "198.51.100.1", "user": "ubuntu", "privateKey": secret(harness.SECRET_PRIVATE_KEY)}),
+    "environment": {"OOA_STATE": "/var/lib/openstack-on-aws"},
     "create": "set -euo pipefail\nread -r ADMIN_PASSWORD\nprintf 'ADMIN_PASSWORD=%s\\n' \"$ADMIN_PASSWORD\"\n",
     "delete": "exec sudo -n /usr/local/lib/openstack-on-aws/step.sh remove\n",
     "stdin": secret("ADMIN_PASSWORD=correct-horse-battery\n"),
@@ -277,9 +279,60 @@ def test_command_with_secret_config_value_violates() -> None:
     assert policy == "no-secret-in-remote-command" and "config" in message
 
 
+CONFIG_PASSWORD = "s3cr3t-Admin-pw"
+
+
+def _config_secrets() -> None:
+    _CONFIG["openstack-on-aws:adminPassword"] = CONFIG_PASSWORD
+    _CONFIG["openstack-on-aws:sshPrivateKey"] = harness.SECRET_PRIVATE_KEY
+
+
+def test_command_with_configured_secrets_in_their_places_passes() -> None:
+    """The configured key in the connection's credentials, the password on stdin: no violation."""
+    _config_secrets()
+    assert analyze(policies.REMOTE_COMMAND, COMMAND) == []
+    proxy = {"host": "bastion", "user": "jump", "privateKey": secret(harness.SECRET_PRIVATE_KEY),
+             "password": secret(CONFIG_PASSWORD)}
+    via_proxy = {**COMMAND, "connection": secret({**COMMAND["connection"]["value"], "proxy": proxy})}
+    assert analyze(policies.REMOTE_COMMAND, via_proxy) == []
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"OS_PASSWORD": CONFIG_PASSWORD},  # a value of the secret config
+        {"ADMIN_PASSWORD": "correct-horse-battery"},  # a password literal
+        {"X": secret("nothing-recognisable")},  # built from a secret
+    ],
+    ids=["config-value", "literal", "marked"],
+)
+def test_command_environment_with_secret_violates(environment: dict[str, Any]) -> None:
+    _config_secrets()
+    [(policy, message)] = analyze(policies.REMOTE_COMMAND, {**COMMAND, "environment": environment})
+    assert policy == "no-secret-in-remote-command" and "environment variable" in message
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        {"host": "198.51.100.1", "user": CONFIG_PASSWORD},
+        {"host": "198.51.100.1", "user": "ubuntu", "hostKey": harness.SECRET_PRIVATE_KEY},
+        {"host": "198.51.100.1", "user": "ubuntu", "proxy": {"host": "bastion", "user": CONFIG_PASSWORD}},
+    ],
+    ids=["user", "host-key", "proxy-user"],
+)
+def test_command_connection_with_secret_outside_its_credentials_violates(connection: dict[str, Any]) -> None:
+    _config_secrets()
+    leaky = {**COMMAND, "connection": secret({**connection, "privateKey": secret(harness.SECRET_PRIVATE_KEY)})}
+    [(policy, message)] = analyze(policies.REMOTE_COMMAND, leaky)
+    assert policy == "no-secret-in-remote-command" and "connection." in message
+
+
 def test_step_scripts_are_not_mistaken_for_secrets() -> None:
     """The command text the program sends for every step script passes the pattern checks."""
     steps = sorted(p.stem for p in remote.STEPS_DIR.glob("*.sh") if p.name != "lib.sh")
+    # Every step of the chain (DESIGN.md section 3) is found and checked, not none of them.
+    assert steps == sorted(["prepare-host", "install-openstack", "external-gateway", "gateway-mac", "port-forwards"])
     for step in steps:
         for action in ("apply", "remove"):
             text = remote.command(step, action)
@@ -289,10 +342,17 @@ def test_step_scripts_are_not_mistaken_for_secrets() -> None:
 # ---- the program itself ----------------------------------------------------------------------
 
 
-def test_the_program_complies() -> None:
-    """Every resource the program registers, under mocks, passes every policy."""
-    config = {"portForwards": FORWARD_CONFIG, "floatingIpCount": 2}
-    result = harness.run_program(config)
+@pytest.mark.parametrize("secrets", ["generated", "configured"])
+def test_the_program_complies(secrets: str) -> None:
+    """Every resource the program registers, under mocks, passes every policy: with the key pair
+    and admin password generated (secret as their providers mark them), and configured as secrets."""
+    config: dict[str, Any] = {"portForwards": FORWARD_CONFIG, "floatingIpCount": 2}
+    secret_keys: list[str] = []
+    if secrets == "configured":
+        config |= {"adminPassword": CONFIG_PASSWORD, "sshPrivateKey": harness.SECRET_PRIVATE_KEY,
+                   "sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPolicyPolicyPolicyPolicyPolicyPolicy"}
+        secret_keys = ["adminPassword", "sshPrivateKey"]
+    result = harness.run_program(config, secret_keys=secret_keys)
     _CONFIG.update(harness.config_strings({**harness.BASE_CONFIG, **config}))
     urn_of = {name: urn for urn, name in result.urns.items()}
     custom = [r for r in result.resources if r.custom]
