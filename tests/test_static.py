@@ -1,10 +1,12 @@
 """Static checks: ruff on the whole repository, mypy on config/ components/ and the policies,
-shellcheck on every shell script (each *.sh and .ci/run). The tools are pinned in
-requirements-dev.txt, so a missing tool is a failure, not a skip.
+shellcheck on every shell script (each *.sh, and each file with a sh/bash shebang, such as
+.ci/run). The tools are pinned in requirements-dev.txt, so a missing tool is a failure, not a skip.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +18,23 @@ BIN = Path(sys.executable).parent
 SKIP_DIRS = {".git", ".venv", "venv", "node_modules", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 
 
+SHELL_SHEBANG = re.compile(rb"^#!\s*(?:/usr)?/bin/(?:env\s+)?(?:ba|da)?sh\b")
+
+
+def _is_shell_script(path: Path) -> bool:
+    if path.suffix == ".sh":
+        return True
+    with path.open("rb") as f:
+        return bool(SHELL_SHEBANG.match(f.read(64)))
+
+
 def shell_scripts() -> list[Path]:
-    found = [
-        p for p in ROOT.rglob("*.sh")
-        if not SKIP_DIRS & set(p.relative_to(ROOT).parts)
-    ]
-    return sorted(found) + [ROOT / ".ci" / "run"]
+    """Every shell script of the repository: each *.sh, and each file with a sh/bash shebang."""
+    found = []
+    for top, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
+        found += [p for f in files if (p := Path(top) / f).is_file() and _is_shell_script(p)]
+    return sorted(found)
 
 
 def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -39,8 +52,13 @@ def test_mypy() -> None:
 
 
 def test_the_script_list_is_complete() -> None:
+    """The list shellcheck gets is found, not written down: .ci/run (no suffix, a bash shebang)
+    and the step scripts are in it, and nothing that is not a shell script."""
     names = {p.relative_to(ROOT).as_posix() for p in shell_scripts()}
-    assert {".ci/run", "components/steps/lib.sh"} <= names
+    steps = {f"components/steps/{s}.sh" for s in ("lib", "prepare-host", "install-openstack",
+                                                   "external-gateway", "gateway-mac", "port-forwards")}
+    assert {".ci/run", *steps} <= names
+    assert not {n for n in names if n.endswith((".py", ".yml", ".yaml", ".md", ".txt"))}
 
 
 @pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: p.relative_to(ROOT).as_posix())

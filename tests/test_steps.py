@@ -1,15 +1,16 @@
 """The remote step scripts of prepare-host, install-openstack and external-gateway, run here.
 
-What runs here: shellcheck, parameter validation (every bad parameter stops the script before it
-changes anything), and prepare-host's boot-time files (netplan, cloud-init) written under a temp
-root: twice = once, config/unconfig round trip. Waiting for cloud-init, the NIC found by MAC on a
+What runs here: parameter validation (every bad parameter stops the script before it changes
+anything), and prepare-host's boot-time files (netplan, cloud-init) written under a temp root:
+twice = once, config/unconfig round trip. Waiting for cloud-init, the NIC found by MAC on a
 Nitro instance, DevStack's install and the Neutron objects need the EC2 instance (AWS only).
+Shellcheck, for every script, is tests/test_static.py's; gateway-mac and port-forwards run in
+tests/test_netsteps.py (and the lab).
 """
 
 from __future__ import annotations
 
 import base64
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -49,14 +50,6 @@ def run(script: str, action: str, stdin: str, tmp: Path, root: Path | None = Non
         text=True,
         check=False,
     )
-
-
-@pytest.mark.parametrize("script", MINE)
-def test_shellcheck_clean(script):
-    shellcheck = shutil.which("shellcheck")
-    assert shellcheck, "shellcheck is not installed"
-    proc = subprocess.run([shellcheck, "-x", script], cwd=STEPS, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stdout
 
 
 def _root(tmp: Path) -> Path:

@@ -51,7 +51,9 @@ def test_actionlint_passes(actionlint: str) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_actionlint_catches_a_broken_workflow(actionlint: str, tmp_path: Path) -> None:
+def test_harness_self_check_actionlint_catches_a_broken_workflow(actionlint: str, tmp_path: Path) -> None:
+    """A self-check of the tool (not of the project): actionlint, run as above, does fail on a
+    broken workflow, so test_actionlint_passes is not passing for want of looking."""
     broken = tmp_path / "broken.yml"
     broken.write_text(
         "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
