@@ -55,7 +55,7 @@ def params(values: Mapping[str, object]) -> str:
     lines = []
     for key, value in values.items():
         text = str(value)
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):  # not match(): `$` also matches before a final newline
             raise ValueError(f"parameter name {key!r} must match {_KEY.pattern}")
         if "\n" in text or "\r" in text:
             raise ValueError(f"parameter {key} must be one line")

@@ -49,10 +49,21 @@ def test_step_options(run):
         conn = unwrap_rpc_secret(r.inputs["connection"])
         assert conn["user"] == "ubuntu"
         assert conn["dialErrorLimit"] >= 60 and conn["perDialTimeout"] >= 15
-        assert r.custom_timeouts["create"]
     install = run.one("dev-install-openstack")
-    assert install.custom_timeouts["create"] == "90m"
     assert {"stdout", "stderr"} <= set(install.additional_secret_outputs)
+
+
+def test_step_timeouts(run):
+    """DevStack's install gets 90 minutes, preparing the host 30, the networking steps 15."""
+    timeouts = {r.name.removeprefix("dev-"): r.custom_timeouts for r in run.of_type(CMD)}
+    short = {"create": "15m", "update": "15m", "delete": "15m"}
+    assert timeouts == {
+        "prepare-host": {"create": "30m", "update": "30m", "delete": "15m"},
+        "install-openstack": {"create": "90m", "update": "90m", "delete": "30m"},
+        "external-gateway": short,
+        "gateway-mac": short,
+        "port-forwards": short,
+    }
 
 
 def test_gateway_ids_flow_from_external_gateway_json(run):

@@ -96,7 +96,7 @@ def test_provider_eni_carries_the_floating_ips_with_source_dest_check_off(defaul
     assert eni["tags"]["openstack-on-aws:role"] == "provider"
     mgmt = props(default, "dev-management-eni")
     assert mgmt["privateIps"] == ["10.42.1.10"] and mgmt["securityGroups"] == ["dev-management-sg-id"]
-    assert "sourceDestCheck" not in mgmt or mgmt["sourceDestCheck"] is not False
+    assert mgmt.get("sourceDestCheck", True) is True  # the management ENI keeps AWS's check (default on)
     for name in ("dev-provider-eni", "dev-management-eni"):
         assert default.one(name).delete_before_replace
 
@@ -177,7 +177,8 @@ def test_outputs_are_the_documented_contract(default):
     assert out["providerPrivateIp"] == "10.42.2.10" and out["managementPrivateIp"] == "10.42.1.10"
     assert set(out["floatingIps"]) == {"10.42.2.11", "10.42.2.12"}
     assert len(set(out["floatingIps"].values()) | {out["providerPublicIp"]}) == 3
-    assert out["providerMac"].count(":") == 5 and out["providerEniId"] == "dev-provider-eni-id"
+    assert out["providerMac"] == fake("mac", "dev-provider-eni") != fake("mac", "dev-management-eni")
+    assert out["providerEniId"] == "dev-provider-eni-id"
     assert out["vpcId"] == "dev-vpc-id" and out["instanceId"] == "dev-instance-id"
 
 

@@ -214,6 +214,28 @@ def test_any_disjoint_subnets_inside_the_vpc_are_accepted(layout, floating):
     assert s.management_ip in mgmt and len(set(s.floating_ips) | {s.provider_ip}) == floating + 1
 
 
+@st.composite
+def overlapping_layouts(draw):
+    """A VPC and two subnets inside it that overlap: one the same as, inside or around the other."""
+    vpc, subnet, _ = draw(layouts())
+    prefix = draw(st.integers(20, 27))
+    if prefix > subnet.prefixlen:
+        other = draw(st.sampled_from(list(subnet.subnets(new_prefix=prefix))))
+    else:
+        other = subnet.supernet(new_prefix=prefix)
+    mgmt, provider = draw(st.permutations([subnet, other]))
+    return vpc, mgmt, provider
+
+
+@settings(max_examples=60, deadline=None)
+@given(overlapping_layouts())
+def test_overlapping_management_and_provider_subnets_are_refused(layout):
+    vpc, mgmt, provider = layout
+    found = problems(vpcCidr=str(vpc), managementSubnetCidr=str(mgmt), providerSubnetCidr=str(provider),
+                     floatingIpCount=0)
+    assert f"{NS}:providerSubnetCidr: {provider} overlaps managementSubnetCidr {mgmt}" in found
+
+
 @settings(max_examples=60, deadline=None)
 @given(layouts(), st.integers(16, 28))
 def test_a_tenant_network_overlapping_the_vpc_is_refused(layout, prefix):
