@@ -1,0 +1,281 @@
+"""gateway-mac and port-forwards, run without root: the real scripts, through the command text Pulumi
+sends, on the real iptables and network devices of a private namespace (tests/netns.py says what is
+stood in for: `ip netns`, `ovs-vsctl`, `sudo`).
+
+The lab (tests/lab, root) runs them on Open vSwitch with traffic; this is what a non-root run of the
+suite has to catch a broken step: the rules port-forwards writes (accepted by the kernel's netfilter
+through iptables-restore, and exactly those), twice = once, a changed list, re-apply, remove leaving
+Neutron's rules alone; gateway-mac's MAC change, bridge pin, originals restored on remove and on a
+change of target, re-apply. Skipped where the kernel refuses unprivileged user namespaces (a failure
+when CI=true).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests import netns
+
+ROUTER = "6f1d3c2a-0b4e-4c1f-9a7d-2e5b8c9d0a11"
+PORT = "a3b2c1d0-e9f8-4a7b-8c6d-5e4f3a2b1c0d"
+OTHER_ROUTER = "0c9b8a7d-6e5f-4d3c-2b1a-0f9e8d7c6b5a"
+OTHER_PORT = "5e4d3c2b-1a0f-4e9d-8c7b-6a5f4e3d2c1b"
+PROVIDER_MAC = "0e:4a:1b:2c:3d:4e"  # an ENI's MAC: locally administered unicast
+NEUTRON_MAC = "fa:16:3e:00:00:01"  # what Neutron gave the qg- device
+OTHER_NEUTRON_MAC = "fa:16:3e:00:00:02"
+GATEWAY_IP = "10.42.2.10"
+VPC_GATEWAY_IP = "10.42.2.1"
+FORWARDS = "tcp:522:192.168.100.10:22,udp:5353:192.168.100.11:53"
+CHAIN = "OOA-PORTFWD"
+# What Neutron's L3 agent keeps in the router's nat table (its metadata redirect), in its own chain.
+NEUTRON_NAT = [
+    "-N neutron-l3-agent-PREROUTING",
+    "-A PREROUTING -j neutron-l3-agent-PREROUTING",
+    "-A neutron-l3-agent-PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 "
+    "-j REDIRECT --to-ports 9697",
+]
+
+
+def dnat(proto: str, port: int, to: str) -> str:
+    """One forward's rule as `iptables -S` prints it back."""
+    return (f"-A {CHAIN} -d {GATEWAY_IP}/32 -p {proto} -m {proto} --dport {port} "
+            f"-m comment --comment openstack-on-aws -j DNAT --to-destination {to}")
+
+
+@pytest.fixture(scope="module")
+def can_run() -> None:
+    why = netns.available()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{why} (CI=true: a failure, not a skip)")
+        pytest.skip(why)
+
+
+@pytest.fixture
+def net(can_run: None, tmp_path) -> Iterator[netns.PrivateNet]:
+    private = netns.PrivateNet(tmp_path).start()
+    try:
+        yield private
+    finally:
+        private.stop()
+
+
+def qg(port_id: str) -> str:
+    return f"qg-{port_id[:11]}"
+
+
+def add_router(net: netns.PrivateNet, router_id: str = ROUTER, port_id: str = PORT, mac: str = NEUTRON_MAC,
+               gateway_ip: str | None = GATEWAY_IP) -> str:
+    """A router namespace with its gateway device (a veth: the kernel's own MAC handling)."""
+    net.add_router(router_id)
+    dev = qg(port_id)
+    net.sh(f"ip link add {dev} address {mac} type veth peer name p{port_id[:8]}")
+    if gateway_ip:
+        net.sh(f"ip addr add {gateway_ip}/24 dev {dev}")
+    return dev
+
+
+def ok(p: subprocess.CompletedProcess[str]) -> dict:
+    assert p.returncode == 0, f"step failed ({p.returncode}): {p.stderr}"
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def chain(net: netns.PrivateNet, name: str) -> list[str]:
+    return [line for line in net.nat() if line.startswith(f"-A {name} ")]
+
+
+# ---- port-forwards ---------------------------------------------------------------------------
+
+
+def forwards(net: netns.PrivateNet, action: str, spec: str = FORWARDS, router_id: str = ROUTER):
+    params = {"ROUTER_ID": router_id, "GATEWAY_IP": GATEWAY_IP, "FORWARDS": spec}
+    return net.step("port-forwards", action, params if action == "apply" else None)
+
+
+def with_neutron_rules(net: netns.PrivateNet) -> list[str]:
+    add_router(net)
+    net.sh("\n".join(f"iptables -w -t nat {rule}" for rule in NEUTRON_NAT))
+    return net.nat()
+
+
+def test_port_forwards_writes_exactly_the_configured_rules_first_in_prerouting(net):
+    neutron = with_neutron_rules(net)
+    out = ok(forwards(net, "apply"))
+    assert out == {
+        "namespace": f"qrouter-{ROUTER}", "chain": CHAIN, "gateway_ip": GATEWAY_IP,
+        "forwards": [{"proto": "tcp", "public_port": 522, "to": "192.168.100.10:22"},
+                     {"proto": "udp", "public_port": 5353, "to": "192.168.100.11:53"}],
+    }
+    assert chain(net, CHAIN) == [dnat("tcp", 522, "192.168.100.10:22"), dnat("udp", 5353, "192.168.100.11:53")]
+    assert chain(net, "PREROUTING") == [f"-A PREROUTING -j {CHAIN}", "-A PREROUTING -j neutron-l3-agent-PREROUTING"]
+    assert set(neutron) <= set(net.nat())  # Neutron's chain and rules are untouched
+
+
+def test_port_forwards_twice_is_once(net):
+    with_neutron_rules(net)
+    first = ok(forwards(net, "apply"))
+    after_first = net.nat()
+    again = forwards(net, "apply")
+    assert ok(again) == first
+    assert net.nat() == after_first
+    assert "set to" not in again.stderr  # nothing rewritten: what iptables prints back is what it wants
+
+
+def test_port_forwards_follow_a_changed_list_and_remove_only_their_own(net):
+    neutron = with_neutron_rules(net)
+    ok(forwards(net, "apply"))
+    ok(forwards(net, "apply", "tcp:8080:192.168.100.12:80"))
+    assert chain(net, CHAIN) == [dnat("tcp", 8080, "192.168.100.12:80")]
+    ok(forwards(net, "apply", ""))
+    assert chain(net, CHAIN) == [] and f"-N {CHAIN}" in net.nat()
+    assert chain(net, "PREROUTING")[0] == f"-A PREROUTING -j {CHAIN}"
+    removed = ok(forwards(net, "remove"))
+    assert removed == {"removed": True, "namespace": f"qrouter-{ROUTER}", "chain": CHAIN}
+    assert net.nat() == neutron
+    assert not (net.state / "port-forwards").exists()
+    assert forwards(net, "remove").returncode == 0  # a second remove finds nothing to do
+
+
+def test_port_forwards_reapply_restores_lost_rules_and_waits_for_the_namespace(net):
+    with_neutron_rules(net)
+    ok(forwards(net, "apply"))
+    wanted = net.nat()
+    # The L3 agent re-created the namespace: our jump and chain are gone.
+    net.sh(f"iptables -w -t nat -D PREROUTING -j {CHAIN}; iptables -w -t nat -F {CHAIN}; iptables -w -t nat -X {CHAIN}")
+    assert f"-N {CHAIN}" not in net.nat()
+    ok(forwards(net, "reapply"))
+    assert sorted(net.nat()) == sorted(wanted) and chain(net, "PREROUTING")[0] == f"-A PREROUTING -j {CHAIN}"
+    net.drop_router(ROUTER)
+    waiting = forwards(net, "reapply")
+    assert waiting.returncode == 0 and "waiting: router namespace" in waiting.stderr
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("tcp:522:192.168.100.10", "is not proto:publicPort:tenantIp:tenantPort"),
+        ("tcp:522:192.168.100.10:22:9", "is not proto:publicPort:tenantIp:tenantPort"),
+        ("icmp:522:192.168.100.10:22", "protocol must be tcp or udp"),
+        ("tcp:0:192.168.100.10:22", "public port '0' is not a port"),
+        ("tcp:522:192.168.100.300:22", "is not an IPv4 address"),
+        ("tcp:522:192.168.100.10:65536", "tenant port '65536' is not a port"),
+        ("tcp:522:192.168.100.10:22,tcp:0522:192.168.100.11:22", "tcp port 0522 is forwarded twice"),
+    ],
+)
+def test_port_forwards_refuse_a_bad_forward_before_any_change(net, spec, message):
+    before = with_neutron_rules(net)
+    p = forwards(net, "apply", spec)
+    assert p.returncode != 0 and message in p.stderr
+    assert net.nat() == before
+    assert not (net.state / "port-forwards").exists()
+
+
+def test_port_forwards_need_the_gateway_ip_in_the_router_namespace(net):
+    add_router(net, gateway_ip=None)
+    p = forwards(net, "apply")
+    assert p.returncode != 0 and f"gateway IP {GATEWAY_IP} is not on any device" in p.stderr
+    assert f"-N {CHAIN}" not in net.nat() and not (net.state / "port-forwards").exists()
+
+
+# ---- gateway-mac -----------------------------------------------------------------------------
+
+
+def gateway_mac(net: netns.PrivateNet, action: str, router_id: str = ROUTER, port_id: str = PORT, **over: str):
+    params = {"ROUTER_ID": router_id, "GATEWAY_PORT_ID": port_id, "PROVIDER_MAC": PROVIDER_MAC,
+              "EXTERNAL_BRIDGE": "br-ex", "VPC_GATEWAY_IP": VPC_GATEWAY_IP, **over}
+    return net.step("gateway-mac", action, params if action == "apply" else None)
+
+
+def is_local_unicast(mac: str) -> bool:
+    first = int(mac[:2], 16)
+    return bool(first & 2) and not first & 1
+
+
+@pytest.mark.parametrize("bridge_hwaddr", [None, "02:aa:bb:cc:dd:ee"], ids=["unset", "set"])
+def test_gateway_mac_sets_the_mac_pins_the_bridge_and_remove_restores_both(net, bridge_hwaddr):
+    dev = add_router(net)
+    net.add_bridge("br-ex")
+    if bridge_hwaddr:
+        (net.ovs / "br-ex.hwaddr").write_text(bridge_hwaddr + "\n")
+    out = ok(gateway_mac(net, "apply", PROVIDER_MAC=PROVIDER_MAC.upper()))  # any case: the kernel's is lower
+    assert {k: out[k] for k in ("namespace", "device", "mac", "bridge", "gateway_ip", "gateway_reachable")} == {
+        "namespace": f"qrouter-{ROUTER}", "device": dev, "mac": PROVIDER_MAC, "bridge": "br-ex",
+        "gateway_ip": VPC_GATEWAY_IP, "gateway_reachable": False,
+    }
+    assert net.mac(dev) == PROVIDER_MAC
+    assert net.bridge_hwaddr("br-ex") == out["bridge_mac"] != PROVIDER_MAC
+    assert is_local_unicast(out["bridge_mac"]) and out["bridge_mac"] != bridge_hwaddr
+    originals = net.state / "gateway-mac" / "originals"
+    assert f"ORIG_DEV_MAC={NEUTRON_MAC}\n" in originals.read_text()
+    assert f"ORIG_BRIDGE_HWADDR={bridge_hwaddr or ''}\n" in originals.read_text()
+    assert stat.S_IMODE(originals.stat().st_mode) == 0o600
+
+    again = gateway_mac(net, "apply")
+    assert ok(again) == out and "MAC set" not in again.stderr and "pinned" not in again.stderr
+
+    assert ok(gateway_mac(net, "remove")) == {"removed": True, "namespace": f"qrouter-{ROUTER}", "device": dev}
+    assert net.mac(dev) == NEUTRON_MAC
+    assert net.bridge_hwaddr("br-ex") == bridge_hwaddr
+    assert not (net.state / "gateway-mac").exists()
+
+
+def test_gateway_mac_reports_a_reachable_vpc_gateway(net):
+    dev = add_router(net)
+    net.add_bridge("br-ex")
+    net.sh(f"ip addr add {VPC_GATEWAY_IP}/24 dev p{PORT[:8]} && ip link set p{PORT[:8]} up && ip link set {dev} up")
+    assert ok(gateway_mac(net, "apply"))["gateway_reachable"] is True
+
+
+def test_gateway_mac_on_another_target_first_restores_the_old_one(net):
+    old_dev = add_router(net)
+    new_dev = add_router(net, OTHER_ROUTER, OTHER_PORT, OTHER_NEUTRON_MAC, gateway_ip="10.42.2.20")
+    net.add_bridge("br-ex")
+    ok(gateway_mac(net, "apply"))
+    assert net.mac(old_dev) == PROVIDER_MAC
+    out = ok(gateway_mac(net, "apply", OTHER_ROUTER, OTHER_PORT))
+    assert out["device"] == new_dev and out["namespace"] == f"qrouter-{OTHER_ROUTER}"
+    assert net.mac(old_dev) == NEUTRON_MAC  # the old router's gateway has its own MAC back
+    assert net.mac(new_dev) == PROVIDER_MAC
+    assert net.bridge_hwaddr("br-ex") == out["bridge_mac"]
+    assert f"ORIG_DEV_MAC={OTHER_NEUTRON_MAC}\n" in (net.state / "gateway-mac" / "originals").read_text()
+    ok(gateway_mac(net, "remove"))
+    assert (net.mac(old_dev), net.mac(new_dev)) == (NEUTRON_MAC, OTHER_NEUTRON_MAC)
+    assert net.bridge_hwaddr("br-ex") is None
+
+
+def test_gateway_mac_reapply_sets_the_mac_again_and_waits_for_the_namespace(net):
+    dev = add_router(net)
+    net.add_bridge("br-ex")
+    pinned = ok(gateway_mac(net, "apply"))["bridge_mac"]
+    net.sh(f"ip link set dev {dev} address {NEUTRON_MAC}")  # the L3 agent re-created the device
+    out = ok(gateway_mac(net, "reapply"))
+    assert net.mac(dev) == PROVIDER_MAC and out["gateway_reachable"] is None and out["bridge_mac"] == pinned
+    net.drop_router(ROUTER)
+    waiting = gateway_mac(net, "reapply")
+    assert waiting.returncode == 0 and "waiting: router namespace" in waiting.stderr
+
+
+@pytest.mark.parametrize(
+    "over,message",
+    [
+        ({"PROVIDER_MAC": "01:4a:1b:2c:3d:4e"}, "PROVIDER_MAC is a multicast MAC"),
+        ({"PROVIDER_MAC": "0e:4a:1b:2c:3d"}, "PROVIDER_MAC is not a valid mac"),
+        ({"EXTERNAL_BRIDGE": "br ex"}, "EXTERNAL_BRIDGE is not a valid bridge name"),
+        ({"ROUTER_ID": OTHER_ROUTER}, f"router namespace qrouter-{OTHER_ROUTER} does not exist"),
+        ({"GATEWAY_PORT_ID": OTHER_PORT}, f"gateway device {qg(OTHER_PORT)} does not exist"),
+        ({"EXTERNAL_BRIDGE": "br-other"}, "Open vSwitch bridge br-other does not exist"),
+    ],
+)
+def test_gateway_mac_refuses_bad_parameters_and_missing_targets_before_any_change(net, over, message):
+    dev = add_router(net)
+    net.add_bridge("br-ex")
+    p = gateway_mac(net, "apply", **over)
+    assert p.returncode != 0 and message in p.stderr
+    assert net.mac(dev) == NEUTRON_MAC and net.bridge_hwaddr("br-ex") is None
+    assert not (net.state / "gateway-mac").exists()
