@@ -35,7 +35,7 @@ PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 def missing_tools() -> list[str]:
     """The host tools this needs and lacks (empty when all are there)."""
-    tools = ["unshare", "nsenter", "ip", "iptables", "iptables-restore", "flock", "od"]
+    tools = ["unshare", "nsenter", "ip", "iptables", "iptables-restore", "ping", "flock", "od"]
     return [t for t in tools if shutil.which(t, path=PATH) is None]
 
 
