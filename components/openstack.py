@@ -20,8 +20,8 @@ import pulumi
 import pulumi_random as random
 from pulumi_command import remote
 
-from components import localconf
-from components.remote import command, params
+from onhost import localconf
+from onhost.remote import command, params
 
 if TYPE_CHECKING:
     from config.settings import Settings

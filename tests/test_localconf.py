@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from components.localconf import local_conf_for, local_conf_variables
 from config.settings import Settings
+from onhost.localconf import local_conf_for, local_conf_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVSTACK_VARIABLES = ROOT / "tests" / "data" / "devstack_variables.txt"
@@ -96,7 +96,7 @@ def test_render_tool_writes_every_step(tmp_path):
         "4-gateway-mac",
         "5-port-forwards",
     ]
-    from components.remote import command
+    from onhost.remote import command
 
     assert (out / "2-install-openstack" / "command.sh").read_text() == command("install-openstack", "apply")
     params = (out / "2-install-openstack" / "params.env").read_text()

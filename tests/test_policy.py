@@ -24,7 +24,7 @@ from pulumi_policy import EnforcementLevel
 from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 
-from components import remote
+from onhost import remote
 from policy import policies
 from tests import harness
 

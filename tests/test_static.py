@@ -1,4 +1,4 @@
-"""Static checks: ruff on the whole repository, mypy on config/ components/ and the policies,
+"""Static checks: ruff on the whole repository, mypy on config/ components/ onhost/ and the policies,
 shellcheck on every shell script (each *.sh and .ci/run). The tools are pinned in
 requirements-dev.txt, so a missing tool is a failure, not a skip.
 """
@@ -34,13 +34,13 @@ def test_ruff() -> None:
 
 
 def test_mypy() -> None:
-    run = _run(sys.executable, "-m", "mypy", "config", "components", "policy/policies.py")
+    run = _run(sys.executable, "-m", "mypy", "config", "components", "onhost", "policy/policies.py")
     assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_the_script_list_is_complete() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in shell_scripts()}
-    assert {".ci/run", "components/steps/lib.sh"} <= names
+    assert {".ci/run", "onhost/steps/lib.sh"} <= names
 
 
 @pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: p.relative_to(ROOT).as_posix())

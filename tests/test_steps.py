@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from components.localconf import local_conf_for
 from config.settings import Settings
+from onhost.localconf import local_conf_for
 
-STEPS = Path(__file__).resolve().parent.parent / "components" / "steps"
+STEPS = Path(__file__).resolve().parent.parent / "onhost" / "steps"
 MINE = ["prepare-host.sh", "install-openstack.sh", "external-gateway.sh"]
 MAC = "0e:00:00:00:00:02"
 CLOUD_INIT_NETPLAN = """network:

@@ -19,10 +19,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.localconf import local_conf_for  # noqa: E402
 from components.openstack import STEPS, args_from_settings, step_params  # noqa: E402
-from components.remote import command, params  # noqa: E402
 from config.settings import SettingsError, load_settings  # noqa: E402
+from onhost.localconf import local_conf_for  # noqa: E402
+from onhost.remote import command, params  # noqa: E402
 
 MASK = "<secret: masked>"
 ENCRYPTED = "ENCRYPTED_IN_STACK_FILE"
