@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from components.contract import contract_for_render
+from components.openstack import local_conf_for as local_conf_for_host
 from config.settings import Settings
-from onhost.localconf import local_conf_for, local_conf_variables
+from onhost.localconf import local_conf_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVSTACK_VARIABLES = ROOT / "tests" / "data" / "devstack_variables.txt"
@@ -20,6 +22,11 @@ def _render_module():
     import render
 
     return render
+
+
+def local_conf_for(s: Settings) -> str:
+    """local.conf for the settings' host, through the host contract as the program renders it."""
+    return local_conf_for_host(contract_for_render(s, "<key>"))
 
 
 def settings(**kw) -> Settings:
