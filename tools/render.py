@@ -1,6 +1,8 @@
 """Write, without deploying, what each remote step will run on the host.
 
     python tools/render.py --stack dev --out render      (make render STACK=dev OUT=render)
+    python tools/render.py --config examples/stacks/existing-openstack.yaml --out render
+                                                         (make render CONFIG=<file> OUT=render)
 
 Reads Pulumi.<stack>.yaml, validates the settings (no AWS: instance limits are not checked), and
 writes, for each step its mode runs (onhost/chain.py): OUT/<n>-<step>/command.sh (the exact
@@ -46,8 +48,9 @@ def stack_config(path: Path) -> dict[str, str]:
     return out
 
 
-def render(stack: str, out: Path, root: Path = ROOT) -> list[Path]:
-    settings = load_settings(stack_config(root / f"Pulumi.{stack}.yaml"))
+def render(stack: str | None, out: Path, root: Path = ROOT, config_file: Path | None = None) -> list[Path]:
+    """Write the selected steps' commands and parameters for Pulumi.<stack>.yaml (or `config_file`)."""
+    settings = load_settings(stack_config(config_file or root / f"Pulumi.{stack}.yaml"))
     # The same host contract and step rows as the program, with placeholders for deploy-time values.
     contract = contract_for_render(settings, MASK)
     args = args_from_settings(settings, contract, MASK)
@@ -70,11 +73,13 @@ def render(stack: str, out: Path, root: Path = ROOT) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--stack", help="stack name: reads Pulumi.<stack>.yaml")
+    source.add_argument("--config", type=Path, help="a stack config file (e.g. examples/stacks/*.yaml)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     ns = parser.parse_args(argv)
     try:
-        written = render(ns.stack, ns.out)
+        written = render(ns.stack, ns.out, config_file=ns.config)
     except SettingsError as err:
         print(err, file=sys.stderr)
         return 2
