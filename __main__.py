@@ -12,7 +12,7 @@ from components.existing import ExistingMachine, ExistingMachineArgs
 from components.host import Host, HostArgs
 from components.network import Network, NetworkArgs
 from components.openstack import OpenStack, args_from_settings
-from config.secrets import secret
+from config.secrets import required_secret, secret
 from config.settings import InstanceLimits, SettingsError, load_settings, stack_config
 
 
@@ -86,7 +86,7 @@ if settings.host is None:
 else:
     # ---- an existing machine: no AWS resource, no AWS call ----------------------------------
     machine = ExistingMachine(
-        name, ExistingMachineArgs(host=settings.host, private_key=secret("sshPrivateKey"))  # type: ignore[arg-type]
+        name, ExistingMachineArgs(host=settings.host, private_key=required_secret("sshPrivateKey"))
     )
     contract = machine.contract
     key_file = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,8 @@ def run(script: str, action: str, stdin: str, tmp: Path, root: Path | None = Non
 
 @pytest.mark.parametrize("script", MINE)
 def test_shellcheck_clean(script):
-    shellcheck = shutil.which("shellcheck")
+    # pinned in requirements-dev.txt: beside this interpreter when .venv/bin is not on PATH
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
     assert shellcheck, "shellcheck is not installed"
     proc = subprocess.run([shellcheck, "-x", script], cwd=STEPS, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout
