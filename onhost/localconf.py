@@ -51,7 +51,9 @@ def render_local_conf(
     """
     pool_end = floating_ips[-1] if floating_ips else provider_ip
     lines = [
-        "# Rendered by openstack-on-aws (onhost/localconf.py); do not edit on the host.",
+        # Frozen text (it predates the move to onhost/): install-openstack's stamp hashes the whole
+        # local.conf, so any change here unstacks and re-installs DevStack on every deployed stack.
+        "# Rendered by openstack-on-aws (components/localconf.py); do not edit on the host.",
         "[[local|localrc]]",
         f"HOST_IP={host_ip}",
         f"ADMIN_PASSWORD={PASSWORD_PLACEHOLDER}",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install-openstack: DevStack at a pinned branch with the local.conf rendered by
-# onhost/localconf.py (ML2/OVS + the L3 agent, the provider NIC on br-ex).
+# components/localconf.py (ML2/OVS + the L3 agent, the provider NIC on br-ex).
 #
 #   install-openstack.sh apply   fills the local.conf placeholders (admin password from stdin,
 #                                LIBVIRT_TYPE kvm where /dev/kvm exists else qemu, PUBLIC_INTERFACE =
