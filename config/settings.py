@@ -20,12 +20,13 @@ from pydantic import ValidationError, ValidationInfo, model_validator
 
 from config.access import AccessSettings
 from config.addresses import AWS_ADDRESS_KEYS, HOST_OFFSET, AddressPlan
-from config.base import NAMESPACE, REGION_KEY, SECRET_KEYS, SettingsError, key
+from config.base import NAMESPACE, REGION_KEY, SECRET_KEYS, Model, Port, SettingsError, key
 from config.forwards import RESERVED_PUBLIC_PORTS, ForwardSettings, PortForward
 from config.host import (
     AWS_HOST_KEYS,
     DEFAULT_EIP_QUOTA,
     INSTANCE_TYPE,
+    NESTED_VIRT_TYPES,
     ExistingHost,
     HostSettings,
     InstanceLimits,
@@ -35,12 +36,18 @@ from config.openstack import OpenStackSection, OpenStackSettings
 
 # The keys only an AWS host takes: refused, by name, for an existing machine.
 AWS_ONLY_KEYS = (*AWS_HOST_KEYS, *AWS_ADDRESS_KEYS, "allowedCidrs")
+# The one-module settings' private names, for code written against it (move such code to its section).
+_key = key
+_Model = Model
 
 __all__ = [
     "AWS_ONLY_KEYS",
     "DEFAULT_EIP_QUOTA",
     "HOST_OFFSET",
+    "INSTANCE_TYPE",
+    "NESTED_VIRT_TYPES",
     "NAMESPACE",
+    "Port",
     "REGION_KEY",
     "RESERVED_PUBLIC_PORTS",
     "SECRET_KEYS",

@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pulumi
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
 from config.host import InstanceLimits
@@ -346,3 +349,23 @@ def test_render_and_the_program_send_the_same_parameters(machine, tmp_path):
         sent = sent.replace(f"ADMIN_PASSWORD={harness.MOCK_ADMIN_PASSWORD}", "ADMIN_PASSWORD=<secret: masked>")
         assert written == sent, step.name
     assert json.dumps(machine.outputs["floatingIps"])
+
+
+# ---- property-based: the existing host's registered IPs ---------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 200), st.lists(st.integers(1, 40), max_size=5, unique=True))
+def test_floating_ips_must_follow_the_provider_ip(start, offsets):
+    """Any contiguous run after providerIp is accepted (in any order); any gap is refused by key."""
+    provider = IPv4Address("10.0.2.0") + start
+    floating = {str(provider + o): "198.51.100.9" for o in offsets}
+    contiguous = sorted(offsets) == list(range(1, len(offsets) + 1)) and start + len(offsets) < 255
+    config = {"host": {**HOST, "providerIp": str(provider), "providerGateway": "10.0.2.1",
+                       "floatingIps": floating}, "sshPrivateKey": "k"}
+    if contiguous:
+        s = load_settings(harness.config_strings(config))
+        assert s.host is not None and sorted(s.host.floating_ips) == [provider + i for i in range(1, len(offsets) + 1)]
+    else:
+        with pytest.raises(SettingsError) as err:
+            load_settings(harness.config_strings(config))
+        assert any(p.startswith("openstack-on-aws:host.") for p in err.value.problems), err.value.problems
