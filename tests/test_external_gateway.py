@@ -134,3 +134,15 @@ def test_a_missing_clouds_yaml_stops_before_any_call(tmp_path, over):
     proc = cloud.run("apply", **over)
     assert proc.returncode != 0 and "no /nonexistent/clouds.yaml" in proc.stderr
     assert cloud.calls() == [] and not (tmp_path / "state").exists()
+
+
+def test_an_existing_network_without_the_subnet_gets_one_and_loses_only_it(tmp_path):
+    before = {"networks": {"ext": {"id": str(uuid.uuid4())}}, "subnets": {}, "routers": {}}
+    cloud = Cloud(tmp_path, before)
+    _ok(cloud.run("apply", EXTERNAL_NETWORK="ext"))
+    subnet = cloud.state["subnets"]["ext-subnet"]
+    assert (subnet["network"], subnet["cidr"]) == ("ext", "10.42.2.0/24")
+    assert subnet["pool"] == "start=10.42.2.10,end=10.42.2.11"  # the registered IPs only
+    assert not [a for a in cloud.changes() if a[:2] == ["network", "create"] and a[2] == "ext"]
+    _ok(cloud.run("remove"))
+    assert cloud.state == before
