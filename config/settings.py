@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from pydantic import ValidationError, ValidationInfo, model_validator
@@ -172,10 +171,3 @@ def stack_config() -> dict[str, Any]:
 
     return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
 
-
-def provider_addresses(settings: Settings) -> tuple[IPv4Network, IPv4Address, IPv4Address, list[IPv4Address]]:
-    """(provider CIDR, its gateway, the registered provider IP, the floating IPs) in either host mode."""
-    if settings.host is not None:
-        h = settings.host
-        return h.provider_cidr, h.provider_gateway, h.provider_ip, sorted(h.floating_ips)
-    return settings.provider_subnet_cidr, settings.vpc_router_ip, settings.provider_ip, settings.floating_ips
