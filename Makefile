@@ -35,9 +35,11 @@ lab: venv
 	$(PY) -m tests.lab.demo
 
 # Write, without deploying, what each remote step will run on the host: make render STACK=dev OUT=render
+# (or from a config file: make render CONFIG=examples/stacks/existing-machine.yaml)
 OUT ?= render
+CONFIG ?=
 render: venv
-	$(PY) tools/render.py --stack $(STACK) --out $(OUT)
+	$(PY) tools/render.py $(if $(CONFIG),--config $(CONFIG),--stack $(STACK)) --out $(OUT)
 
 lint: venv
 	$(PY) -m pytest tests/test_static.py

@@ -1,19 +1,23 @@
-"""openstack-on-aws: an all-in-one OpenStack on EC2 with AWS's networking fixes applied.
+"""openstack-on-aws: an all-in-one OpenStack with the cloud's networking fixes applied.
 
-Wiring only: load the settings, build the components, export the outputs (README: "Outputs").
+Wiring only: load the settings, build the host (an EC2 instance, or an existing machine), hand its
+contract to OpenStack, export the outputs (README: "Outputs", per mode).
 """
 
 import pulumi
 import pulumi_aws as aws
 
+from components.contract import HostContract, ssh_command
+from components.existing import ExistingMachine, ExistingMachineArgs
 from components.host import Host, HostArgs
 from components.network import Network, NetworkArgs
 from components.openstack import OpenStack, args_from_settings
+from config.secrets import required_secret, secret
 from config.settings import InstanceLimits, SettingsError, load_settings, stack_config
 
 
 def instance_limits(instance_type: str) -> InstanceLimits:
-    """Ask AWS what the instance type allows (runs in preview too, before any resource)."""
+    """Ask AWS what the instance type allows (runs in preview too, before any resource; AWS host only)."""
     info = aws.ec2.get_instance_type(instance_type=instance_type)
     return InstanceLimits(
         max_network_interfaces=info.maximum_network_interfaces,
@@ -30,89 +34,81 @@ for warning in settings.warnings():
     pulumi.log.warn(warning)
 
 name = pulumi.get_stack()
-network = Network(
-    name,
-    NetworkArgs(
-        vpc_cidr=settings.vpc_cidr,
-        availability_zone=settings.zone,
-        management_subnet_cidr=settings.management_subnet_cidr,
-        provider_subnet_cidr=settings.provider_subnet_cidr,
-        allowed_cidrs=settings.allowed_cidrs,
-        port_forwards=settings.port_forwards,
-        floating_ips=settings.floating_ip_count > 0,
-    ),
-)
-host = Host(
-    name,
-    HostArgs(
-        management_subnet_id=network.management_subnet.id,
-        provider_subnet_id=network.provider_subnet.id,
-        management_sg_id=network.management_sg.id,
-        provider_sg_id=network.provider_sg.id,
-        internet_gateway=network.internet_gateway,
-        management_ip=str(settings.management_ip),
-        provider_ip=str(settings.provider_ip),
-        floating_ips=[str(ip) for ip in settings.floating_ips],
-        instance_type=settings.instance_type,
-        nested_virtualization=settings.nested_virtualization,
-        root_volume_gib=settings.root_volume_gib,
-        ami_id=settings.ami_id,
-        architecture=settings.architecture,
-        ssh_public_key=settings.ssh_public_key,
-    ),
-)
+contract: HostContract
+if settings.host is None:
+    # ---- the EC2 host: VPC, ENIs, Elastic IPs, instance ---------------------------------------
+    network = Network(
+        name,
+        NetworkArgs(
+            vpc_cidr=settings.vpc_cidr,
+            availability_zone=settings.zone,
+            management_subnet_cidr=settings.management_subnet_cidr,
+            provider_subnet_cidr=settings.provider_subnet_cidr,
+            allowed_cidrs=settings.allowed_cidrs or [],
+            port_forwards=settings.port_forwards,
+            floating_ips=settings.floating_ip_count > 0,
+        ),
+    )
+    host = Host(
+        name,
+        HostArgs(
+            management_subnet_id=network.management_subnet.id,
+            provider_subnet_id=network.provider_subnet.id,
+            management_sg_id=network.management_sg.id,
+            provider_sg_id=network.provider_sg.id,
+            internet_gateway=network.internet_gateway,
+            management_ip=settings.management_ip,
+            provider_ip=settings.provider_ip,
+            provider_cidr=settings.provider_subnet_cidr,
+            vpc_router_ip=settings.vpc_router_ip,
+            vpc_resolver_ip=settings.vpc_resolver_ip,
+            floating_ips=settings.floating_ips,
+            instance_type=settings.instance_type,
+            nested_virtualization=settings.nested_virtualization,
+            root_volume_gib=settings.root_volume_gib,
+            ami_id=settings.ami_id,
+            architecture=settings.architecture,
+            ssh_public_key=settings.ssh_public_key,
+            ssh_private_key=secret("sshPrivateKey"),
+        ),
+    )
+    contract = host.contract
+    pulumi.export("region", settings.region)
+    pulumi.export("availabilityZone", settings.zone)
+    pulumi.export("vpcId", network.vpc.id)
+    pulumi.export("managementSubnetId", network.management_subnet.id)
+    pulumi.export("providerSubnetId", network.provider_subnet.id)
+    pulumi.export("instanceId", host.instance.id)
+    if host.private_key is not None:
+        pulumi.export("sshPrivateKey", pulumi.Output.secret(host.private_key.private_key_openssh))
+    pulumi.export("providerEniId", host.provider_eni.id)
+    key_file: str | None = "openstack-on-aws.key"
+else:
+    # ---- an existing machine: no AWS resource, no AWS call ----------------------------------
+    machine = ExistingMachine(
+        name, ExistingMachineArgs(host=settings.host, private_key=required_secret("sshPrivateKey"))
+    )
+    contract = machine.contract
+    key_file = None
 
-# ---- the remote steps: DevStack and the networking fix on the host -------------------------
-openstack = OpenStack(
-    name,
-    args_from_settings(
-        settings,
-        instance=host.instance,
-        instance_id=host.instance.id,
-        provider_attachment=host.provider_attachment,
-        management_eip=host.management_eip,
-        host=host.management_eip.public_ip,
-        ssh_user=host.ssh_user,
-        private_key=(
-            host.private_key.private_key_openssh
-            if host.private_key is not None
-            else pulumi.Output.secret(settings.ssh_private_key.get_secret_value())  # type: ignore[union-attr]
-        ),
-        provider_mac=host.provider_eni.mac_address,
-        admin_password=(
-            pulumi.Output.secret(settings.admin_password.get_secret_value()) if settings.admin_password else None
-        ),
-    ),
-)
+# ---- the remote steps: OpenStack and the networking fix on the host ------------------------
+openstack = OpenStack(name, args_from_settings(settings, contract, secret("adminPassword")))
 
 # ---- stack outputs: a contract for StackReference users (README "Outputs") ----------------
-pulumi.export("region", settings.region)
-pulumi.export("availabilityZone", settings.zone)
-pulumi.export("vpcId", network.vpc.id)
-pulumi.export("managementSubnetId", network.management_subnet.id)
-pulumi.export("providerSubnetId", network.provider_subnet.id)
-pulumi.export("instanceId", host.instance.id)
-pulumi.export("managementPrivateIp", str(settings.management_ip))
-pulumi.export("managementPublicIp", host.management_eip.public_ip)
-pulumi.export(
-    "sshCommand",
-    pulumi.Output.concat("ssh -i openstack-on-aws.key ", host.ssh_user, "@", host.management_eip.public_ip),
-)
-if host.private_key is not None:
-    pulumi.export("sshPrivateKey", pulumi.Output.secret(host.private_key.private_key_openssh))
-pulumi.export("providerEniId", host.provider_eni.id)
-pulumi.export("providerMac", host.provider_eni.mac_address)
-pulumi.export("providerPrivateIp", str(settings.provider_ip))
-pulumi.export("providerPublicIp", host.provider_eip.public_ip)
-pulumi.export(
-    "floatingIps",
-    pulumi.Output.all(**{ip: eip.public_ip for ip, eip in host.floating_eips.items()}),
-)
+pulumi.export("managementPrivateIp", str(contract.management_ip))
+pulumi.export("managementPublicIp", contract.public_address)
+pulumi.export("sshCommand", ssh_command(contract.ssh, key_file))
+pulumi.export("providerMac", contract.provider_mac)
+pulumi.export("providerPrivateIp", str(contract.provider_ip))
+if contract.provider_public_ip is not None:
+    pulumi.export("providerPublicIp", contract.provider_public_ip)
+pulumi.export("floatingIps", pulumi.Output.all(**{str(ip): pub for ip, pub in contract.floating_ips.items()}))
 
-# The service catalog lists the management private IP: from outside the VPC, Keystone and
-# Horizon answer on the Elastic IP; the other APIs through an SSH tunnel (README "Using the cloud").
-pulumi.export("keystoneAuthUrl", openstack.keystone_auth_url)
-pulumi.export("horizonUrl", openstack.horizon_url)
+# With DevStack, the service catalog lists the management private IP: from outside, Keystone and
+# Horizon answer on the public address; the other APIs through an SSH tunnel (README "Using the cloud").
+if openstack.admin_password is not None:
+    pulumi.export("keystoneAuthUrl", openstack.keystone_auth_url)
+    pulumi.export("horizonUrl", openstack.horizon_url)
+    pulumi.export("adminPassword", openstack.admin_password)
+    pulumi.export("cloudsYaml", openstack.clouds_yaml)
 pulumi.export("routerId", openstack.router_id)
-pulumi.export("adminPassword", openstack.admin_password)
-pulumi.export("cloudsYaml", openstack.clouds_yaml)

@@ -1,1 +1,1 @@
-"""ComponentResources of the stack and the remote steps' scripts (steps/)."""
+"""The Pulumi ComponentResources of the stack (what runs on the host is in onhost/)."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_tls as tls
+
+from components.contract import HostContract, SshConnection
 
 CANONICAL = "099720109477"
 UBUNTU_2404 = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
@@ -29,17 +32,23 @@ class HostArgs:
     """Security group of the provider ENI."""
     internet_gateway: pulumi.Resource
     """Elastic IPs are created after it (AWS needs the gateway attached first)."""
-    management_ip: str
+    management_ip: IPv4Address
     """Primary private IP of the management ENI (DevStack's HOST_IP)."""
-    provider_ip: str
+    provider_ip: IPv4Address
     """Primary private IP of the provider ENI: the router gateway's fixed IP."""
+    provider_cidr: IPv4Network
+    """The provider subnet (the contract's provider CIDR)."""
+    vpc_router_ip: IPv4Address
+    """The VPC router of the provider subnet (the contract's provider gateway)."""
+    vpc_resolver_ip: IPv4Address
+    """The VPC's DNS resolver (the contract's DNS server for tenants)."""
     instance_type: str
     """EC2 instance type."""
     nested_virtualization: bool
     """Launch with `cpu_options.nested_virtualization = "enabled"` (c8i/m8i/r8i)."""
     root_volume_gib: int
     """Size of the encrypted gp3 root volume."""
-    floating_ips: list[str] = field(default_factory=list)
+    floating_ips: list[IPv4Address] = field(default_factory=list)
     """Secondary private IPs of the provider ENI, one Elastic IP each."""
     ami_id: str | None = None
     """A pinned AMI; None looks up the newest Ubuntu 24.04 (then ignored on later updates)."""
@@ -47,6 +56,8 @@ class HostArgs:
     """CPU architecture of the looked-up AMI: `x86_64` or `arm64`."""
     ssh_public_key: str | None = None
     """The user's OpenSSH public key; None generates an ED25519 key pair."""
+    ssh_private_key: pulumi.Input[str] | None = None
+    """Its private half (a secret), for the contract's SSH connection; needed with `ssh_public_key`."""
 
 
 class Host(pulumi.ComponentResource):
@@ -70,7 +81,7 @@ class Host(pulumi.ComponentResource):
         self.management_eni = aws.ec2.NetworkInterface(
             f"{name}-management-eni",
             subnet_id=args.management_subnet_id,
-            private_ips=[args.management_ip],
+            private_ips=[str(args.management_ip)],
             security_groups=[args.management_sg_id],
             description="openstack-on-aws management: SSH, APIs, tunnels",
             tags={"Name": f"{name}-management", ROLE_TAG: "management"},
@@ -80,7 +91,7 @@ class Host(pulumi.ComponentResource):
             f"{name}-provider-eni",
             subnet_id=args.provider_subnet_id,
             private_ip_list_enabled=True,
-            private_ip_lists=[args.provider_ip, *args.floating_ips],
+            private_ip_lists=[str(ip) for ip in (args.provider_ip, *args.floating_ips)],
             security_groups=[args.provider_sg_id],
             # Frames from tenant VMs carry their own addresses through this ENI.
             source_dest_check=False,
@@ -133,12 +144,12 @@ class Host(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
 
-        def eip(suffix: str, eni: aws.ec2.NetworkInterface, private_ip: str) -> aws.ec2.Eip:
+        def eip(suffix: str, eni: aws.ec2.NetworkInterface, private_ip: IPv4Address) -> aws.ec2.Eip:
             return aws.ec2.Eip(
                 f"{name}-{suffix}-eip",
                 domain="vpc",
                 network_interface=eni.id,
-                associate_with_private_ip=private_ip,
+                associate_with_private_ip=str(private_ip),
                 tags={"Name": f"{name}-{suffix}"},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[args.internet_gateway]),
             )
@@ -150,6 +161,29 @@ class Host(pulumi.ComponentResource):
         }
 
         self.ssh_user = SSH_USER
+        if self.private_key is not None:
+            private_key: pulumi.Input[str] = self.private_key.private_key_openssh
+        elif args.ssh_private_key is not None:
+            private_key = args.ssh_private_key
+        else:
+            raise ValueError("HostArgs.ssh_private_key is required with ssh_public_key")
+        self.contract = HostContract(
+            ssh=SshConnection(host=self.management_eip.public_ip, user=SSH_USER, private_key=private_key),
+            machine_id=self.instance.id,
+            management_ip=args.management_ip,
+            provider_mac=self.provider_eni.mac_address,
+            provider_ip=args.provider_ip,
+            provider_cidr=args.provider_cidr,
+            provider_gateway=args.vpc_router_ip,
+            public_address=self.management_eip.public_ip,
+            dns_server=args.vpc_resolver_ip,
+            floating_ips={ip: eip.public_ip for ip, eip in self.floating_eips.items()},
+            provider_public_ip=self.provider_eip.public_ip,
+            # prepare-host needs the provider NIC attached and the address it dials.
+            ready=[self.instance, self.provider_attachment, self.management_eip],
+            # When the instance goes, there is nothing left to undo on it.
+            deleted_with=self.instance,
+        )
         self.register_outputs(
             {
                 "instance_id": self.instance.id,

@@ -1,7 +1,9 @@
 """The article's steps on the host: DevStack and the networking fix, as dependent remote commands.
 
-prepare-host -> install-openstack -> external-gateway -> gateway-mac -> port-forwards, each a
-`pulumi_command.remote.Command` running `components/steps/<step>.sh` (see components/remote.py).
+`OpenStack` consumes a `HostContract` (components/contract.py) and nothing else of the host, and
+creates one `pulumi_command.remote.Command` per row of the step table (onhost/chain.py) that its
+`openstack.install` mode selects: prepare-host -> install-openstack -> external-gateway ->
+gateway-mac -> port-forwards for DevStack, the last three for an OpenStack already on the host.
 Parameters travel on stdin only: pulumi-command v1.2.1 puts the whole command string into its
 error message, and `environment` needs sshd's AcceptEnv. A Command's delete runs with the stdin,
 connection and command stored in state, so `remove` always gets the parameters its `apply` had.
@@ -9,111 +11,118 @@ connection and command stored in state, so `remove` always gets the parameters i
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
-from typing import TYPE_CHECKING, Any
+from ipaddress import IPv4Network
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_random as random
 from pulumi_command import remote
 
-from components import localconf
-from components.remote import command, params
+from components.contract import HostContract
+from onhost import localconf
+from onhost.chain import DEVSTACK, StepInputs, chain_for, parse_emitted, runs_after
+from onhost.remote import command, params
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
-STEPS = ("prepare-host", "install-openstack", "external-gateway", "gateway-mac", "port-forwards")
 # SSH to an instance that is still booting: refused / timed-out dials are retried (about 5 s apart
 # after the first few) until the limit; 120 dials of at most 30 s cover a slow first boot.
 DIAL_ERROR_LIMIT = 120
 PER_DIAL_TIMEOUT = 30
-TIMEOUTS = {
-    "prepare-host": pulumi.CustomTimeouts(create="30m", update="30m", delete="15m"),
-    "install-openstack": pulumi.CustomTimeouts(create="90m", update="90m", delete="30m"),
-}
-DEFAULT_TIMEOUTS = pulumi.CustomTimeouts(create="15m", update="15m", delete="15m")
 
 
 @dataclass
 class OpenStackArgs:
-    """Inputs of `OpenStack`. Addresses come from the settings, so every step renders ahead."""
+    """Inputs of `OpenStack`: the host contract plus the OpenStack side of the settings."""
 
-    instance: pulumi.Resource
-    """The EC2 instance: every step is deleted with it and re-created when it is replaced."""
-    instance_id: pulumi.Input[str]
-    """Its id: a new instance re-runs every step (a `triggers` input)."""
-    provider_attachment: pulumi.Resource
-    """The provider ENI's attachment: prepare-host needs the NIC present."""
-    management_eip: pulumi.Resource
-    """The management Elastic IP resource (the steps connect through it)."""
-    host: pulumi.Input[str]
-    """Public IP of the management Elastic IP."""
-    ssh_user: str
-    """Login user of the image (`ubuntu`)."""
-    private_key: pulumi.Input[str]
-    """OpenSSH private key for `ssh_user` (secret)."""
-    provider_mac: pulumi.Input[str]
-    """MAC of the provider ENI: finds the provider NIC, and the MAC the router gateway takes."""
-    branch: str
-    """DevStack branch."""
-    local_conf: str
-    """DevStack's local.conf, with the placeholders the host fills in (components/localconf.py)."""
-    provider_cidr: IPv4Network
-    """The provider subnet: Neutron's external subnet."""
-    provider_ip: IPv4Address
-    """Provider ENI's primary IP: the router's external gateway IP."""
-    vpc_router_ip: IPv4Address
-    """The VPC router of the provider subnet: the external subnet's gateway."""
+    host: HostContract
+    """The host the steps run on (its SSH connection, addresses, what to wait for)."""
     tenant_cidr: IPv4Network
     """The tenant network behind the router."""
-    tenant_dns: IPv4Address
-    """DNS server for the tenant subnet (the VPC resolver)."""
-    floating_ips: list[IPv4Address] = field(default_factory=list)
-    """Provider ENI's secondary IPs (the floating IP pool)."""
+    install: str = DEVSTACK
+    """`devstack` (the steps install it) or `existing` (Neutron ML2/OVS + L3 agent already there)."""
+    branch: str = ""
+    """DevStack branch (install devstack)."""
     forwards: list[str] = field(default_factory=list)
     """Port forwards as `proto:publicPort:tenantIp:tenantPort`."""
     admin_password: pulumi.Input[str] | None = None
-    """OpenStack admin password (secret): letters, digits, `_` and `-` only; None generates one."""
+    """OpenStack admin password (secret, install devstack): A-Z a-z 0-9 _ - only; None generates one."""
+    cloud: str = "devstack-admin"
+    """The admin cloud's name in `clouds_yaml` on the host."""
+    clouds_yaml: str = "/etc/openstack/clouds.yaml"
+    """clouds.yaml's path on the host."""
+    external_network: str = "public"
+    """External network's name: used if it exists, else created (and removed with the step)."""
+    router: str = "router1"
+    """Router's name: used if it exists, else created (and removed with the step)."""
+    physical_network: str = localconf.PHYSICAL_NETWORK
+    """Physnet of a created external network."""
+    external_bridge: str = localconf.PUBLIC_BRIDGE
+    """The OVS bridge on the provider NIC."""
 
 
-def step_params(args: OpenStackArgs, router_id: object, gateway_port_id: object) -> dict[str, dict[str, object]]:
-    """Each step's stdin parameters. Values may be Outputs (the program) or placeholders (render)."""
-    pool_end = args.floating_ips[-1] if args.floating_ips else args.provider_ip
-    return {
-        "prepare-host": {"PROVIDER_MAC": args.provider_mac},
-        "install-openstack": {
-            "BRANCH": args.branch,
-            "LOCAL_CONF": base64.b64encode(args.local_conf.encode()).decode(),
-            "ADMIN_PASSWORD": args.admin_password,
-            "PROVIDER_MAC": args.provider_mac,
-        },
-        "external-gateway": {
-            "PHYSICAL_NETWORK": localconf.PHYSICAL_NETWORK,
-            "PROVIDER_CIDR": args.provider_cidr,
-            "VPC_GATEWAY_IP": args.vpc_router_ip,
-            "POOL_START": args.provider_ip,
-            "POOL_END": pool_end,
-            "GATEWAY_IP": args.provider_ip,
-            "TENANT_CIDR": args.tenant_cidr,
-            "TENANT_DNS": args.tenant_dns,
-        },
-        "gateway-mac": {
-            "ROUTER_ID": router_id,
-            "GATEWAY_PORT_ID": gateway_port_id,
-            "PROVIDER_MAC": args.provider_mac,
-            "EXTERNAL_BRIDGE": localconf.PUBLIC_BRIDGE,
-            "VPC_GATEWAY_IP": args.vpc_router_ip,
-        },
-        "port-forwards": {
-            "ROUTER_ID": router_id,
-            "GATEWAY_IP": args.provider_ip,
-            "FORWARDS": ",".join(args.forwards),
-        },
-    }
+def local_conf_for(host: HostContract) -> str:
+    """DevStack's local.conf for a host (its addresses; the on-host placeholders stay)."""
+    return localconf.render_local_conf(
+        host_ip=host.management_ip,
+        provider_cidr=host.provider_cidr,
+        vpc_router_ip=host.provider_gateway,
+        provider_ip=host.provider_ip,
+        floating_ips=sorted(host.floating_ips),
+    )
+
+
+def step_inputs(args: OpenStackArgs, emitted: dict[str, object]) -> StepInputs:
+    """What the step table's parameter builders read, from the contract and the OpenStack settings."""
+    host = args.host
+    return StepInputs(
+        provider_mac=host.provider_mac,
+        provider_cidr=host.provider_cidr,
+        provider_gateway=host.provider_gateway,
+        pool=host.pool,
+        tenant_cidr=args.tenant_cidr,
+        tenant_dns=host.dns_server,
+        forwards=args.forwards,
+        cloud=args.cloud,
+        clouds_yaml=args.clouds_yaml,
+        external_network=args.external_network,
+        router=args.router,
+        physical_network=args.physical_network,
+        external_bridge=args.external_bridge,
+        branch=args.branch,
+        local_conf=local_conf_for(host) if args.install == DEVSTACK else "",
+        admin_password=args.admin_password,
+        emitted=emitted,
+    )
+
+
+def connection_args(host: HostContract) -> remote.ConnectionArgs:
+    """pulumi-command's connection from the contract's SSH part (the private key kept secret)."""
+    ssh = host.ssh
+    key = pulumi.Output.secret(ssh.private_key)
+    proxy = None
+    if ssh.jump_host is not None:
+        proxy = remote.ProxyConnectionArgs(
+            host=ssh.jump_host.host,
+            port=ssh.jump_host.port,
+            user=ssh.jump_host.user,
+            private_key=key,
+            dial_error_limit=DIAL_ERROR_LIMIT,
+            per_dial_timeout=PER_DIAL_TIMEOUT,
+        )
+    return remote.ConnectionArgs(
+        host=ssh.host,
+        port=ssh.port,
+        user=ssh.user,
+        private_key=key,
+        host_key=ssh.host_key,
+        proxy=proxy,
+        dial_error_limit=DIAL_ERROR_LIMIT,
+        per_dial_timeout=PER_DIAL_TIMEOUT,
+    )
 
 
 def _stdin(values: dict[str, object], secret: bool = False) -> pulumi.Output[str]:
@@ -121,101 +130,76 @@ def _stdin(values: dict[str, object], secret: bool = False) -> pulumi.Output[str
     return pulumi.Output.secret(text) if secret else text  # type: ignore[arg-type]
 
 
-def _parse_gateway(stdout: str) -> dict[str, str]:
-    """The external-gateway step's JSON line (the last line of its stdout)."""
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    if not lines:
-        raise ValueError("external-gateway printed nothing")
-    out = json.loads(lines[-1])
-    return {"router_id": out["router_id"], "gateway_port_id": out["gateway_port_id"]}
-
-
 class OpenStack(pulumi.ComponentResource):
-    """DevStack on the host and the article's networking fix, one remote command per step."""
+    """OpenStack on the host and the article's networking fix, one remote command per step."""
 
     def __init__(self, name: str, args: OpenStackArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("openstack-on-aws:openstack:OpenStack", name, None, opts)
-        password = args.admin_password
-        if password is None:
-            # Letters and digits only: DevStack writes the password unquoted into URLs and files.
-            password = random.RandomPassword(
-                f"{name}-admin-password", length=24, special=False, opts=pulumi.ResourceOptions(parent=self)
-            ).result
-            args = dataclasses.replace(args, admin_password=password)
-        self.admin_password: pulumi.Output[str] = pulumi.Output.secret(password)
-        connection = remote.ConnectionArgs(
-            host=args.host,
-            user=args.ssh_user,
-            private_key=pulumi.Output.secret(args.private_key),
-            dial_error_limit=DIAL_ERROR_LIMIT,
-            per_dial_timeout=PER_DIAL_TIMEOUT,
-        )
+        host = args.host
+        devstack = args.install == DEVSTACK
+        self.admin_password: pulumi.Output[str] | None = None
+        if devstack:
+            password = args.admin_password
+            if password is None:
+                # Letters and digits only: DevStack writes the password unquoted into URLs and files.
+                password = random.RandomPassword(
+                    f"{name}-admin-password", length=24, special=False, opts=pulumi.ResourceOptions(parent=self)
+                ).result
+            self.admin_password = pulumi.Output.secret(password)
+            args = dataclasses.replace(args, admin_password=self.admin_password)
+        connection = connection_args(host)
         self.steps: dict[str, remote.Command] = {}
-
-        def step(
-            step_name: str,
-            values: dict[str, object],
-            depends_on: list[pulumi.Resource],
-            secret_output: bool = False,
-        ) -> remote.Command:
+        emitted: dict[str, object] = {}
+        selected = chain_for(args.install)
+        for step in selected:
+            before = runs_after(step, selected)
+            values = step.params(step_inputs(args, emitted))
             cmd = remote.Command(
-                f"{name}-{step_name}",
+                f"{name}-{step.name}",
                 connection=connection,
-                create=command(step_name, "apply"),
-                update=command(step_name, "apply"),
-                delete=command(step_name, "remove"),
+                create=command(step.name, "apply"),
+                update=command(step.name, "apply"),
+                delete=command(step.name, "remove"),
                 # The stdin of a step that carries a secret is a secret as a whole.
-                stdin=_stdin(values, secret=secret_output),
-                # A new instance runs every step again.
-                triggers=[args.instance_id],
+                stdin=_stdin(values, secret=step.secret),
+                # A new machine runs every step again.
+                triggers=[host.machine_id],
                 # Don't hand the previous run's output to the next one as environment variables.
                 add_previous_output_in_env=False,
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    depends_on=depends_on,
+                    depends_on=[self.steps[before.name]] if before else list(host.ready),
                     # Every step changes the host: undo the old one before applying the new one.
                     delete_before_replace=True,
-                    # When the instance goes, there is nothing left to undo on it.
-                    deleted_with=args.instance,
-                    custom_timeouts=TIMEOUTS.get(step_name, DEFAULT_TIMEOUTS),
-                    additional_secret_outputs=["stdout", "stderr"] if secret_output else None,
+                    # When the machine goes, there is nothing left to undo on it.
+                    deleted_with=host.deleted_with,
+                    custom_timeouts=pulumi.CustomTimeouts(
+                        create=step.timeout, update=step.timeout, delete=step.delete_timeout
+                    ),
+                    additional_secret_outputs=["stdout", "stderr"] if step.secret else None,
                 ),
             )
-            self.steps[step_name] = cmd
-            return cmd
+            self.steps[step.name] = cmd
+            if step.emits:
+                parsed = cmd.stdout.apply(lambda out, s=step: parse_emitted(s, out))  # type: ignore[misc]
+                for k in step.emits:
+                    emitted[k] = parsed.apply(lambda d, k=k: d[k])  # type: ignore[misc]
 
-        # The gateway ids are known only after external-gateway has run; until then, None.
-        values = step_params(args, None, None)
-        prepare = step(
-            "prepare-host",
-            values["prepare-host"],
-            [args.instance, args.provider_attachment, args.management_eip],
-        )
-        # Its stdin holds the admin password; stack.sh's output and log tail are masked on the
-        # host, but they are the one place a password could surface: all secret in the state.
-        install = step("install-openstack", values["install-openstack"], [prepare], secret_output=True)
-        gateway = step("external-gateway", values["external-gateway"], [install])
-        parsed = gateway.stdout.apply(_parse_gateway)
-        self.router_id: pulumi.Output[str] = parsed.apply(lambda g: g["router_id"])
-        self.gateway_port_id: pulumi.Output[str] = parsed.apply(lambda g: g["gateway_port_id"])
-        values = step_params(args, self.router_id, self.gateway_port_id)
-        mac = step("gateway-mac", values["gateway-mac"], [gateway])
-        step("port-forwards", values["port-forwards"], [mac])
-
-        # Keystone and Horizon answer on the management Elastic IP (port 80, allowedCidrs only).
-        self.keystone_auth_url = pulumi.Output.concat("http://", args.host, "/identity/v3")
-        self.horizon_url = pulumi.Output.concat("http://", args.host, "/dashboard")
-        self.clouds_yaml: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.all(self.keystone_auth_url, self.admin_password).apply(lambda v: clouds_yaml(*v))
-        )
-        self.register_outputs(
-            {
-                "router_id": self.router_id,
-                "gateway_port_id": self.gateway_port_id,
-                "keystone_auth_url": self.keystone_auth_url,
-                "horizon_url": self.horizon_url,
-            }
-        )
+        self.router_id: pulumi.Output[str] = emitted["router_id"]  # type: ignore[assignment]
+        self.gateway_port_id: pulumi.Output[str] = emitted["gateway_port_id"]  # type: ignore[assignment]
+        outputs: dict[str, object] = {"router_id": self.router_id, "gateway_port_id": self.gateway_port_id}
+        self.keystone_auth_url: pulumi.Output[str] | None = None
+        self.horizon_url: pulumi.Output[str] | None = None
+        self.clouds_yaml: pulumi.Output[str] | None = None
+        if self.admin_password is not None:
+            # DevStack: Keystone and Horizon answer on the host's public address (port 80).
+            self.keystone_auth_url = pulumi.Output.concat("http://", host.public_address, "/identity/v3")
+            self.horizon_url = pulumi.Output.concat("http://", host.public_address, "/dashboard")
+            self.clouds_yaml = pulumi.Output.secret(
+                pulumi.Output.all(self.keystone_auth_url, self.admin_password).apply(lambda v: clouds_yaml(*v))
+            )
+            outputs |= {"keystone_auth_url": self.keystone_auth_url, "horizon_url": self.horizon_url}
+        self.register_outputs(outputs)
 
 
 def clouds_yaml(auth_url: str, password: str) -> str:
@@ -235,22 +219,22 @@ def clouds_yaml(auth_url: str, password: str) -> str:
     )
 
 
-def forward_specs(settings: Settings) -> list[str]:
-    """The settings' port forwards as the port-forwards step's `proto:publicPort:tenantIp:tenantPort`."""
-    return [f"{f.protocol}:{f.public_port}:{f.tenant_ip}:{f.tenant_port}" for f in settings.port_forwards]
-
-
-def args_from_settings(settings: Settings, **host: Any) -> OpenStackArgs:
-    """OpenStackArgs from the settings plus the host's values (resources, or placeholders in render)."""
+def args_from_settings(
+    settings: Settings, host: HostContract, admin_password: pulumi.Input[str] | None
+) -> OpenStackArgs:
+    """OpenStackArgs from the settings' OpenStack side and forwards plus the host's contract."""
+    section = settings.openstack
     return OpenStackArgs(
-        branch=settings.openstack_branch,
-        local_conf=localconf.local_conf_for(settings),
-        provider_cidr=settings.provider_subnet_cidr,
-        provider_ip=settings.provider_ip,
-        vpc_router_ip=settings.vpc_router_ip,
+        host=host,
         tenant_cidr=settings.tenant_cidr,
-        tenant_dns=settings.vpc_cidr[2],  # the VPC's resolver (base + 2)
-        floating_ips=settings.floating_ips,
-        forwards=forward_specs(settings),
-        **host,
+        install=section.install,
+        branch=settings.openstack_branch,
+        forwards=[f.spec for f in settings.port_forwards],
+        admin_password=admin_password,
+        cloud=section.cloud_name,
+        clouds_yaml=section.clouds_yaml_path,
+        external_network=section.external_network,
+        router=section.router,
+        physical_network=section.physical_network,
+        external_bridge=section.external_bridge,
     )

@@ -1,4 +1,4 @@
-"""Validated stack settings."""
+"""Validated stack settings, one module per config section (see config/settings.py)."""
 
 from config.settings import InstanceLimits, PortForward, Settings, SettingsError, load_settings
 

@@ -1,188 +1,74 @@
-"""The stack's settings: one validated, frozen model of `Pulumi.<stack>.yaml`.
+"""The stack's settings: one validated, frozen model of `Pulumi.<stack>.yaml`, composed of sections.
 
-Every key lives in the `openstack-on-aws:` namespace except the region, which is the AWS
-provider's own `aws:region`. `load_settings()` reads them all, validates them in one pass and
-raises `SettingsError`, whose message lists every problem with the config key to fix, before the
-program registers a single resource.
+Each section lives in its own module with its validators: the address plan (config/addresses.py),
+the host (config/host.py: an EC2 host, or `host: {kind: existing, ...}`), OpenStack
+(config/openstack.py: DevStack, or `openstack: {install: existing, ...}`), the port forwards
+(config/forwards.py) and access (config/access.py). Every key lives in the `openstack-on-aws:`
+namespace except the region, the AWS provider's own `aws:region`. `load_settings()` reads them
+all, validates them in one pass and raises `SettingsError`, whose message lists every problem with
+the config key to fix, before the program registers a single resource.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    model_validator,
+from pydantic import ValidationError, ValidationInfo, model_validator
+
+from config.access import AccessSettings
+from config.addresses import AWS_ADDRESS_KEYS, HOST_OFFSET, AddressPlan
+from config.base import NAMESPACE, REGION_KEY, SECRET_KEYS, Model, Port, SettingsError, key
+from config.forwards import RESERVED_PUBLIC_PORTS, ForwardSettings, PortForward
+from config.host import (
+    AWS_HOST_KEYS,
+    DEFAULT_EIP_QUOTA,
+    INSTANCE_TYPE,
+    NESTED_VIRT_TYPES,
+    ExistingHost,
+    HostSettings,
+    InstanceLimits,
+    fields_set_aliases,
 )
-from pydantic.alias_generators import to_camel
+from config.openstack import OpenStackSection, OpenStackSettings
 
-NAMESPACE = "openstack-on-aws"
-REGION_KEY = "aws:region"
+# The keys only an AWS host takes: refused, by name, for an existing machine.
+AWS_ONLY_KEYS = (*AWS_HOST_KEYS, *AWS_ADDRESS_KEYS, "allowedCidrs")
+# The one-module settings' private names, for code written against it (move such code to its section).
+_key = key
+_Model = Model
 
-# Host addresses inside a subnet that this program assigns itself (AWS reserves .0-.3 and the last).
-HOST_OFFSET = 10
-# The Neutron metadata proxy listens on this port inside every qrouter namespace.
-RESERVED_PUBLIC_PORTS = {9697: "the Neutron metadata proxy listens on it in the router namespace"}
-# Keys whose values must never be echoed in an error message.
-SECRET_KEYS = {"sshPrivateKey", "adminPassword"}
-# Accounts start with 5 Elastic IPs per region.
-DEFAULT_EIP_QUOTA = 5
-
-NESTED_VIRT_TYPES = re.compile(r"^(c8i|m8i|r8i)(-flex)?\.[a-z0-9]+$")
-INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
-
-
-class SettingsError(ValueError):
-    """Bad stack configuration; the message lists every problem, one per line."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__(
-            "invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems)
-        )
-
-
-@dataclass(frozen=True)
-class InstanceLimits:
-    """What AWS says about an instance type (from `aws.ec2.get_instance_type`)."""
-
-    max_network_interfaces: int
-    max_ipv4_per_interface: int
-    bare_metal: bool
+__all__ = [
+    "AWS_ONLY_KEYS",
+    "DEFAULT_EIP_QUOTA",
+    "HOST_OFFSET",
+    "INSTANCE_TYPE",
+    "NESTED_VIRT_TYPES",
+    "NAMESPACE",
+    "Port",
+    "REGION_KEY",
+    "RESERVED_PUBLIC_PORTS",
+    "SECRET_KEYS",
+    "ExistingHost",
+    "InstanceLimits",
+    "OpenStackSection",
+    "PortForward",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "raw_config",
+    "stack_config",
+]
 
 
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
-    )
-
-
-class PortForward(_Model):
-    """One inbound port forward: provider Elastic IP:public_port -> tenant_ip:tenant_port."""
-
-    protocol: Literal["tcp", "udp"] = Field("tcp", description="`tcp` or `udp`.")
-    public_port: Port = Field(description="Port on the provider Elastic IP.")
-    tenant_ip: IPv4Address = Field(description="Fixed IP of the tenant VM, inside `tenantCidr`.")
-    tenant_port: Port = Field(description="Port on the tenant VM.")
-    source_cidrs: list[IPv4Network] | None = Field(
-        None,
-        description="Who may use this forward; defaults to `allowedCidrs`. May be 0.0.0.0/0.",
-    )
-
-
-class Settings(_Model):
+class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, ForwardSettings):
     """The stack's settings. Field aliases are the config keys (camelCase)."""
 
-    region: str = Field("us-east-1", description="AWS region, from the `aws:region` key.")
-    availability_zone: str | None = Field(
-        None, description="Availability zone of both subnets; defaults to `<region>a`."
-    )
-    vpc_cidr: IPv4Network = Field(IPv4Network("10.42.0.0/16"), description="VPC CIDR (/16-/28).")
-    management_subnet_cidr: IPv4Network = Field(
-        IPv4Network("10.42.1.0/24"),
-        description="Subnet of the management ENI (SSH, APIs, Horizon, tenant tunnels).",
-    )
-    provider_subnet_cidr: IPv4Network = Field(
-        IPv4Network("10.42.2.0/24"),
-        description="Subnet of the provider ENI (br-ex, the router gateway, floating IPs).",
-    )
-    instance_type: str = Field(
-        "m8i.2xlarge",
-        description="EC2 type. c8i/m8i/r8i (and -flex) get nested virtualization, *.metal has "
-        "KVM; any other type runs tenant VMs on QEMU emulation (slow).",
-    )
-    root_volume_gib: int = Field(
-        200, ge=40, le=16384, alias="rootVolumeGiB", description="Encrypted gp3 root volume, GiB."
-    )
-    ami_id: str | None = Field(
-        None,
-        pattern=r"^ami-[0-9a-f]{8,17}$",
-        description="Pinned AMI; default: the newest Canonical Ubuntu 24.04 amd64 at first deploy.",
-    )
-    allowed_cidrs: list[IPv4Network] = Field(
-        min_length=1,
-        description="Who may reach SSH, the OpenStack APIs and Horizon. Required; never 0.0.0.0/0.",
-    )
-    ssh_public_key: str | None = Field(
-        None, description="Your OpenSSH public key; default: a generated ED25519 key pair."
-    )
-    ssh_private_key: SecretStr | None = Field(
-        None,
-        description="Secret. The private half of `sshPublicKey`, for the remote steps.",
-    )
-    admin_password: SecretStr | None = Field(
-        None,
-        min_length=12,
-        max_length=128,
-        description="Secret. OpenStack admin (and service) password, 12-128 of A-Z a-z 0-9 _ - "
-        "(DevStack writes it unquoted into URLs and config files); default: generated.",
-    )
-    openstack_branch: str = Field(
-        "stable/2026.1",
-        pattern=r"^(master|stable/20[0-9]{2}\.[12])$",
-        description="DevStack branch: `stable/<year>.<1|2>` or `master`.",
-    )
-    tenant_cidr: IPv4Network = Field(
-        IPv4Network("192.168.100.0/24"), description="The demo tenant network; outside the VPC."
-    )
-    port_forwards: list[PortForward] = Field(
-        default_factory=list, description="DNAT rules on the provider Elastic IP."
-    )
-    floating_ip_count: int = Field(
-        1, ge=0, description="Secondary IPs on the provider ENI, each with an Elastic IP."
-    )
-
-    # ---- derived values ----------------------------------------------------------------
-
     @property
-    def zone(self) -> str:
-        return self.availability_zone or f"{self.region}a"
-
-    @property
-    def nested_virtualization(self) -> bool:
-        """The type supports `cpu_options.nested_virtualization = "enabled"`."""
-        return bool(NESTED_VIRT_TYPES.match(self.instance_type))
-
-    @property
-    def has_kvm(self) -> bool:
-        return self.nested_virtualization or bool(re.search(r"\.metal(-|$)", self.instance_type))
-
-    @property
-    def architecture(self) -> str:
-        """`arm64` for Graviton families (a `g` after the generation: m7g, c7gn), else `x86_64`."""
-        return "arm64" if re.match(r"^[a-z]+[0-9]+g", self.instance_type) else "x86_64"
-
-    @property
-    def management_ip(self) -> IPv4Address:
-        return self.management_subnet_cidr[HOST_OFFSET]
-
-    @property
-    def provider_ip(self) -> IPv4Address:
-        """The provider ENI's primary IP: the router's external gateway IP."""
-        return self.provider_subnet_cidr[HOST_OFFSET]
-
-    @property
-    def floating_ips(self) -> list[IPv4Address]:
-        """The provider ENI's secondary IPs, one per floating IP."""
-        return [self.provider_subnet_cidr[HOST_OFFSET + 1 + i] for i in range(self.floating_ip_count)]
-
-    @property
-    def vpc_router_ip(self) -> IPv4Address:
-        """The VPC router of the provider subnet (network address + 1)."""
-        return self.provider_subnet_cidr[1]
+    def mode(self) -> str:
+        """`aws` or `existing` (the host), then `devstack` or `existing` (OpenStack): e.g. `existing/devstack`."""
+        return f"{'existing' if self.existing_host else 'aws'}/{self.openstack.install}"
 
     @property
     def eip_count(self) -> int:
@@ -190,131 +76,27 @@ class Settings(_Model):
 
     def warnings(self) -> list[str]:
         """Things that work but that the user should know about."""
-        out = []
-        if not self.has_kvm:
-            out.append(
-                f"{NAMESPACE}:instanceType: {self.instance_type} has no nested virtualization; "
-                "tenant VMs will run on QEMU emulation (slow). Use c8i/m8i/r8i or *.metal for KVM."
-            )
-        if self.eip_count > DEFAULT_EIP_QUOTA:
-            out.append(
-                f"{NAMESPACE}:floatingIpCount: the stack needs {self.eip_count} Elastic IPs; "
-                f"new accounts may hold {DEFAULT_EIP_QUOTA} per region (raise the quota first)."
-            )
-        return out
-
-    # ---- cross-field validation ---------------------------------------------------------
+        return self.host_warnings(self.eip_count)
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Settings:
-        problems: list[str] = []
-        key = _key
-
-        zone = self.zone
-        if not re.fullmatch(re.escape(self.region) + r"[a-z]", zone):
-            problems.append(f"{key('availabilityZone')}: {zone!r} is not a zone of {self.region}")
-
-        if not 16 <= self.vpc_cidr.prefixlen <= 28:
-            problems.append(f"{key('vpcCidr')}: a VPC CIDR must be /16 to /28")
-        subnets = {
-            "managementSubnetCidr": self.management_subnet_cidr,
-            "providerSubnetCidr": self.provider_subnet_cidr,
-        }
-        for name, net in subnets.items():
-            if not net.subnet_of(self.vpc_cidr):
-                problems.append(f"{key(name)}: {net} is not inside vpcCidr {self.vpc_cidr}")
-            if net.prefixlen > 27:
-                problems.append(f"{key(name)}: {net} is too small; use /27 or larger")
-        if self.management_subnet_cidr.overlaps(self.provider_subnet_cidr):
-            problems.append(
-                f"{key('providerSubnetCidr')}: {self.provider_subnet_cidr} overlaps "
-                f"managementSubnetCidr {self.management_subnet_cidr}"
-            )
-        needed = HOST_OFFSET + 1 + self.floating_ip_count
-        if needed > self.provider_subnet_cidr.num_addresses - 2:
-            problems.append(
-                f"{key('floatingIpCount')}: {self.floating_ip_count} floating IPs do not fit in "
-                f"providerSubnetCidr {self.provider_subnet_cidr} (hosts from .{HOST_OFFSET} on)"
-            )
-
-        if self.tenant_cidr.overlaps(self.vpc_cidr):
-            problems.append(f"{key('tenantCidr')}: {self.tenant_cidr} overlaps vpcCidr {self.vpc_cidr}")
-        if self.tenant_cidr.prefixlen > 29:
-            problems.append(f"{key('tenantCidr')}: {self.tenant_cidr} is too small; use /29 or larger")
-
-        for i, cidr in enumerate(self.allowed_cidrs):
-            if cidr.prefixlen == 0:
-                problems.append(
-                    f"{key('allowedCidrs')}[{i}]: {cidr} opens SSH and the APIs to the world; "
-                    "name your own networks"
-                )
-
-        if not INSTANCE_TYPE.match(self.instance_type):
-            problems.append(f"{key('instanceType')}: {self.instance_type!r} is not an EC2 type name")
+        """Every section's validators, for the mode the `host` and `openstack` keys select."""
+        given = fields_set_aliases(self)
         limits: InstanceLimits | None = (info.context or {}).get("instance_limits")
-        if limits is not None:
-            if limits.max_network_interfaces < 2:
-                problems.append(
-                    f"{key('instanceType')}: {self.instance_type} takes only "
-                    f"{limits.max_network_interfaces} network interface; two are needed"
-                )
-            if self.floating_ip_count > limits.max_ipv4_per_interface - 1:
-                problems.append(
-                    f"{key('floatingIpCount')}: {self.instance_type} allows "
-                    f"{limits.max_ipv4_per_interface} IPv4 addresses per ENI, so at most "
-                    f"{limits.max_ipv4_per_interface - 1} floating IPs"
-                )
-
-        if self.admin_password is not None and not re.fullmatch(
-            r"[A-Za-z0-9_-]+", self.admin_password.get_secret_value()
-        ):
-            problems.append(f"{key('adminPassword')}: use only A-Z a-z 0-9 _ - (DevStack does not quote it)")
-        if (self.ssh_public_key is None) != (self.ssh_private_key is None):
-            problems.append(
-                f"{key('sshPrivateKey')}: set both sshPublicKey and (as a secret) sshPrivateKey, "
-                "or neither to generate a key pair"
-            )
-        elif self.ssh_public_key is not None and not re.match(
-            r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$",
-            self.ssh_public_key.strip(),
-        ):
-            problems.append(f"{key('sshPublicKey')}: not an OpenSSH public key")
-
-        tenant_gateway = self.tenant_cidr[1]
-        seen: dict[tuple[str, int], int] = {}
-        for i, fwd in enumerate(self.port_forwards):
-            at = f"{key('portForwards')}[{i}]"
-            if fwd.tenant_ip not in self.tenant_cidr:
-                problems.append(f"{at}.tenantIp: {fwd.tenant_ip} is outside tenantCidr {self.tenant_cidr}")
-            elif fwd.tenant_ip in (
-                self.tenant_cidr.network_address,
-                self.tenant_cidr.broadcast_address,
-                tenant_gateway,
-            ):
-                problems.append(
-                    f"{at}.tenantIp: {fwd.tenant_ip} is the tenant network's network, broadcast "
-                    "or router address"
-                )
-            if fwd.public_port in RESERVED_PUBLIC_PORTS:
-                problems.append(
-                    f"{at}.publicPort: {fwd.public_port} is reserved: "
-                    f"{RESERVED_PUBLIC_PORTS[fwd.public_port]}"
-                )
-            slot = (fwd.protocol, fwd.public_port)
-            if slot in seen:
-                problems.append(
-                    f"{at}.publicPort: {fwd.protocol}/{fwd.public_port} is already forwarded by "
-                    f"portForwards[{seen[slot]}]"
-                )
-            seen.setdefault(slot, i)
-
+        aws = not self.existing_host
+        problems: list[str] = []
+        if aws:
+            problems += self.aws_host_problems(self.floating_ip_count, limits)
+            problems += self.address_problems()
+        else:
+            problems += self.existing_host_problems(given, AWS_ONLY_KEYS, self.tenant_cidr)
+            problems += self.tenant_size_problems()
+        problems += self.access_problems(aws)
+        problems += self.openstack_problems(given, self.existing_host)
+        problems += self.forward_problems(self.tenant_cidr, aws)
         if problems:
             raise ValueError("\n".join(problems))
         return self
-
-
-def _key(alias: str) -> str:
-    return REGION_KEY if alias == "region" else f"{NAMESPACE}:{alias}"
 
 
 def _format_error(err: ValidationError) -> list[str]:
@@ -324,9 +106,7 @@ def _format_error(err: ValidationError) -> list[str]:
         if not loc:  # a cross-field problem: the message already names its keys
             problems.extend(str(e["ctx"]["error"]).splitlines() if "ctx" in e else [e["msg"]])
             continue
-        path = _key(str(loc[0])) + "".join(
-            f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:]
-        )
+        path = key(str(loc[0])) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
         if e["type"] == "extra_forbidden":
             problems.append(f"{path}: unknown key (see the configuration reference in README.md)")
         elif e["type"] == "missing":
@@ -363,17 +143,19 @@ def load_settings(
     """Validate the stack's config; raise SettingsError listing every problem.
 
     `config` maps full keys (`openstack-on-aws:vpcCidr`) to their values as Pulumi stores them
-    (strings; structured values as JSON). `lookup_limits` asks AWS about the instance type.
+    (strings; structured values as JSON). `lookup_limits` asks AWS about the instance type; it is
+    called only for an AWS host (an existing machine makes no AWS call).
     """
     raw = raw_config(config)
     problems: list[str] = []
     context: dict[str, Any] = {}
     instance_type = raw.get("instanceType", Settings.model_fields["instance_type"].default)
-    if lookup_limits is not None and isinstance(instance_type, str) and INSTANCE_TYPE.match(instance_type):
+    aws = "host" not in raw
+    if aws and lookup_limits is not None and isinstance(instance_type, str) and INSTANCE_TYPE.match(instance_type):
         try:
             context["instance_limits"] = lookup_limits(instance_type)
         except Exception as exc:  # noqa: BLE001 - AWS's answer is the message
-            problems.append(f"{_key('instanceType')}: AWS does not know {instance_type!r}: {exc}")
+            problems.append(f"{key('instanceType')}: AWS does not know {instance_type!r}: {exc}")
     try:
         settings = Settings.model_validate(raw, context=context)
     except ValidationError as err:
@@ -383,9 +165,9 @@ def load_settings(
     return settings
 
 
-
 def stack_config() -> dict[str, Any]:
     """Every config value of the running stack (full keys), as the Pulumi SDK holds them."""
     from pulumi.runtime import config as runtime_config
 
     return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+

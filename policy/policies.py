@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -23,6 +25,12 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY
+
+# The step table (standard library only) is the project's: the pack runs from policy/, one level down.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
+from onhost.chain import CHAIN, Step  # noqa: E402
 
 PROJECT = "openstack-on-aws"
 INSTANCE = "aws:ec2/instance:Instance"
@@ -326,6 +334,28 @@ def validate_command_secrets(args: ResourceValidationArgs, report_violation: Rep
             )
 
 
+def step_of(resource_name: str) -> Step | None:
+    """The step-table row a remote command is named after (`<stack>-<step>`), if any."""
+    rows = [s for s in CHAIN if resource_name.endswith(f"-{s.name}")]
+    return max(rows, key=lambda s: len(s.name)) if rows else None
+
+
+def validate_step_secrecy(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """A step whose row carries a secret (onhost/chain.py) sends its stdin as a Pulumi secret."""
+    if args.resource_type != REMOTE_COMMAND:
+        return
+    step = step_of(args.name)
+    if step is None or not step.secret:
+        return
+    stdin = args.props.get("stdin")
+    if isinstance(stdin, str) and not isinstance(stdin, SecretText):
+        report_violation(
+            f"{args.name}: step {step.name} carries a secret (onhost/chain.py), but its stdin is not a "
+            "Pulumi secret: it would be stored in plain in the state",
+            None,
+        )
+
+
 POLICIES = [
     ResourceValidationPolicy(
         name="imdsv2-required",
@@ -362,6 +392,12 @@ POLICIES = [
         description="No remote command's create/update/delete text, environment or connection (but its "
         "credentials) carries a secret.",
         validate=validate_command_secrets,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="secret-step-stdin-is-secret",
+        description="A remote step that carries a secret (the step table's `secret` column) has a secret stdin.",
+        validate=validate_step_secrecy,
         enforcement_level=EnforcementLevel.MANDATORY,
     ),
 ]

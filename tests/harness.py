@@ -72,6 +72,9 @@ COMPUTED: dict[str, Any] = {
 
 
 class Mocks(pulumi_mocks.Mocks):
+    def __init__(self) -> None:
+        self.invokes: list[str] = []  # every invoke token the program called, in order
+
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
         outputs = dict(args.inputs)
         extra = COMPUTED.get(args.typ)
@@ -80,6 +83,7 @@ class Mocks(pulumi_mocks.Mocks):
         return [f"{args.name}-id", outputs]
 
     def call(self, args: pulumi_mocks.MockCallArgs):
+        self.invokes.append(args.token)
         if args.token == "aws:ec2/getInstanceType:getInstanceType":
             known = INSTANCE_TYPES.get(args.args["instanceType"])
             if known is None:  # as a provider reports a failed invoke: failures, not an exception
@@ -162,6 +166,7 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     generated_secrets: set[str] = field(default_factory=set)
     """Values of the outputs the providers mark secret (see the module docstring)."""
+    invokes: list[str] = field(default_factory=list)
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.type == typ]
@@ -190,9 +195,10 @@ BASE_CONFIG: dict[str, Any] = {"aws:region": "us-east-1", "allowedCidrs": ["203.
 
 
 def run_program(config: dict[str, Any] | None = None, secret_keys: list[str] | None = None,
-                stack: str = "dev") -> Result:
-    """Run `__main__.py` under mocks with `config` (short keys get the project namespace)."""
-    full = config_strings({**BASE_CONFIG, **(config or {})})
+                stack: str = "dev", base: dict[str, Any] | None = None) -> Result:
+    """Run `__main__.py` under mocks with `config` (short keys get the project namespace) on top of
+    `base` (default BASE_CONFIG, the AWS mode's required keys)."""
+    full = config_strings({**(BASE_CONFIG if base is None else base), **(config or {})})
     pulumi.runtime.set_all_config(full, [k if ":" in k else f"{PROJECT}:{k}" for k in secret_keys or []])
     mocks = Mocks()
     monitor = RecordingMonitor(mocks)
@@ -207,7 +213,7 @@ def run_program(config: dict[str, Any] | None = None, secret_keys: list[str] | N
         finally:
             _sync_await(wait_for_rpcs())  # also on failure: every registration is recorded
         result = Result(resources=monitor.registered, urns=monitor.urns, warnings=warnings,
-                        generated_secrets=monitor.generated_secrets)
+                        generated_secrets=monitor.generated_secrets, invokes=mocks.invokes)
         root = pulumi.runtime.settings.get_root_resource()
         for key, value in root.outputs.items():  # type: ignore[union-attr]
             out = pulumi.Output.from_input(value)

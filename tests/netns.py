@@ -17,7 +17,7 @@ What is stood in for, by the small scripts in tests/shims/ put first on PATH:
 
 And `/run` is an empty tmpfs in the namespace, so the steps see no systemd and install no re-apply
 unit on the machine that runs the tests. Everything else -- the command text Pulumi sends
-(`components.remote.command`), parameter parsing, the rules, the iptables-restore transaction, the
+(`onhost.remote.command`), parameter parsing, the rules, the iptables-restore transaction, the
 MAC changes, the saved state and `remove` -- is the program's own.
 """
 
@@ -27,7 +27,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from components import remote
+from onhost import remote
 
 SHIMS = Path(__file__).resolve().parent / "shims"
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from components.localconf import local_conf_for, local_conf_variables
+from components.contract import contract_for_render
+from components.openstack import local_conf_for as local_conf_for_host
 from config.settings import Settings
+from onhost.localconf import local_conf_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVSTACK_VARIABLES = ROOT / "tests" / "data" / "devstack_variables.txt"
@@ -20,6 +22,11 @@ def _render_module():
     import render
 
     return render
+
+
+def local_conf_for(s: Settings) -> str:
+    """local.conf for the settings' host, through the host contract as the program renders it."""
+    return local_conf_for_host(contract_for_render(s, "<key>"))
 
 
 def settings(**kw) -> Settings:
@@ -96,7 +103,7 @@ def test_render_tool_writes_every_step(tmp_path):
         "4-gateway-mac",
         "5-port-forwards",
     ]
-    from components.remote import command
+    from onhost.remote import command
 
     assert (out / "2-install-openstack" / "command.sh").read_text() == command("install-openstack", "apply")
     params = (out / "2-install-openstack" / "params.env").read_text()

@@ -7,8 +7,8 @@ import json
 import pytest
 from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
-from components.openstack import STEPS
-from components.remote import command
+from onhost.chain import STEPS
+from onhost.remote import command
 from tests.harness import MOCK_ADMIN_PASSWORD, MOCK_ROUTER_ID, SECRET_PRIVATE_KEY, run_program, strings
 
 CMD = "command:remote:Command"

@@ -24,7 +24,8 @@ from pulumi_policy import EnforcementLevel
 from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 
-from components import remote
+from onhost import remote
+from onhost.chain import CHAIN
 from policy import policies
 from tests import harness
 
@@ -339,6 +340,34 @@ def test_step_scripts_are_not_mistaken_for_secrets() -> None:
             assert policies.secret_findings(text, []) == [], f"{step} {action}"
 
 
+# ---- secret-step-stdin-is-secret (derived from the step table) ----------------------------------
+
+SECRET_ROWS = [s.name for s in CHAIN if s.secret]
+PLAIN_ROWS = [s.name for s in CHAIN if not s.secret]
+
+
+def test_the_table_has_both_kinds_of_rows() -> None:
+    assert SECRET_ROWS == ["install-openstack"] and PLAIN_ROWS
+
+
+@pytest.mark.parametrize("step", SECRET_ROWS)
+def test_a_secret_step_with_plain_stdin_violates(step: str) -> None:
+    plain = {**COMMAND, "stdin": "BRANCH=master\n"}
+    [(policy, message)] = analyze(policies.REMOTE_COMMAND, plain, name=f"dev-{step}")
+    assert policy == "secret-step-stdin-is-secret" and step in message
+    assert analyze(policies.REMOTE_COMMAND, COMMAND, name=f"dev-{step}") == []
+
+
+@pytest.mark.parametrize("step", PLAIN_ROWS)
+def test_other_steps_may_send_plain_stdin(step: str) -> None:
+    assert analyze(policies.REMOTE_COMMAND, {**COMMAND, "stdin": "ROUTER=router1\n"}, name=f"dev-{step}") == []
+
+
+def test_step_of_takes_the_longest_row_name() -> None:
+    assert policies.step_of("prod-eu-external-gateway").name == "external-gateway"  # type: ignore[union-attr]
+    assert policies.step_of("dev-something-else") is None
+
+
 # ---- the program itself ----------------------------------------------------------------------
 
 
@@ -394,3 +423,16 @@ def test_the_pack_serves_its_policies() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_an_existing_machine_complies() -> None:
+    """The existing-machine mode's resources (remote steps only) pass every policy too."""
+    from tests.test_modes import HOST, PRIVATE_KEY
+
+    config = {"host": HOST, "sshPrivateKey": PRIVATE_KEY}
+    result = harness.run_program(config, secret_keys=["sshPrivateKey"], base={})
+    _CONFIG.update(harness.config_strings(config))
+    commands = [r for r in result.resources if r.type == policies.REMOTE_COMMAND]
+    assert len(commands) == len(CHAIN)
+    for r in commands:
+        assert analyze(r.type, r.inputs, r.name) == [], r.name

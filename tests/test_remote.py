@@ -1,10 +1,10 @@
-"""components/remote.py: the stdin parameters of a step (`params()`) and the command text's upload."""
+"""onhost/remote.py: the stdin parameters of a step (`params()`) and the command text's upload."""
 
 from __future__ import annotations
 
 import pytest
 
-from components import remote
+from onhost import remote
 
 
 def test_params_are_key_value_lines_in_order() -> None:

@@ -1,4 +1,4 @@
-"""Static checks: ruff on the whole repository, mypy on config/ components/ and the policies,
+"""Static checks: ruff on the whole repository, mypy on config/ components/ onhost/ and the policies,
 shellcheck on every shell script (each *.sh, and each file with a sh/bash shebang, such as
 .ci/run). The tools are pinned in requirements-dev.txt, so a missing tool is a failure, not a skip.
 """
@@ -47,7 +47,7 @@ def test_ruff() -> None:
 
 
 def test_mypy() -> None:
-    run = _run(sys.executable, "-m", "mypy", "config", "components", "policy/policies.py")
+    run = _run(sys.executable, "-m", "mypy", "config", "components", "onhost", "policy/policies.py")
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -55,8 +55,8 @@ def test_the_script_list_is_complete() -> None:
     """The list shellcheck gets is found, not written down: .ci/run (no suffix, a bash shebang)
     and the step scripts are in it, and nothing that is not a shell script."""
     names = {p.relative_to(ROOT).as_posix() for p in shell_scripts()}
-    steps = {f"components/steps/{s}.sh" for s in ("lib", "prepare-host", "install-openstack",
-                                                   "external-gateway", "gateway-mac", "port-forwards")}
+    steps = {f"onhost/steps/{s}.sh" for s in ("lib", "prepare-host", "install-openstack",
+                                               "external-gateway", "gateway-mac", "port-forwards")}
     assert {".ci/run", *steps} <= names
     assert not {n for n in names if n.endswith((".py", ".yml", ".yaml", ".md", ".txt"))}
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from components.localconf import local_conf_for
+from components.contract import contract_for_render
+from components.openstack import local_conf_for
 from config.settings import Settings
 
-STEPS = Path(__file__).resolve().parent.parent / "components" / "steps"
+STEPS = Path(__file__).resolve().parent.parent / "onhost" / "steps"
 MINE = ["prepare-host.sh", "install-openstack.sh", "external-gateway.sh"]
 MAC = "0e:00:00:00:00:02"
 CLOUD_INIT_NETPLAN = """network:
@@ -112,7 +113,7 @@ def test_prepare_host_rejects_bad_parameters_before_any_change(tmp_path, stdin, 
 
 
 def _install_params(**over) -> str:
-    conf = local_conf_for(Settings(allowed_cidrs=["203.0.113.0/24"]))
+    conf = local_conf_for(contract_for_render(Settings(allowed_cidrs=["203.0.113.0/24"]), "<key>"))
     values = {
         "BRANCH": "stable/2026.1",
         "LOCAL_CONF": base64.b64encode(conf.encode()).decode(),
@@ -153,6 +154,10 @@ def test_install_openstack_valid_parameters_pass_validation(tmp_path):
 
 
 GATEWAY = {
+    "CLOUD": "devstack-admin",
+    "CLOUDS_YAML": "/etc/openstack/clouds.yaml",
+    "EXTERNAL_NETWORK": "public",
+    "ROUTER": "router1",
     "PHYSICAL_NETWORK": "public",
     "PROVIDER_CIDR": "10.42.2.0/24",
     "VPC_GATEWAY_IP": "10.42.2.1",
@@ -174,7 +179,13 @@ GATEWAY = {
         ({"POOL_START": "10.42.2.12"}, "is after POOL_END"),
         ({"PROVIDER_CIDR": "10.42.2.0/33"}, "PROVIDER_CIDR is not a valid cidr"),
         ({"TENANT_CIDR": "10.42.2.0/24"}, "overlaps PROVIDER_CIDR"),
-        ({"PHYSICAL_NETWORK": "pub lic"}, "not a physnet name"),
+        ({"PHYSICAL_NETWORK": "pub lic"}, "parameter PHYSICAL_NETWORK is not a name"),
+        ({"CLOUD": "devstack admin"}, "parameter CLOUD is not a name"),
+        ({"CLOUD": "$(reboot)"}, "parameter CLOUD is not a name"),
+        ({"EXTERNAL_NETWORK": "ext;net"}, "parameter EXTERNAL_NETWORK is not a name"),
+        ({"ROUTER": ""}, "parameter ROUTER is not a name"),
+        ({"CLOUDS_YAML": "etc/clouds.yaml"}, "CLOUDS_YAML is not an absolute path"),
+        ({"CLOUDS_YAML": "/etc/../root/clouds.yaml"}, "CLOUDS_YAML is not an absolute path"),
     ],
 )
 def test_external_gateway_rejects_bad_parameters_before_any_change(tmp_path, over, message):

@@ -1,11 +1,15 @@
 """Write, without deploying, what each remote step will run on the host.
 
     python tools/render.py --stack dev --out render      (make render STACK=dev OUT=render)
+    python tools/render.py --config examples/stacks/existing-openstack.yaml --out render
+                                                         (make render CONFIG=<file> OUT=render)
 
 Reads Pulumi.<stack>.yaml, validates the settings (no AWS: instance limits are not checked), and
-writes OUT/<n>-<step>/command.sh (the exact command text Pulumi sends), OUT/<n>-<step>/params.env
-(its stdin parameters: secrets masked, values known only after deploy as <placeholders>), and
-OUT/local.conf (DevStack's, with its on-host placeholders). Needs neither the Pulumi CLI nor AWS.
+writes, for each step its mode runs (onhost/chain.py): OUT/<n>-<step>/command.sh (the exact
+command text Pulumi sends), OUT/<n>-<step>/params.env (its stdin parameters: secrets masked,
+values known only after deploy as <placeholders>), and OUT/local.conf (DevStack's, with its
+on-host placeholders; DevStack mode only). Needs neither the Pulumi CLI nor AWS; builds the host
+contract as the program does (components/contract.py).
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.localconf import local_conf_for  # noqa: E402
-from components.openstack import STEPS, args_from_settings, step_params  # noqa: E402
-from components.remote import command, params  # noqa: E402
+from components.contract import contract_for_render  # noqa: E402
+from components.openstack import args_from_settings, local_conf_for, step_inputs  # noqa: E402
 from config.settings import SettingsError, load_settings  # noqa: E402
+from onhost.chain import chain_for, placeholders  # noqa: E402
+from onhost.remote import command, params  # noqa: E402
 
 MASK = "<secret: masked>"
 ENCRYPTED = "ENCRYPTED_IN_STACK_FILE"
@@ -43,42 +48,38 @@ def stack_config(path: Path) -> dict[str, str]:
     return out
 
 
-def render(stack: str, out: Path, root: Path = ROOT) -> list[Path]:
-    settings = load_settings(stack_config(root / f"Pulumi.{stack}.yaml"))
-    args = args_from_settings(
-        settings,
-        instance=None,
-        instance_id="<instance id>",
-        provider_attachment=None,
-        management_eip=None,
-        host="<management Elastic IP>",
-        ssh_user="ubuntu",
-        private_key=MASK,
-        provider_mac="<provider ENI MAC>",
-        admin_password=MASK,
-    )
-    values = step_params(args, "<router id from external-gateway>", "<gateway port id from external-gateway>")
+def render(stack: str | None, out: Path, root: Path = ROOT, config_file: Path | None = None) -> list[Path]:
+    """Write the selected steps' commands and parameters for Pulumi.<stack>.yaml (or `config_file`)."""
+    settings = load_settings(stack_config(config_file or root / f"Pulumi.{stack}.yaml"))
+    # The same host contract and step rows as the program, with placeholders for deploy-time values.
+    contract = contract_for_render(settings, MASK)
+    args = args_from_settings(settings, contract, MASK)
+    selected = chain_for(args.install)
+    inputs = step_inputs(args, placeholders(selected))
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for i, step in enumerate(STEPS, 1):
-        folder = out / f"{i}-{step}"
+    for i, step in enumerate(selected, 1):
+        folder = out / f"{i}-{step.name}"
         folder.mkdir(exist_ok=True)
-        (folder / "command.sh").write_text(command(step, "apply"))
-        (folder / "remove.sh").write_text(command(step, "remove"))
-        (folder / "params.env").write_text(params(values[step]))
+        (folder / "command.sh").write_text(command(step.name, "apply"))
+        (folder / "remove.sh").write_text(command(step.name, "remove"))
+        (folder / "params.env").write_text(params(step.params(inputs)))
         written += [folder / "command.sh", folder / "remove.sh", folder / "params.env"]
-    (out / "local.conf").write_text(local_conf_for(settings))
-    written.append(out / "local.conf")
+    if args.install == "devstack":
+        (out / "local.conf").write_text(local_conf_for(contract))
+        written.append(out / "local.conf")
     return written
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--stack", help="stack name: reads Pulumi.<stack>.yaml")
+    source.add_argument("--config", type=Path, help="a stack config file (e.g. examples/stacks/*.yaml)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     ns = parser.parse_args(argv)
     try:
-        written = render(ns.stack, ns.out)
+        written = render(ns.stack, ns.out, config_file=ns.config)
     except SettingsError as err:
         print(err, file=sys.stderr)
         return 2

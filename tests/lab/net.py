@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components import remote
+from onhost import remote
 
 INTERNET_IP = "198.51.100.10"
 VPC_OUTER_IP = "198.51.100.1"

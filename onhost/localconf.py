@@ -1,9 +1,10 @@
-"""DevStack's local.conf, rendered from the settings: a pure function, unit-tested and shown by render.
+"""DevStack's local.conf, rendered from the host's addresses: a pure function, unit-tested and shown
+by render (`components.openstack.local_conf_for(contract)` feeds it the host contract).
 
 Three values are left as placeholders and filled on the host by `install-openstack.sh`:
 `@ADMIN_PASSWORD@` (the secret arrives only on the step's stdin), `@LIBVIRT_TYPE@` (`kvm` where
 `/dev/kvm` exists, else `qemu`) and `@PUBLIC_INTERFACE@` (the NIC with the provider ENI's MAC):
-only the booted instance knows the last two.
+only the booted machine knows the last two.
 
 Every variable set here is one DevStack reads at the pinned branch; `tests/test_localconf.py`
 checks that against a list extracted from DevStack's source (`tests/data/devstack_variables.txt`).
@@ -12,10 +13,6 @@ checks that against a list extracted from DevStack's source (`tests/data/devstac
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from config.settings import Settings
 
 PASSWORD_PLACEHOLDER = "@ADMIN_PASSWORD@"
 LIBVIRT_PLACEHOLDER = "@LIBVIRT_TYPE@"
@@ -54,6 +51,8 @@ def render_local_conf(
     """
     pool_end = floating_ips[-1] if floating_ips else provider_ip
     lines = [
+        # Frozen text (it predates the move to onhost/): install-openstack's stamp hashes the whole
+        # local.conf, so any change here unstacks and re-installs DevStack on every deployed stack.
         "# Rendered by openstack-on-aws (components/localconf.py); do not edit on the host.",
         "[[local|localrc]]",
         f"HOST_IP={host_ip}",
@@ -92,17 +91,6 @@ def render_local_conf(
         "NEUTRON_CREATE_INITIAL_NETWORKS=False",
     ]
     return "\n".join(lines) + "\n"
-
-
-def local_conf_for(settings: Settings) -> str:
-    """local.conf for a stack's settings."""
-    return render_local_conf(
-        host_ip=settings.management_ip,
-        provider_cidr=settings.provider_subnet_cidr,
-        vpc_router_ip=settings.vpc_router_ip,
-        provider_ip=settings.provider_ip,
-        floating_ips=settings.floating_ips,
-    )
 
 
 def local_conf_variables(text: str) -> list[str]:

@@ -1,10 +1,11 @@
 """How a remote step's script reaches the host: the exact command text Pulumi sends.
 
-A step is `components/steps/<step>.sh` with `apply` / `remove` (and maybe more) as its first
-argument. Its parameters are `KEY=value` lines on stdin, never in the command line (pulumi-command
-prints the whole command when it fails). The command installs `lib.sh` and the step script under
-`prefix` on the host, then runs the script with sudo; the script keeps what it needs for `remove`
-and for re-applying at boot under `$OOA_STATE/<step>/` (default /var/lib/openstack-on-aws).
+A step is `onhost/steps/<step>.sh` (a row of the step table, onhost/chain.py) with `apply` /
+`remove` (and maybe more) as its first argument. Its parameters are `KEY=value` lines on stdin,
+never in the command line (pulumi-command prints the whole command when it fails). The command
+installs `lib.sh` and the step script under `prefix` on the host, then runs the script with sudo;
+the script keeps what it needs for `remove` and for re-applying at boot under
+`$OOA_STATE/<step>/` (default /var/lib/openstack-on-aws).
 
 The same `command()` text is what the lab runs over SSH and what `make render` writes out.
 """

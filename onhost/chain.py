@@ -1,0 +1,184 @@
+"""The step chain as data: one row per remote step, from which everything else is derived.
+
+`OpenStack` (components/openstack.py) creates one `remote.Command` per row its mode selects,
+`make render` (tools/render.py) writes each row's command and parameters, the policy pack checks
+each row's secrecy, and the tests walk the same table. A row says: the script (`onhost/steps/<name>.sh`),
+how its stdin parameters are built, which step it runs after, its timeouts, whether it carries a
+secret, which `openstack.install` modes run it, and which keys of its JSON output later steps read.
+
+Adding a step is adding a row (and its script): e.g. a `smoke` step after `port-forwards`:
+
+    Step("smoke", _smoke_params, after="port-forwards", timeout="20m")
+
+Standard library only, so that the policy pack's own virtualenv can import it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+DEVSTACK = "devstack"
+EXISTING = "existing"
+INSTALL_MODES = frozenset({DEVSTACK, EXISTING})
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """Everything a row's parameter builder may read. Values may be `pulumi.Output`s (the program)
+    or `<placeholders>` (render): builders only place them, never inspect them."""
+
+    provider_mac: object
+    provider_cidr: IPv4Network
+    provider_gateway: IPv4Address
+    pool: list[IPv4Address]
+    """The registered provider IPs in order: [0] is the router gateway's IP."""
+    tenant_cidr: IPv4Network
+    tenant_dns: IPv4Address
+    forwards: list[str]
+    cloud: str
+    clouds_yaml: str
+    external_network: str
+    router: str
+    physical_network: str
+    external_bridge: str
+    branch: str = ""
+    local_conf: str = ""
+    admin_password: object = None
+    emitted: Mapping[str, object] = field(default_factory=dict)
+    """What earlier steps printed (their `emits` keys): router_id, gateway_port_id."""
+
+
+Params = Callable[[StepInputs], dict[str, object]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One remote step (README: "The remote steps")."""
+
+    name: str
+    params: Params
+    after: str | None
+    timeout: str = "15m"
+    """create and update timeout (pulumi CustomTimeouts)."""
+    delete_timeout: str = "15m"
+    secret: bool = False
+    """Its stdin carries a secret: stdin, stdout and stderr are kept secret as a whole."""
+    installs: frozenset[str] = INSTALL_MODES
+    """The `openstack.install` modes that run it."""
+    emits: tuple[str, ...] = ()
+    """Keys of the JSON object on its last stdout line that later steps read (`StepInputs.emitted`)."""
+
+    @property
+    def script(self) -> str:
+        return f"{self.name}.sh"
+
+
+def _prepare_host(i: StepInputs) -> dict[str, object]:
+    return {"PROVIDER_MAC": i.provider_mac}
+
+
+def _install_openstack(i: StepInputs) -> dict[str, object]:
+    return {
+        "BRANCH": i.branch,
+        "LOCAL_CONF": base64.b64encode(i.local_conf.encode()).decode(),
+        "ADMIN_PASSWORD": i.admin_password,
+        "PROVIDER_MAC": i.provider_mac,
+    }
+
+
+def _external_gateway(i: StepInputs) -> dict[str, object]:
+    return {
+        "CLOUD": i.cloud,
+        "CLOUDS_YAML": i.clouds_yaml,
+        "EXTERNAL_NETWORK": i.external_network,
+        "ROUTER": i.router,
+        "PHYSICAL_NETWORK": i.physical_network,
+        "PROVIDER_CIDR": i.provider_cidr,
+        "VPC_GATEWAY_IP": i.provider_gateway,
+        "POOL_START": i.pool[0],
+        "POOL_END": i.pool[-1],
+        "GATEWAY_IP": i.pool[0],
+        "TENANT_CIDR": i.tenant_cidr,
+        "TENANT_DNS": i.tenant_dns,
+    }
+
+
+def _gateway_mac(i: StepInputs) -> dict[str, object]:
+    return {
+        "ROUTER_ID": i.emitted["router_id"],
+        "GATEWAY_PORT_ID": i.emitted["gateway_port_id"],
+        "PROVIDER_MAC": i.provider_mac,
+        "EXTERNAL_BRIDGE": i.external_bridge,
+        "VPC_GATEWAY_IP": i.provider_gateway,
+    }
+
+
+def _port_forwards(i: StepInputs) -> dict[str, object]:
+    return {"ROUTER_ID": i.emitted["router_id"], "GATEWAY_IP": i.pool[0], "FORWARDS": ",".join(i.forwards)}
+
+
+CHAIN: tuple[Step, ...] = (
+    Step("prepare-host", _prepare_host, after=None, timeout="30m", installs=frozenset({DEVSTACK})),
+    # Its stdin holds the admin password; stack.sh's output and log tail are masked on the host,
+    # but they are the one place a password could surface: all secret in the state.
+    Step(
+        "install-openstack",
+        _install_openstack,
+        after="prepare-host",
+        timeout="90m",
+        delete_timeout="30m",
+        secret=True,
+        installs=frozenset({DEVSTACK}),
+    ),
+    Step("external-gateway", _external_gateway, after="install-openstack", emits=("router_id", "gateway_port_id")),
+    Step("gateway-mac", _gateway_mac, after="external-gateway"),
+    Step("port-forwards", _port_forwards, after="gateway-mac"),
+)
+STEPS = tuple(s.name for s in CHAIN)
+BY_NAME = {s.name: s for s in CHAIN}
+
+
+def chain_for(install: str) -> list[Step]:
+    """The rows an `openstack.install` mode runs, in order."""
+    if install not in INSTALL_MODES:
+        raise ValueError(f"unknown install mode {install!r}")
+    return [s for s in CHAIN if install in s.installs]
+
+
+def runs_after(step: Step, selected: list[Step]) -> Step | None:
+    """The selected step this one waits for: its `after`, or theirs when that one is not selected."""
+    names = {s.name for s in selected}
+    after = step.after
+    while after is not None and after not in names:
+        after = BY_NAME[after].after
+    return BY_NAME[after] if after is not None else None
+
+
+def parse_emitted(step: Step, stdout: str) -> dict[str, str]:
+    """The `emits` keys from the JSON object on the step's last non-empty stdout line."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{step.name} printed nothing")
+    out = json.loads(lines[-1])
+    return {k: str(out[k]) for k in step.emits}
+
+
+def placeholders(selected: list[Step]) -> dict[str, object]:
+    """`<key from step>` for every emitted key: what render shows for values known after deploy."""
+    return {k: f"<{k.replace('_', ' ')} from {s.name}>" for s in selected for k in s.emits}
+
+
+def _check() -> None:
+    """The table is consistent: unique names, `after` names a row before it, emitted keys known."""
+    seen: set[str] = set()
+    for s in CHAIN:
+        if s.name in seen or (s.after is not None and s.after not in seen) or not s.installs <= INSTALL_MODES:
+            raise ValueError(f"step table: row {s.name!r} is a duplicate, runs after an unknown step or a bad mode")
+        seen.add(s.name)
+
+
+_check()

@@ -1,0 +1,78 @@
+"""The step table (onhost/chain.py): rows per mode, what each row runs after, and that a new row
+reaches the program and `make render` with no other change."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from onhost import chain, remote
+from onhost.chain import CHAIN, Step, chain_for, parse_emitted, placeholders, runs_after
+from tests import harness
+
+
+def test_rows_per_install_mode():
+    assert [s.name for s in chain_for("devstack")] == [
+        "prepare-host", "install-openstack", "external-gateway", "gateway-mac", "port-forwards"]
+    assert [s.name for s in chain_for("existing")] == ["external-gateway", "gateway-mac", "port-forwards"]
+    with pytest.raises(ValueError):
+        chain_for("kolla")
+
+
+def test_runs_after_skips_rows_the_mode_does_not_run():
+    for install in ("devstack", "existing"):
+        selected = chain_for(install)
+        after = {s.name: (a.name if (a := runs_after(s, selected)) else None) for s in selected}
+        first = selected[0].name
+        assert after[first] is None
+        assert [n for n, a in after.items() if a is None] == [first]
+    assert runs_after(chain.BY_NAME["external-gateway"], chain_for("existing")) is None
+
+
+def test_every_row_has_its_script_and_valid_timeouts():
+    for s in CHAIN:
+        assert remote.script_path(s.name).is_file(), s.name
+        assert s.timeout.endswith("m") and s.delete_timeout.endswith("m")
+
+
+def test_emitted_values_and_their_placeholders():
+    gateway = chain.BY_NAME["external-gateway"]
+    out = parse_emitted(gateway, 'progress\n{"router_id": "r", "gateway_port_id": "p", "x": 1}\n\n')
+    assert out == {"router_id": "r", "gateway_port_id": "p"}
+    with pytest.raises(ValueError, match="printed nothing"):
+        parse_emitted(gateway, "\n")
+    assert placeholders(chain_for("existing")) == {
+        "router_id": "<router id from external-gateway>",
+        "gateway_port_id": "<gateway port id from external-gateway>",
+    }
+
+
+def test_a_bad_table_is_refused(monkeypatch):
+    monkeypatch.setattr(chain, "CHAIN", (*CHAIN, Step("smoke", lambda i: {}, after="nowhere")))
+    with pytest.raises(ValueError, match="smoke"):
+        chain._check()
+
+
+def test_a_new_row_reaches_the_program_and_render(monkeypatch, tmp_path):
+    """Adding a step is adding a row (and its script): OpenStack and render pick it up."""
+    script = tmp_path / "smoke.sh"
+    script.write_text("#!/usr/bin/env bash\nset -euo pipefail\necho smoke \"$1\"\n")
+    smoke = Step("smoke", lambda i: {"ROUTER_ID": i.emitted["router_id"]}, after="port-forwards", timeout="20m")
+    monkeypatch.setattr(chain, "CHAIN", (*CHAIN, smoke))
+    monkeypatch.setattr(chain, "BY_NAME", {**chain.BY_NAME, "smoke": smoke})
+    original = remote.script_path
+    monkeypatch.setattr(remote, "script_path", lambda step: script if step == "smoke" else original(step))
+
+    run = harness.run_program()
+    cmd = run.one("dev-smoke")
+    assert [r.name for r in run.of_type("command:remote:Command")][-1] == "dev-smoke"
+    assert "dev-port-forwards" in run.depends_on("dev-smoke")
+    assert cmd.inputs["stdin"] == f"ROUTER_ID={harness.MOCK_ROUTER_ID}\n"
+    assert cmd.custom_timeouts["create"] == "20m" and "echo smoke" in cmd.inputs["create"]
+
+    sys.path.insert(0, str(harness.ROOT / "tools"))
+    import render
+
+    render.render("dev", tmp_path / "out")
+    assert (tmp_path / "out" / "6-smoke" / "params.env").read_text() == "ROUTER_ID=<router id from external-gateway>\n"

@@ -1,0 +1,148 @@
+"""external-gateway.sh against a stand-in `openstack` CLI (tests/fake_openstack.py): the named cloud
+and clouds.yaml, what exists is used and kept, what is missing is created and later removed.
+(The real Neutron objects: the lab's real-Neutron host, and AWS.)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "onhost" / "steps" / "external-gateway.sh"
+PARAMS = {
+    "CLOUD": "devstack-admin",
+    "EXTERNAL_NETWORK": "public",
+    "ROUTER": "router1",
+    "PHYSICAL_NETWORK": "public",
+    "PROVIDER_CIDR": "10.42.2.0/24",
+    "VPC_GATEWAY_IP": "10.42.2.1",
+    "POOL_START": "10.42.2.10",
+    "POOL_END": "10.42.2.11",
+    "GATEWAY_IP": "10.42.2.10",
+    "TENANT_CIDR": "192.168.100.0/24",
+    "TENANT_DNS": "10.42.0.2",
+}
+EMPTY = {"networks": {}, "subnets": {}, "routers": {}}
+
+
+class Cloud:
+    def __init__(self, tmp: Path, state: dict):
+        self.tmp = tmp
+        bindir = tmp / "bin"
+        bindir.mkdir()
+        fake = ROOT / "tests" / "fake_openstack.py"
+        (bindir / "openstack").write_text(f'#!/bin/sh\nexec {sys.executable} {fake} "$@"\n')
+        (bindir / "openstack").chmod(0o755)
+        self.clouds_yaml = tmp / "clouds.yaml"
+        self.clouds_yaml.write_text("clouds: {}\n")
+        self.state_file = tmp / "cloud.json"
+        self.state_file.write_text(json.dumps(state))
+        self.log = tmp / "calls.jsonl"
+        self.log.touch()
+        self.env = {"PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin", "OOA_STATE": str(tmp / "state"),
+                    "FAKE_OS_STATE": str(self.state_file), "FAKE_OS_LOG": str(self.log)}
+
+    def run(self, action: str, **over: str) -> subprocess.CompletedProcess[str]:
+        values = {**PARAMS, "CLOUDS_YAML": str(self.clouds_yaml), **over}
+        stdin = "".join(f"{k}={v}\n" for k, v in values.items()) if action == "apply" else ""
+        return subprocess.run(["bash", str(SCRIPT), action], input=stdin, env=self.env, capture_output=True,
+                              text=True, check=False)
+
+    @property
+    def state(self) -> dict:
+        return json.loads(self.state_file.read_text())
+
+    def calls(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def changes(self) -> list[list[str]]:
+        """The calls that change the cloud (not show / list)."""
+        return [c["args"] for c in self.calls() if c["args"][1] not in ("show", "list")]
+
+
+def _ok(proc: subprocess.CompletedProcess[str]) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1]) if proc.stdout.strip() else {}
+
+
+def test_devstack_cloud_from_scratch_apply_twice_and_remove(tmp_path):
+    cloud = Cloud(tmp_path, EMPTY)
+    out = _ok(cloud.run("apply"))
+    state = cloud.state
+    assert set(state["networks"]) == {"public", "private"}
+    assert set(state["subnets"]) == {"public-subnet", "private-subnet"}
+    assert state["subnets"]["public-subnet"]["pool"] == "start=10.42.2.10,end=10.42.2.11"
+    router = state["routers"]["router1"]
+    assert router["gateway"] == "10.42.2.10" and router["interfaces"] == [state["subnets"]["private-subnet"]["id"]]
+    assert out == {"router_id": router["id"], "gateway_port_id": router["gateway_port"]}
+    # every call as the named cloud of the named clouds.yaml
+    assert {(c["cloud"], c["config"]) for c in cloud.calls()} == {("devstack-admin", str(cloud.clouds_yaml))}
+
+    changes = len(cloud.changes())
+    assert _ok(cloud.run("apply")) == out  # twice = once: nothing changes the second time
+    assert len(cloud.changes()) == changes and cloud.state == state
+
+    _ok(cloud.run("remove"))
+    assert cloud.state == EMPTY
+    assert not (tmp_path / "state" / "external-gateway").exists()
+
+
+def test_an_existing_cloud_keeps_what_it_had(tmp_path):
+    net_id, subnet_id, router_id = (str(uuid.uuid4()) for _ in range(3))
+    before = {
+        "networks": {"ext": {"id": net_id}},
+        "subnets": {"ext-v4": {"id": subnet_id, "network": "ext", "cidr": "10.42.2.0/24", "pool": "theirs"}},
+        "routers": {"edge": {"id": router_id, "gateway": None, "gateway_port": None, "interfaces": []}},
+    }
+    cloud = Cloud(tmp_path, before)
+    out = _ok(cloud.run("apply", CLOUD="kolla-admin", EXTERNAL_NETWORK="ext", ROUTER="edge"))
+    state = cloud.state
+    assert set(state["networks"]) == {"ext", "private"} and set(state["subnets"]) == {"ext-v4", "private-subnet"}
+    assert state["routers"]["edge"]["gateway"] == "10.42.2.10" and out["router_id"] == router_id
+    set_gateway = next(a for a in cloud.changes() if a[:2] == ["router", "set"])
+    assert f"subnet={subnet_id},ip-address=10.42.2.10" in set_gateway  # their subnet, found by network + CIDR
+    assert not [a for a in cloud.changes() if a[1] == "create" and a[0] in ("router", "subnet") and "ext" in a[2]]
+    assert {c["cloud"] for c in cloud.calls()} == {"kolla-admin"}
+
+    _ok(cloud.run("remove"))
+    assert cloud.state == before  # their network, subnet and router stay, as they were; ours are gone
+    assert {c["cloud"] for c in cloud.calls()} == {"kolla-admin"}  # remove used the cloud apply had
+
+
+def test_an_existing_router_with_another_gateway_is_not_taken_over(tmp_path):
+    before = {
+        "networks": {"public": {"id": "n-1"}},
+        "subnets": {"public-subnet": {"id": "s-1", "network": "public", "cidr": "10.42.2.0/24", "pool": "x"}},
+        "routers": {"router1": {"id": "r-1", "gateway": "10.42.2.99", "gateway_port": "p-1", "interfaces": []}},
+    }
+    cloud = Cloud(tmp_path, before)
+    proc = cloud.run("apply")
+    assert proc.returncode != 0
+    assert "router router1 (not created by this step) has gateway IP 10.42.2.99" in proc.stderr
+    assert cloud.state == before and cloud.changes() == []
+
+
+@pytest.mark.parametrize("over", [{"CLOUDS_YAML": "/nonexistent/clouds.yaml"}])
+def test_a_missing_clouds_yaml_stops_before_any_call(tmp_path, over):
+    cloud = Cloud(tmp_path, EMPTY)
+    proc = cloud.run("apply", **over)
+    assert proc.returncode != 0 and "no /nonexistent/clouds.yaml" in proc.stderr
+    assert cloud.calls() == [] and not (tmp_path / "state").exists()
+
+
+def test_an_existing_network_without_the_subnet_gets_one_and_loses_only_it(tmp_path):
+    before = {"networks": {"ext": {"id": str(uuid.uuid4())}}, "subnets": {}, "routers": {}}
+    cloud = Cloud(tmp_path, before)
+    _ok(cloud.run("apply", EXTERNAL_NETWORK="ext"))
+    subnet = cloud.state["subnets"]["ext-subnet"]
+    assert (subnet["network"], subnet["cidr"]) == ("ext", "10.42.2.0/24")
+    assert subnet["pool"] == "start=10.42.2.10,end=10.42.2.11"  # the registered IPs only
+    assert not [a for a in cloud.changes() if a[:2] == ["network", "create"] and a[2] == "ext"]
+    _ok(cloud.run("remove"))
+    assert cloud.state == before
