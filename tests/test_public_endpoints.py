@@ -202,7 +202,7 @@ def test_fake_cli_remove_restores_devstack_and_keeps_an_existing_internal_endpoi
         ("https://198.51.100.7/identity", "not https://<host>[:port] without a path"),
         ("https://198.51.100.300", "bad IPv4 address"),
         ("https://198.51.100.7:99999", "bad port"),
-        ("https://bad_name.example", "bad host name"),
+        ("https://-bad.example", "bad host name"),
     ],
 )
 def test_bad_parameters_stop_before_any_call(fake, base, message):
