@@ -292,6 +292,8 @@ LoadModule socache_shmcb_module {mods}/mod_socache_shmcb.so
 LoadModule ssl_module {mods}/mod_ssl.so
 LoadModule proxy_module {mods}/mod_proxy.so
 LoadModule proxy_http_module {mods}/mod_proxy_http.so
+LoadModule proxy_wstunnel_module {mods}/mod_proxy_wstunnel.so
+LoadModule rewrite_module {mods}/mod_rewrite.so
 LoadModule headers_module {mods}/mod_headers.so
 StartServers 1
 ServerLimit 1
@@ -382,17 +384,36 @@ def test_curl_with_the_stack_ca(front, pki):
     assert "backend saw" not in plain.stdout  # plain HTTP on the TLS port gets nothing from the services
 
 
-def test_novnc_websocket_over_tls(front, pki):
-    raw = socket.create_connection((PUBLIC, front), timeout=10)
-    with context(pki / "ca.crt").wrap_socket(raw, server_hostname=PUBLIC) as tls:
+def websocket(port: int, ca: Path, path: str) -> bytes:
+    """Open a WebSocket through the front at `path`, send VNC's greeting, return what comes back."""
+    raw = socket.create_connection((PUBLIC, port), timeout=10)
+    with context(ca).wrap_socket(raw, server_hostname=PUBLIC) as tls:
         key = base64.b64encode(os.urandom(16)).decode()
         tls.sendall(
-            f"GET /novnc/websockify?token=abc HTTP/1.1\r\nHost: {PUBLIC}\r\nUpgrade: websocket\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: {PUBLIC}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
         )
         head = b""
         while b"\r\n\r\n" not in head:
-            head += tls.recv(4096)
-        assert head.startswith(b"HTTP/1.1 101"), head
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        if not head.startswith(b"HTTP/1.1 101"):
+            return head
         tls.sendall(b"RFB 003.008\n")
-        assert tls.recv(4096) == b"echo:RFB 003.008\n"
+        return tls.recv(4096)
+
+
+# noVNC's own path, and the one nova's console URL makes noVNC open (path=?token=...)
+@pytest.mark.parametrize("path", ["/novnc/websockify?token=abc", "/?token=abc", "/websockify?token=abc"])
+def test_novnc_websocket_over_tls(front, pki, path):
+    assert websocket(front, pki / "ca.crt", path) == b"echo:RFB 003.008\n"
+    assert Backend.seen == []
+
+
+def test_the_root_without_a_websocket_goes_to_the_backend(front, pki):
+    conn = http.client.HTTPSConnection(PUBLIC, front, context=context(pki / "ca.crt"), timeout=10)
+    conn.request("GET", "/?token=abc")
+    response = conn.getresponse()
+    assert response.status == 200 and response.read() == b"backend saw /?token=abc"

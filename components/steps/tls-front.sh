@@ -19,7 +19,8 @@
 # closes it to the outside (the services keep using it inside the host).
 #
 #   tls-front.sh apply     params on stdin; enables the Apache modules it needs (ssl, proxy,
-#                          proxy_http, headers: those not already enabled are recorded), writes the
+#                          proxy_http, proxy_wstunnel, rewrite, headers: those not already enabled
+#                          are recorded), writes the
 #                          files below (config), checks Apache's configuration (restoring the previous
 #                          files if it fails) and reloads Apache when something changed
 #   tls-front.sh remove    deletes exactly those files, disables the modules it enabled, reloads
@@ -49,7 +50,7 @@ SITE=$ROOT/etc/apache2/sites-available/$SITE_NAME.conf
 SITE_LINK=$ROOT/etc/apache2/sites-enabled/$SITE_NAME.conf
 HORIZON_LOCAL=$ROOT/opt/stack/horizon/openstack_dashboard/local
 HORIZON_SNIPPET=$HORIZON_LOCAL/local_settings.d/_9000_openstack_on_aws_tls.py
-MODULES=(ssl proxy proxy_http headers)
+MODULES=(ssl proxy proxy_http proxy_wstunnel rewrite headers)
 
 # is_backend URL : http://<ipv4>:<port>, nothing else (it is written into Apache's config).
 is_backend() {
@@ -123,9 +124,15 @@ site() {
     ProxyTimeout 600
     RequestHeader set X-Forwarded-Proto "https"
     RequestHeader set X-Forwarded-Port "$HTTPS_PORT"
-    # nova-novncproxy: the page and its WebSocket
+    # nova-novncproxy: its pages under /novnc/, and its WebSocket. Nova's console URL is
+    # <novncproxy_base_url>?path=%3Ftoken%3D<token>, so noVNC opens wss://<host>/?token=<token>:
+    # a WebSocket upgrade of / with a token goes to nova-novncproxy, anything else on / does not.
     ProxyPass /novnc/ $NOVNC_URL/ upgrade=websocket
     ProxyPassReverse /novnc/ $NOVNC_URL/
+    RewriteEngine on
+    RewriteCond %{HTTP:Upgrade} =websocket [NC]
+    RewriteCond %{QUERY_STRING} (^|&)token=
+    RewriteRule ^/(websockify)?\$ ws://${NOVNC_URL#http://}/\$1 [P,L]
     # everything else: DevStack's own Apache (Horizon, and the APIs not matched by its uwsgi lines)
     ProxyPass / $BACKEND_URL/
     ProxyPassReverse / $BACKEND_URL/
