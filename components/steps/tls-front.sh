@@ -13,7 +13,9 @@
 # lines are inherited by this vhost and match first, so those APIs are reached straight through their
 # uWSGI socket with HTTPS=on; the rest goes to BACKEND_URL with X-Forwarded-Proto: https.
 # noVNC: /novnc/ is proxied (with WebSocket upgrade) to NOVNC_URL (nova-novncproxy, default
-# http://127.0.0.1:6080), so the console is reached at https://<public address>/novnc/vnc_lite.html.
+# http://127.0.0.1:6080), and so is the WebSocket that nova's console URLs open (wss://<host>/?token=…),
+# so with nova's novncproxy_base_url = https://<public address>/novnc/vnc_lite.html (DevStack's
+# NOVNCPROXY_URL) the console works over TLS and port 6080 need not be open.
 # Horizon: a settings snippet makes Django trust X-Forwarded-Proto from the front (secure cookies,
 # CSRF origin check against https://<public address>). Port 80: no redirect; the security group
 # closes it to the outside (the services keep using it inside the host).
