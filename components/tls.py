@@ -20,6 +20,7 @@ DNS name, and nothing here may reach the internet at deploy time.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -130,3 +131,76 @@ class Tls(pulumi.ComponentResource):
                 "serverPrivateKey": self.server_private_key,
             }
         )
+
+
+# ---- for wiring (the lead): the two steps' parameters and the consumers' clouds.yaml ----
+
+CA_FILE = "openstack-on-aws-ca.pem"
+"""Where clouds.yaml expects the CA (`cacert` is a path): `pulumi stack output caCertificate > …`."""
+HTTPS_PORT = 443
+BACKEND_URL = "http://127.0.0.1:80"
+"""DevStack's Apache, as the TLS front reaches it on the host."""
+NOVNC_URL = "http://127.0.0.1:6080"
+"""nova-novncproxy, as the TLS front reaches it on the host."""
+
+
+def _b64(pem: pulumi.Input[str]) -> pulumi.Output[str]:
+    return pulumi.Output.from_input(pem).apply(lambda text: base64.b64encode(text.encode()).decode())
+
+
+def public_address(public_ip: pulumi.Input[str], dns_name: str | None) -> pulumi.Output[str]:
+    """The name clients use: the DNS name when there is one, else the Elastic IP."""
+    return pulumi.Output.from_input(dns_name or public_ip)
+
+
+def public_base_url(public_ip: pulumi.Input[str], dns_name: str | None) -> pulumi.Output[str]:
+    """`https://<public address>`: the base of the public endpoints, keystoneAuthUrl and horizonUrl."""
+    return pulumi.Output.concat("https://", public_address(public_ip, dns_name))
+
+
+def tls_front_params(
+    public_ip: pulumi.Input[str],
+    dns_name: str | None,
+    ca_pem: pulumi.Input[str],
+    cert_pem: pulumi.Input[str],
+    key_pem: pulumi.Input[str],
+) -> dict[str, pulumi.Input[str]]:
+    """The stdin parameters of `tls-front.sh` (PEMs base64: one line each). SERVER_KEY is a secret,
+    so the step's stdin must be passed as a secret (components/openstack.py `_stdin(secret=True)`)."""
+    return {
+        "PUBLIC_ADDRESS": public_ip,
+        "DNS_NAME": dns_name or "",
+        "SERVER_CERT": _b64(cert_pem),
+        "SERVER_KEY": pulumi.Output.secret(_b64(key_pem)),
+        "CA_CERT": _b64(ca_pem),
+        "HTTPS_PORT": str(HTTPS_PORT),
+        "BACKEND_URL": BACKEND_URL,
+        "NOVNC_URL": NOVNC_URL,
+    }
+
+
+def public_endpoints_params(base_url: pulumi.Input[str], management_ip: str) -> dict[str, pulumi.Input[str]]:
+    """The stdin parameters of `public-endpoints.sh`."""
+    return {"PUBLIC_BASE_URL": base_url, "BACKEND_HOST": management_ip}
+
+
+def clouds_yaml(auth_url: str, password: str, cacert: str = CA_FILE) -> str:
+    """A clouds.yaml with one cloud, `openstack-on-aws`, as admin, over TLS from outside: the
+    public interface of the catalog, certificates verified against the stack's CA (`cacert` is a
+    file path for openstacksdk/keystoneauth, relative to the working directory)."""
+    return (
+        "clouds:\n"
+        "  openstack-on-aws:\n"
+        "    auth:\n"
+        f"      auth_url: {auth_url}\n"
+        "      username: admin\n"
+        f"      password: {password}\n"
+        "      project_name: admin\n"
+        "      user_domain_name: Default\n"
+        "      project_domain_name: Default\n"
+        "    region_name: RegionOne\n"
+        "    interface: public\n"
+        "    identity_api_version: 3\n"
+        f"    cacert: {cacert}\n"
+        "    verify: true\n"
+    )

@@ -10,15 +10,27 @@ the real TLS front in tests/test_tls_front.py.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pulumi
 import pytest
+import yaml
 from pulumi.runtime.rpc import is_rpc_secret
 from pulumi.runtime.stack import wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
-from components.tls import EARLY_RENEWAL_HOURS, Tls, TlsArgs
+from components import remote
+from components.tls import (
+    CA_FILE,
+    EARLY_RENEWAL_HOURS,
+    Tls,
+    TlsArgs,
+    clouds_yaml,
+    public_base_url,
+    public_endpoints_params,
+    tls_front_params,
+)
 from tests import harness
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nmock-ca\n-----END CERTIFICATE-----\n"
@@ -137,3 +149,47 @@ def test_sans_with_dns_name_and_extra_ip():
 def test_bad_args_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TlsArgs(public_ip="198.51.100.7", **kwargs)
+
+
+# ---- the wiring helpers ----
+
+
+def resolve(values: dict[str, Any]) -> tuple[dict[str, str], set[str]]:
+    """Each Input's value, and which were secret."""
+    pulumi.runtime.set_mocks(TlsMocks(), project=harness.PROJECT, stack="dev", preview=False)
+    out, secret = {}, set()
+    for k, v in values.items():
+        o = pulumi.Output.from_input(v)
+        out[k] = _sync_await(o.future())
+        if _sync_await(o.is_secret()):
+            secret.add(k)
+    return out, secret
+
+
+def test_public_base_url_prefers_the_dns_name():
+    values, _ = resolve({
+        "ip": public_base_url(pulumi.Output.from_input("198.51.100.7"), None),
+        "dns": public_base_url("198.51.100.7", "cloud.example.org"),
+    })
+    assert values == {"ip": "https://198.51.100.7", "dns": "https://cloud.example.org"}
+
+
+def test_tls_front_params_are_one_line_base64_and_the_key_is_secret():
+    values, secret = resolve(tls_front_params("198.51.100.7", None, CA_PEM, SERVER_PEM, KEY_PEM))
+    assert secret == {"SERVER_KEY"}
+    assert base64.b64decode(values["SERVER_KEY"]).decode() == KEY_PEM
+    assert base64.b64decode(values["SERVER_CERT"]).decode() == SERVER_PEM
+    assert base64.b64decode(values["CA_CERT"]).decode() == CA_PEM
+    assert values["DNS_NAME"] == "" and values["HTTPS_PORT"] == "443"
+    remote.params(values)  # the step contract: KEY=value, one line each (raises otherwise)
+    endpoints, _ = resolve(public_endpoints_params("https://198.51.100.7", "10.42.1.10"))
+    assert endpoints == {"PUBLIC_BASE_URL": "https://198.51.100.7", "BACKEND_HOST": "10.42.1.10"}
+
+
+def test_clouds_yaml_trusts_the_ca_and_uses_the_public_interface():
+    doc = yaml.safe_load(clouds_yaml("https://198.51.100.7/identity/v3", "pw-Secret-123"))
+    cloud = doc["clouds"]["openstack-on-aws"]
+    assert cloud["auth"]["auth_url"] == "https://198.51.100.7/identity/v3"
+    assert cloud["auth"]["password"] == "pw-Secret-123"
+    assert cloud["interface"] == "public"
+    assert cloud["cacert"] == CA_FILE and cloud["verify"] is True

@@ -417,3 +417,25 @@ def test_the_root_without_a_websocket_goes_to_the_backend(front, pki):
     conn.request("GET", "/?token=abc")
     response = conn.getresponse()
     assert response.status == 200 and response.read() == b"backend saw /?token=abc"
+
+
+def test_the_programs_parameters_are_what_the_script_takes(tmp_path, pki):
+    """components/tls.py's tls_front_params, serialised by components/remote.py, accepted by the step."""
+    import pulumi
+    from pulumi.runtime.sync_await import _sync_await
+
+    from components.remote import params as stdin_of
+    from components.tls import tls_front_params
+    from tests import harness
+
+    pulumi.runtime.set_mocks(harness.Mocks(), project=harness.PROJECT, stack="dev", preview=False)
+    values = tls_front_params(PUBLIC, DNS, (pki / "ca.crt").read_text(), (pki / "server.crt").read_text(),
+                              (pki / "server.key").read_text())
+    resolved = {k: _sync_await(pulumi.Output.from_input(v).future()) for k, v in values.items()}
+    root = horizon_root(tmp_path)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OOA_STATE": str(tmp_path / "state"), "OOA_ROOT": str(root)}
+    proc = subprocess.run(["bash", str(SCRIPT), "config"], input=stdin_of(resolved), env=env, capture_output=True,
+                          text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "etc/openstack-on-aws/tls/server.key").read_text() == (pki / "server.key").read_text()
+    assert '"url":"https://cloud.example.test/"' in proc.stdout
