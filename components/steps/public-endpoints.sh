@@ -14,7 +14,8 @@
 #                               it created; nothing else
 #
 # Parameters (KEY=value lines on stdin): PUBLIC_BASE_URL (https://<ipv4 or DNS name>[:port], no
-# path), BACKEND_HOST (the management private IP: DevStack's HOST_IP). Runs the openstack CLI as
+# path), BACKEND_HOST (the management private IP: DevStack's HOST_IP; `<ip>:<port>` when the
+# services' Apache is not on port 80, as in tests). Runs the openstack CLI as
 # DevStack's admin (cloud `devstack-admin` in /etc/openstack/clouds.yaml, on the internal URL of
 # Keystone): no secret passes through this step. Prints one JSON line.
 set -euo pipefail
@@ -38,7 +39,15 @@ validate_params() {
       die "parameter PUBLIC_BASE_URL has a bad host name: '$host'"
   fi
   [ -z "$port" ] || is_port "$port" || die "parameter PUBLIC_BASE_URL has a bad port: '$port'"
-  need is_ipv4 BACKEND_HOST
+  local backend_ip=${BACKEND_HOST%%:*} backend_port=${BACKEND_HOST#*:}
+  [ "$backend_port" != "$BACKEND_HOST" ] || backend_port=80
+  if ! is_ipv4 "$backend_ip" || ! is_port "$backend_port"; then
+    die "parameter BACKEND_HOST is not <ipv4>[:<port>]: '$BACKEND_HOST'"
+  fi
+  # The URLs DevStack's Apache serves: http://<ip>[:<port>]/... (the port may be left out when 80).
+  backend_ip=${backend_ip//./\\.}
+  BACKEND_RE="^http://$backend_ip:$backend_port(/.*)?\$"
+  [ "$backend_port" != 80 ] || BACKEND_RE="^http://$backend_ip(:80)?(/.*)?\$"
 }
 
 # The catalog interface our own CLI calls use. DevStack's catalog has public endpoints only (and
@@ -59,7 +68,7 @@ endpoints() {
 }
 
 # ours URL : is URL served by DevStack's Apache on BACKEND_HOST (port 80), so reachable through the front?
-ours() { [[ $1 =~ ^http://${BACKEND_HOST//./\\.}(:80)?(/.*)?$ ]]; }
+ours() { [[ $1 =~ $BACKEND_RE ]]; }
 # path_of URL : the part after scheme://host[:port] (empty or starting with /).
 path_of() {
   local rest=${1#*://}
