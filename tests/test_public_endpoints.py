@@ -113,12 +113,13 @@ def fake(tmp_path: Path):
     return tmp_path
 
 
-def run(fake: Path, action: str, stdin: str = "", base: str = PUBLIC) -> subprocess.CompletedProcess[str]:
+def run(fake: Path, action: str, stdin: str = "", base: str = PUBLIC,
+        backend: str = HOST_IP) -> subprocess.CompletedProcess[str]:
     env = {"PATH": f"{fake / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "OOA_STATE": str(fake / "state"),
            "FAKE_OS_DB": str(fake / "catalog.json"), "FAKE_OS_LOG": str(fake / "calls.log"),
            "FAKE_OS_REACHABLE": f"http://{HOST_IP}/"}
     if action == "apply" and not stdin:
-        stdin = f"PUBLIC_BASE_URL={base}\nBACKEND_HOST={HOST_IP}\n"
+        stdin = f"PUBLIC_BASE_URL={base}\nBACKEND_HOST={backend}\n"
     return subprocess.run(["bash", str(STEP), action], input=stdin, env=env, capture_output=True, text=True,
                           check=False, timeout=60)
 
@@ -209,6 +210,21 @@ def test_bad_parameters_stop_before_any_call(fake, base, message):
     proc = run(fake, "apply", base=base)
     assert proc.returncode != 0 and message in proc.stderr
     assert calls(fake) == [] and not (fake / "state" / "public-endpoints").exists()
+
+
+@pytest.mark.parametrize("backend", [f"{HOST_IP}:0", "10.42.1", f"{HOST_IP}:80:1"])
+def test_bad_backend_host_stops_before_any_call(fake, backend):
+    proc = run(fake, "apply", backend=backend)
+    assert proc.returncode != 0 and "BACKEND_HOST is not <ipv4>[:<port>]" in proc.stderr
+    assert calls(fake) == []
+
+
+def test_fake_cli_a_backend_port_selects_only_the_endpoints_on_that_port(fake):
+    proc = run(fake, "apply", backend=f"{HOST_IP}:8080")
+    assert proc.returncode == 0, proc.stderr
+    now = catalog(fake)
+    assert now[("swift", "public")] == f"{PUBLIC}/v1/AUTH_$(project_id)s"
+    assert now[("nova", "public")] == f"http://{HOST_IP}/compute/v2.1"  # port 80: not this backend
 
 
 def test_unknown_action_is_refused(fake):

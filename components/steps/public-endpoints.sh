@@ -26,6 +26,7 @@ OOA_STEP="public-endpoints"
 STATE=$OOA_STATE/public-endpoints
 ORIGINAL=$STATE/original # "<endpoint id> <original public URL>" lines
 CREATED=$STATE/created   # "<endpoint id>" of the internal endpoints apply created
+INTERFACE=$STATE/interface
 CLOUD=devstack-admin
 
 validate_params() {
@@ -54,16 +55,17 @@ validate_params() {
 # internal ones for Keystone at most); once a public endpoint points at the Elastic IP, the host
 # must go through the internal ones: from the host, the public https URL is neither routed (no
 # hairpin to its own Elastic IP) nor trusted (the stack's CA is not in the host's bundles).
-# Internal endpoints exist once the state has a moved endpoint: apply creates them before it
-# records and moves anything.
-iface() { if [ -s "$ORIGINAL" ]; then echo internal; else echo public; fi; }
+# Which one is in $INTERFACE: `internal` from the moment Keystone's own public endpoint is recorded
+# for a move (its internal endpoint exists by then: apply creates it first), `public` before that
+# and again once remove has restored it.
+iface() { cat "$INTERFACE" 2>/dev/null || echo public; }
 os() { openstack --os-cloud "$CLOUD" --os-interface "$(iface)" "$@"; }
 
-# endpoints : every endpoint as "<id> <region> <service id> <interface> <url>" lines.
+# endpoints : every endpoint as "<id> <region> <service id> <interface> <url> <service type>" lines.
 endpoints() {
   local id
   os endpoint list -f json | jq -r '.[] | .ID' | while read -r id; do
-    os endpoint show "$id" -f json | jq -r '[.id, .region, .service_id, .interface, .url] | join(" ")'
+    os endpoint show "$id" -f json | jq -r '[.id, .region, .service_id, .interface, .url, .service_type] | join(" ")'
   done
 }
 
@@ -88,7 +90,7 @@ apply() {
   local id region service iface url original wanted new_id moves=() public=() skipped=() created=()
   ALL=$(endpoints)
   # Pass 1: which public endpoints are ours, and an internal endpoint for each (before any move).
-  while read -r id region service iface url; do
+  while read -r id region service iface url stype; do
     [ "$iface" = public ] || continue
     original=$(original_of "$id")
     if [ -z "$original" ]; then
@@ -101,11 +103,12 @@ apply() {
     if ! has_internal "$region" "$service"; then
       new_id=$(os endpoint create --region "$region" "$service" internal "$original" -f value -c id)
       echo "$new_id" >>"$CREATED"
-      ALL+=$'\n'"$new_id $region $service internal $original"
+      ALL+=$'\n'"$new_id $region $service internal $original $stype"
       created+=("\"$original\"")
       log "internal endpoint $new_id: $original"
     fi
     [ -n "$(original_of "$id")" ] || printf '%s %s\n' "$id" "$original" >>"$ORIGINAL"
+    [ "$stype" != identity ] || echo internal >"$INTERFACE"
     moves+=("$id $url $PUBLIC_BASE_URL$(path_of "$original")")
   done <<<"$ALL"
   # Pass 2: the public endpoints move (our own calls now go through the internal endpoints).
@@ -134,7 +137,7 @@ remove() {
         log "endpoint $id is gone: not restored"
       fi
     done <"$ORIGINAL"
-    rm -f "$ORIGINAL" # the public endpoints work from here again: back to the public interface
+    rm -f "$ORIGINAL" "$INTERFACE" # Keystone's public endpoint works from here again
   fi
   if [ -f "$CREATED" ]; then
     while read -r id; do
