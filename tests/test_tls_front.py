@@ -8,8 +8,10 @@ IP SAN). A Python HTTP server stands in for DevStack's Apache (the backend) and 
 for nova-novncproxy (WebSocket upgrade). Checked: TLS verified with the stack's CA and refused with
 another CA; requests proxied with X-Forwarded-Proto; the noVNC WebSocket tunnelled over TLS; the
 key file 0600 and never in the state; twice = once; unconfig removes every file; bad parameters
-stop the script before any change. Not run here: `apply`'s a2enmod / configtest / reload on the
-host's packaged Apache, DevStack's real services behind the front (issue 13's lab).
+stop the script before any change; `apply`/`remove` with fake a2enmod/a2dismod/apache2ctl around
+the real configuration test (modules recorded and undone, reload only on change, restore when
+Apache refuses). Not run here: the host's packaged Apache (a2enmod, systemctl reload), DevStack's
+real services behind the front (issue 13's lab).
 """
 
 from __future__ import annotations
@@ -439,3 +441,95 @@ def test_the_programs_parameters_are_what_the_script_takes(tmp_path, pki):
     assert proc.returncode == 0, proc.stderr
     assert (root / "etc/openstack-on-aws/tls/server.key").read_text() == (pki / "server.key").read_text()
     assert '"url":"https://cloud.example.test/"' in proc.stdout
+
+
+# ---- apply / remove: control flow, with FAKE a2enmod/a2dismod/apache2ctl (the config test is real) ----
+
+FAKE_A2 = """#!/bin/bash
+# fake $0: records the call; a2enmod/a2dismod make/remove the mods-enabled link under $OOA_ROOT
+echo "$(basename "$0") $*" >>"$FAKE_LOG"
+mod=${@: -1}
+case $(basename "$0") in
+  a2enmod) ln -sf "../mods-available/$mod.load" "$OOA_ROOT/etc/apache2/mods-enabled/$mod.load" ;;
+  a2dismod) rm -f "$OOA_ROOT/etc/apache2/mods-enabled/$mod.load" ;;
+esac
+"""
+FAKE_APACHE2CTL = """#!/bin/bash
+# fake apache2ctl: -t is the real Apache's configuration test on the test configuration
+echo "apache2ctl $*" >>"$FAKE_LOG"
+if [ "$1" = -t ]; then
+  [ -z "${FAKE_CONFIGTEST_FAIL:-}" ] || { echo "AH00526: Syntax error (fake)" >&2; exit 1; }
+  exec "$APACHE" -t -f "$FAKE_APACHE_CONF"
+fi
+"""
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A temp root with Apache's module links (proxy already enabled, as DevStack does) and fakes."""
+    _need_apache()
+    root = horizon_root(tmp_path)
+    enabled = root / "etc/apache2/mods-enabled"
+    enabled.mkdir(parents=True)
+    (enabled / "proxy.load").symlink_to("../mods-available/proxy.load")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name, text in (("a2enmod", FAKE_A2), ("a2dismod", FAKE_A2), ("apache2ctl", FAKE_APACHE2CTL)):
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    conf = tmp_path / "apache.conf"
+    conf.write_text(APACHE_CONF.format(tmp=tmp_path, mods=MODULES, port=free_port(), root=root))
+    return tmp_path, root
+
+
+def run_host(host, action: str, values: dict[str, str] | None, **env: str) -> subprocess.CompletedProcess[str]:
+    tmp, root = host
+    stdin = "".join(f"{k}={v}\n" for k, v in (values or {}).items())
+    full = {"PATH": f"{tmp / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "OOA_STATE": str(tmp / "state"),
+            "OOA_ROOT": str(root), "FAKE_LOG": str(tmp / "calls.log"), "APACHE": APACHE,
+            "FAKE_APACHE_CONF": str(tmp / "apache.conf"), **env}
+    return subprocess.run(["bash", str(SCRIPT), action], input=stdin, env=full, capture_output=True, text=True,
+                          check=False, timeout=60)
+
+
+def fake_calls(host) -> list[str]:
+    log = host[0] / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_fake_apache_apply_enables_what_is_missing_tests_reloads_and_remove_undoes(host, pki):
+    tmp, root = host
+    values = params(pki, HTTPS_PORT=str(free_port()))
+    before = snapshot(root)
+    first = run_host(host, "apply", values)
+    assert first.returncode == 0, first.stderr
+    assert fake_calls(host) == [
+        "a2enmod -q ssl", "a2enmod -q proxy_http", "a2enmod -q proxy_wstunnel", "a2enmod -q rewrite",
+        "a2enmod -q headers", "apache2ctl -t", "apache2ctl graceful",
+    ]  # proxy was enabled already: not touched
+    n = len(fake_calls(host))
+    again = run_host(host, "apply", values)
+    assert again.returncode == 0 and '"changed":false' in again.stdout
+    assert fake_calls(host)[n:] == ["apache2ctl -t"]  # nothing changed: no reload
+    n = len(fake_calls(host))
+    removed = run_host(host, "remove", None)
+    assert removed.returncode == 0, removed.stderr
+    assert fake_calls(host)[n:] == [
+        "a2dismod -q -f ssl", "a2dismod -q -f proxy_http", "a2dismod -q -f proxy_wstunnel", "a2dismod -q -f rewrite",
+        "a2dismod -q -f headers", "apache2ctl -t", "apache2ctl graceful",
+    ]
+    assert snapshot(root) == before  # proxy.load still there; every file of ours gone
+    assert not (tmp / "state" / "tls-front").exists()
+
+
+def test_fake_apache_a_refused_configuration_restores_the_previous_files(host, pki):
+    tmp, root = host
+    assert run_host(host, "apply", params(pki)).returncode == 0
+    applied = snapshot(root)
+    n = len(fake_calls(host))
+    refused = run_host(host, "apply", params(pki, HTTPS_PORT="8443", DNS_NAME=""), FAKE_CONFIGTEST_FAIL="1")
+    assert refused.returncode != 0
+    assert "Apache refuses the configuration (previous files restored)" in refused.stderr
+    assert "AH00526" in refused.stderr
+    assert snapshot(root) == applied
+    assert "apache2ctl graceful" not in fake_calls(host)[n:]

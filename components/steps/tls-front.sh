@@ -227,7 +227,7 @@ restore() {
 enable_modules() {
   local mod
   for mod in "${MODULES[@]}"; do
-    [ -e "/etc/apache2/mods-enabled/$mod.load" ] && continue
+    if [ -e "$ROOT/etc/apache2/mods-enabled/$mod.load" ] || [ -L "$ROOT/etc/apache2/mods-enabled/$mod.load" ]; then continue; fi
     a2enmod -q "$mod" >/dev/null
     echo "$mod" >>"$STATE/enabled-modules"
     CHANGED=1
