@@ -158,6 +158,8 @@ def test_config_twice_equals_once_and_unconfig_removes_everything(tmp_path, pki)
     exec(compile(snippet, "snippet", "exec"), settings)  # noqa: S102 - the snippet is Python for Django
     assert settings["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
     assert settings["CSRF_TRUSTED_ORIGINS"] == ["https://127.0.0.1", "https://cloud.example.test"]
+    assert settings["OPENSTACK_ENDPOINT_TYPE"] == "internalURL"
+    assert settings["SECONDARY_ENDPOINT_TYPE"] == "publicURL"
 
     gone = run("unconfig", None, tmp_path, root)
     assert gone.returncode == 0, gone.stderr

@@ -16,8 +16,10 @@
 # http://127.0.0.1:6080), and so is the WebSocket that nova's console URLs open (wss://<host>/?token=…),
 # so with nova's novncproxy_base_url = https://<public address>/novnc/vnc_lite.html (DevStack's
 # NOVNCPROXY_URL) the console works over TLS and port 6080 need not be open.
-# Horizon: a settings snippet makes Django trust X-Forwarded-Proto from the front (secure cookies,
-# CSRF origin check against https://<public address>). Port 80: no redirect; the security group
+# Horizon: a settings snippet (local_settings.d, which Horizon's settings.py executes) makes Django
+# trust X-Forwarded-Proto from the front (CSRF origin check against https://<public address>) and
+# Horizon call the APIs on their internal endpoints first (the public ones are https on the Elastic
+# IP, which the host can neither reach nor verify). Port 80: no redirect; the security group
 # closes it to the outside (the services keep using it inside the host).
 #
 #   tls-front.sh apply     params on stdin; enables the Apache modules it needs (ssl, proxy,
@@ -153,6 +155,10 @@ horizon_snippet() {
 # TLS front, which sets X-Forwarded-Proto. Deleted by \`tls-front.sh remove\`.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = [$origins]
+# Horizon runs on the host: it calls the APIs on their internal endpoints (public-endpoints.sh
+# keeps those on the private IP), falling back to the public ones where there is none.
+OPENSTACK_ENDPOINT_TYPE = "internalURL"
+SECONDARY_ENDPOINT_TYPE = "publicURL"
 PY
 }
 
