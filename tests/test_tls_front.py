@@ -251,6 +251,19 @@ class Backend(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class ServerWide(Backend):
+    """Stands in for a DevStack API whose server-wide ProxyPass line the TLS vhost inherits."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        proto = self.headers.get("X-Forwarded-Proto", "")
+        Backend.seen.append({"path": self.path, "via": "server-wide", "https": proto})
+        body = b"server-wide " + self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 class NoVnc(socketserver.BaseRequestHandler):
     """Stands in for nova-novncproxy: accepts a WebSocket upgrade, then echoes raw bytes."""
 
@@ -313,6 +326,8 @@ def front(tmp_path, pki):
     """The generated virtual host served by a real Apache, proxying to local stand-ins."""
     _need_apache()
     backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    uwsgi = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ServerWide)
+    serve(uwsgi)
     novnc = socketserver.ThreadingTCPServer(("127.0.0.1", 0), NoVnc)
     novnc.daemon_threads = True
     serve(backend)
@@ -325,7 +340,9 @@ def front(tmp_path, pki):
                                 NOVNC_URL=f"http://127.0.0.1:{novnc.server_address[1]}"), tmp_path, root)
     assert proc.returncode == 0, proc.stderr
     conf = tmp_path / "apache.conf"
-    conf.write_text(APACHE_CONF.format(tmp=tmp_path, mods=MODULES, port=port, root=root))
+    # As DevStack writes its uWSGI APIs: a server-wide ProxyPass (here to a second stand-in).
+    server_wide = f'ProxyPass "/uwsgi-api" "http://127.0.0.1:{uwsgi.server_port}/uwsgi-api" retry=0\n'
+    conf.write_text(server_wide + APACHE_CONF.format(tmp=tmp_path, mods=MODULES, port=port, root=root))
     test = subprocess.run([APACHE, "-f", str(conf), "-t"], capture_output=True, text=True, check=False)
     assert test.returncode == 0, test.stderr  # Apache's own configuration test accepts the generated vhost
     server = subprocess.Popen([APACHE, "-f", str(conf), "-DFOREGROUND"], stdout=subprocess.DEVNULL,
@@ -345,6 +362,7 @@ def front(tmp_path, pki):
         server.terminate()
         server.wait(timeout=20)
         backend.shutdown()
+        uwsgi.shutdown()
         novnc.shutdown()
 
 
@@ -364,6 +382,16 @@ def test_the_front_serves_the_apis_over_tls_verified_with_the_stack_ca(front, pk
     assert seen["host"] == f"{PUBLIC}:{front}"  # the public name reaches the services
     cert = conn.sock.getpeercert()  # type: ignore[union-attr]
     assert ("IP Address", PUBLIC) in cert["subjectAltName"] and ("DNS", DNS) in cert["subjectAltName"]
+
+
+def test_server_wide_proxypass_lines_are_inherited_and_win(front, pki):
+    # DevStack's `ProxyPass "/identity" "unix:…|uwsgi://…"` lines sit outside any vhost: the TLS
+    # vhost inherits them, and they match before its own `ProxyPass /`.
+    conn = http.client.HTTPSConnection(PUBLIC, front, context=context(pki / "ca.crt"), timeout=10)
+    conn.request("GET", "/uwsgi-api/v3")
+    response = conn.getresponse()
+    assert response.status == 200 and response.read() == b"server-wide /uwsgi-api/v3"
+    assert Backend.seen == [{"path": "/uwsgi-api/v3", "via": "server-wide", "https": "https"}]
 
 
 def test_the_front_is_refused_by_a_client_trusting_another_ca(front, pki):
