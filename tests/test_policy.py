@@ -333,7 +333,8 @@ def test_step_scripts_are_not_mistaken_for_secrets() -> None:
     """The command text the program sends for every step script passes the pattern checks."""
     steps = sorted(p.stem for p in remote.STEPS_DIR.glob("*.sh") if p.name != "lib.sh")
     # Every step of the chain (DESIGN.md section 3) is found and checked, not none of them.
-    assert steps == sorted(["prepare-host", "install-openstack", "external-gateway", "gateway-mac", "port-forwards"])
+    assert steps == sorted(["prepare-host", "install-openstack", "external-gateway", "gateway-mac", "port-forwards",
+                            "tls-front", "public-endpoints"])
     for step in steps:
         for action in ("apply", "remove"):
             text = remote.command(step, action)

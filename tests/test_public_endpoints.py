@@ -1,0 +1,232 @@
+"""onhost/steps/public-endpoints.sh: control flow only, against a FAKE `openstack` CLI.
+
+The fake (below, put first on PATH) keeps a catalog of endpoints in a JSON file, records every
+call, and behaves like the CLI on the host in one respect that matters: a call through a catalog
+interface whose identity endpoint is not DevStack's plain http://HOST_IP one fails (from the host,
+the public https URL is neither routed nor trusted). So these tests prove the step's bookkeeping
+(what it changes, in which order, through which interface; idempotence; remove restores exactly)
+and nothing about Keystone itself: the real Keystone behind the TLS front is issue 13's lab.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+STEP = Path(__file__).resolve().parent.parent / "onhost" / "steps" / "public-endpoints.sh"
+HOST_IP = "10.42.1.10"
+PUBLIC = "https://198.51.100.7"
+
+FAKE_OPENSTACK = r'''#!/usr/bin/env python3
+"""A fake openstack CLI: `endpoint list|show|set|create|delete` on a JSON catalog ($FAKE_OS_DB)."""
+import json, os, sys
+
+args = sys.argv[1:]
+with open(os.environ["FAKE_OS_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\n")
+db_path = os.environ["FAKE_OS_DB"]
+db = json.load(open(db_path))
+
+def opt(name, default=None):
+    if name in args:
+        i = args.index(name)
+        value = args[i + 1]
+        del args[i:i + 2]
+        return value
+    return default
+
+cloud = opt("--os-cloud")
+interface = opt("--os-interface", "public")
+fmt = opt("-f")
+column = opt("-c")
+assert cloud == "devstack-admin", cloud
+identity = [e for e in db if e["service_type"] == "identity" and e["interface"] == interface]
+if not identity:
+    sys.exit(f"{interface} endpoint for identity service not found")
+if not identity[0]["url"].startswith(os.environ["FAKE_OS_REACHABLE"]):
+    sys.exit(f"SSL: CERTIFICATE_VERIFY_FAILED on {identity[0]['url']}")
+
+def find(eid):
+    for e in db:
+        if e["id"] == eid:
+            return e
+    sys.exit(f"No endpoint with an ID of '{eid}' exists.")
+
+kind, action, rest = args[0], args[1], args[2:]
+assert kind == "endpoint", args
+if action == "list":
+    assert fmt == "json"
+    print(json.dumps([{"ID": e["id"], "Region": e["region"], "Service Name": e["service_name"],
+                       "Service Type": e["service_type"], "Enabled": True, "Interface": e["interface"],
+                       "URL": e["url"]} for e in db]))
+elif action == "show":
+    assert fmt == "json"
+    print(json.dumps(find(rest[0])))
+elif action == "set":
+    url = rest[rest.index("--url") + 1]
+    find(rest[-1])["url"] = url
+elif action == "create":
+    region = rest[rest.index("--region") + 1]
+    service, iface, url = [a for a in rest if a not in ("--region", region)]
+    svc = [e for e in db if e["service_id"] == service][0]
+    new = dict(svc, id=f"new-{len(db)}", interface=iface, url=url, region=region)
+    db.append(new)
+    assert (fmt, column) == ("value", "id")
+    print(new["id"])
+elif action == "delete":
+    find(rest[0])
+    db[:] = [e for e in db if e["id"] != rest[0]]
+else:
+    sys.exit(f"unsupported: {args}")
+json.dump(db, open(db_path, "w"))
+'''
+
+
+def endpoint(eid: str, service: str, stype: str, interface: str, url: str, region: str = "RegionOne") -> dict:
+    return {"id": eid, "region": region, "service_id": f"svc-{service}", "service_name": service,
+            "service_type": stype, "interface": interface, "url": url}
+
+
+def devstack_catalog() -> list[dict]:
+    """What DevStack (uWSGI mode) registers: Keystone public (+ internal here), the rest public only."""
+    return [
+        endpoint("e-ks-pub", "keystone", "identity", "public", f"http://{HOST_IP}/identity"),
+        endpoint("e-nova", "nova", "compute", "public", f"http://{HOST_IP}/compute/v2.1"),
+        endpoint("e-neutron", "neutron", "network", "public", f"http://{HOST_IP}:80/networking"),
+        endpoint("e-cinder", "cinder", "block-storage", "public", f"http://{HOST_IP}/volume/v3/$(project_id)s"),
+        endpoint("e-other", "swift", "object-store", "public", f"http://{HOST_IP}:8080/v1/AUTH_$(project_id)s"),
+    ]
+
+
+@pytest.fixture
+def fake(tmp_path: Path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    cli = bindir / "openstack"
+    cli.write_text(FAKE_OPENSTACK)
+    cli.chmod(0o755)
+    db = tmp_path / "catalog.json"
+    db.write_text(json.dumps(devstack_catalog()))
+    return tmp_path
+
+
+def run(fake: Path, action: str, stdin: str = "", base: str = PUBLIC,
+        backend: str = HOST_IP) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": f"{fake / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "OOA_STATE": str(fake / "state"),
+           "FAKE_OS_DB": str(fake / "catalog.json"), "FAKE_OS_LOG": str(fake / "calls.log"),
+           "FAKE_OS_REACHABLE": f"http://{HOST_IP}/"}
+    if action == "apply" and not stdin:
+        stdin = f"PUBLIC_BASE_URL={base}\nBACKEND_HOST={backend}\n"
+    return subprocess.run(["bash", str(STEP), action], input=stdin, env=env, capture_output=True, text=True,
+                          check=False, timeout=60)
+
+
+def catalog(fake: Path) -> dict[tuple[str, str], str]:
+    return {(e["service_name"], e["interface"]): e["url"] for e in json.loads((fake / "catalog.json").read_text())}
+
+
+def calls(fake: Path) -> list[list[str]]:
+    path = fake / "calls.log"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_fake_cli_apply_moves_public_endpoints_and_keeps_internal_ones(fake):
+    proc = run(fake, "apply")
+    assert proc.returncode == 0, proc.stderr
+    assert catalog(fake) == {
+        ("keystone", "public"): f"{PUBLIC}/identity",
+        ("keystone", "internal"): f"http://{HOST_IP}/identity",
+        ("nova", "public"): f"{PUBLIC}/compute/v2.1",
+        ("nova", "internal"): f"http://{HOST_IP}/compute/v2.1",
+        ("neutron", "public"): f"{PUBLIC}/networking",
+        ("neutron", "internal"): f"http://{HOST_IP}:80/networking",
+        ("cinder", "public"): f"{PUBLIC}/volume/v3/$(project_id)s",
+        ("cinder", "internal"): f"http://{HOST_IP}/volume/v3/$(project_id)s",
+        # not behind DevStack's Apache on port 80: the front does not reach it, so it stays
+        ("swift", "public"): f"http://{HOST_IP}:8080/v1/AUTH_$(project_id)s",
+    }
+    report = json.loads(proc.stdout)
+    assert len(report["public"]) == 4 and len(report["internal_created"]) == 4
+    assert report["left_alone"] == [f"http://{HOST_IP}:8080/v1/AUTH_$(project_id)s"]
+    # every move went through the internal interface; every creation happened before any move
+    log = calls(fake)
+    sets = [i for i, c in enumerate(log) if c[4:6] == ["endpoint", "set"]]
+    creates = [i for i, c in enumerate(log) if c[4:6] == ["endpoint", "create"]]
+    assert max(creates) < min(sets)
+    assert all(log[i][3] == "internal" for i in sets)
+
+
+def test_fake_cli_apply_twice_changes_nothing_the_second_time(fake):
+    assert run(fake, "apply").returncode == 0
+    once = catalog(fake)
+    n = len(calls(fake))
+    again = run(fake, "apply")
+    assert again.returncode == 0, again.stderr
+    assert catalog(fake) == once
+    assert not [c for c in calls(fake)[n:] if c[4] == "endpoint" and c[5] in ("set", "create", "delete")]
+    assert json.loads(again.stdout)["internal_created"] == []
+
+
+def test_fake_cli_a_new_base_url_rewrites_from_the_originals(fake):
+    assert run(fake, "apply").returncode == 0
+    assert run(fake, "apply", base="https://cloud.example.org:8443").returncode == 0
+    now = catalog(fake)
+    assert now[("nova", "public")] == "https://cloud.example.org:8443/compute/v2.1"
+    assert now[("neutron", "internal")] == f"http://{HOST_IP}:80/networking"
+    removed = run(fake, "remove")
+    assert removed.returncode == 0, removed.stderr
+    assert catalog(fake) == {(e["service_name"], e["interface"]): e["url"] for e in devstack_catalog()}
+
+
+def test_fake_cli_remove_restores_devstack_and_keeps_an_existing_internal_endpoint(fake):
+    existing = devstack_catalog() + [endpoint("e-ks-int", "keystone", "identity", "internal", f"http://{HOST_IP}/identity")]
+    (fake / "catalog.json").write_text(json.dumps(existing))
+    assert run(fake, "apply").returncode == 0
+    assert sum(1 for k in catalog(fake) if k == ("keystone", "internal")) == 1
+    assert len([e for e in json.loads((fake / "catalog.json").read_text()) if e["service_name"] == "keystone"]) == 2
+    removed = run(fake, "remove")
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads((fake / "catalog.json").read_text()) == existing  # exactly DevStack's, ids included
+    assert json.loads(removed.stdout) == {"removed": True, "restored": 4, "internal_deleted": 3}
+    assert not (fake / "state" / "public-endpoints").exists()
+    again = run(fake, "remove")
+    assert again.returncode == 0 and "nothing to remove" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "base,message",
+    [
+        ("http://198.51.100.7", "not https://<host>[:port] without a path"),
+        ("https://198.51.100.7/identity", "not https://<host>[:port] without a path"),
+        ("https://198.51.100.300", "bad IPv4 address"),
+        ("https://198.51.100.7:99999", "bad port"),
+        ("https://-bad.example", "bad host name"),
+    ],
+)
+def test_bad_parameters_stop_before_any_call(fake, base, message):
+    proc = run(fake, "apply", base=base)
+    assert proc.returncode != 0 and message in proc.stderr
+    assert calls(fake) == [] and not (fake / "state" / "public-endpoints").exists()
+
+
+@pytest.mark.parametrize("backend", [f"{HOST_IP}:0", "10.42.1", f"{HOST_IP}:80:1"])
+def test_bad_backend_host_stops_before_any_call(fake, backend):
+    proc = run(fake, "apply", backend=backend)
+    assert proc.returncode != 0 and "BACKEND_HOST is not <ipv4>[:<port>]" in proc.stderr
+    assert calls(fake) == []
+
+
+def test_fake_cli_a_backend_port_selects_only_the_endpoints_on_that_port(fake):
+    proc = run(fake, "apply", backend=f"{HOST_IP}:8080")
+    assert proc.returncode == 0, proc.stderr
+    now = catalog(fake)
+    assert now[("swift", "public")] == f"{PUBLIC}/v1/AUTH_$(project_id)s"
+    assert now[("nova", "public")] == f"http://{HOST_IP}/compute/v2.1"  # port 80: not this backend
+
+
+def test_unknown_action_is_refused(fake):
+    proc = run(fake, "destroy-everything")
+    assert proc.returncode != 0 and "usage:" in proc.stderr
