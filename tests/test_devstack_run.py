@@ -238,7 +238,7 @@ def _prepare_apply(tmp: Path, broken_apt: bool = False):
         (fakebin / name).chmod(0o755)
     for name in ("python3", "visudo"):  # present on the image; checked after the install
         (fakebin / name).symlink_to("/bin/true")
-    for name in ("netplan", "networkctl"):  # recorded, never this machine's
+    for name in ("cloud-init", "netplan", "networkctl"):  # recorded, never this machine's
         (fakebin / name).write_text(f'#!/bin/sh\necho "{name} $*" >>"$CALLS"\n')
         (fakebin / name).chmod(0o755)
     sysfs = _tree(tmp / "sys", [("ens6", MAC, {"device": True})])
@@ -267,6 +267,7 @@ def _prepare_apply(tmp: Path, broken_apt: bool = False):
 def test_prepare_host_installs_procps_before_it_runs_sysctl(tmp_path):
     proc, calls = _prepare_apply(tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert calls[0] == "cloud-init status --wait"  # cloud-init runs apt too: it goes first
     install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and " install " in c)
     assert " procps " in f"{calls[install]} "
     assert calls.index("sysctl -qw net.ipv6.conf.ens6.disable_ipv6=1") > install
