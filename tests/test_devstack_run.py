@@ -82,7 +82,7 @@ def _devstack(tmp: Path) -> tuple[Path, Path]:
     return devstack, logs
 
 
-def _run_stack(tmp: Path, mode: str, step: str = "1"):
+def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None):
     """run_stack against the fake: (status, [(seconds since start, line the user sees)], stdout, logs)."""
     devstack, logs = _devstack(tmp)
     env = {
@@ -91,6 +91,7 @@ def _run_stack(tmp: Path, mode: str, step: str = "1"):
         "ADMIN_PASSWORD": PASSWORD,  # set by load_params in apply
         "FAKE_MODE": mode,
         "FAKE_STEP": step,
+        **({"STACK_TIMEOUT": timeout} if timeout else {}),
     }
     start = time.monotonic()
     proc = subprocess.Popen(
@@ -185,6 +186,16 @@ def test_failure_shows_the_masked_tail_of_this_runs_log(tmp_path):
     assert any("stack.sh failed: full log in" in line for line in lines[header + 1 :])
     assert lines[-1] == f"[install-openstack] error: DevStack install failed; see {logs}/stack.sh.log on the host"
     assert PASSWORD not in "\n".join(lines)
+
+
+def test_a_run_over_its_time_is_stopped_and_said_so(tmp_path):
+    status, seen, _, logs = _run_stack(tmp_path, "ok", step="5", timeout="1s")
+    lines = [line for _, line in seen]
+    assert status == 1
+    assert seen[-1][0] < 5  # stack.sh and its children stopped; nobody waited for the sleep
+    assert "[install-openstack] stack.sh did not finish within 1s" in lines
+    assert f"[install-openstack] stack.sh failed (124); last 80 lines of {logs}/stack.sh.log:" in lines
+    assert "Starting Keystone" not in "\n".join(lines)
 
 
 def test_failure_before_the_log_shows_the_masked_tail_of_its_output(tmp_path):

@@ -13,7 +13,7 @@
 #                                and deletes the clone and this step's state.
 #
 # Parameters (KEY=value lines on stdin): BRANCH, LOCAL_CONF (base64), ADMIN_PASSWORD, PROVIDER_MAC.
-# Sourced (tests/test_steps.py), it only defines its settings and functions.
+# Sourced (tests/test_devstack_run.py), it only defines its settings and functions.
 set -euo pipefail
 OOA_STEP=install-openstack
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -40,7 +40,8 @@ mask() { # mask: stdin to stdout with the admin password replaced
 
 # show_progress PID : until PID ends, show each new complete line of $STACK_SUMMARY as
 # "[install-openstack] +MM:SS <line>" (time since the call; DevStack's own timestamp dropped),
-# masked, at most PROGRESS_LINES of them. Reads the file once more after PID ended.
+# masked, at most PROGRESS_LINES of them. Reads the file once more after PID ended. (stack.sh
+# writes whole lines there when its stdout is not a terminal - here a pipe - else a spinner.)
 show_progress() {
   local pid=$1 start now seen=0 shown=0 n line ended=
   printf -v start '%(%s)T' -1

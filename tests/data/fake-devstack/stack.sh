@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # A stand-in for DevStack's stack.sh, for tests/test_steps.py: towards whoever runs it, it behaves
 # as the real one does. Checked against openstack/devstack stable/2026.1 (da2f4d73), stack.sh and
-# tools/outfilter.py:
+# tools/outfilter.py (the logging set-up and outfilter.py are the same on master, 493835a6):
 # - `set -o xtrace` from its first lines; stackrc (which sources local.conf's localrc, password
 #   included) and friends run before logging starts, so thousands of xtrace lines come first;
 # - with LOGFILE set: LOGFILE=$LOGFILE.<time>, SUMFILE=$LOGFILE.summary.<time>; fd 3 = the
 #   original stdout; stdout and stderr -> outfilter -o LOGFILE; fd 6 (echo_summary) -> outfilter
 #   -v -o SUMFILE >&3 (VERBOSE=False): each summary line, with outfilter's UTC timestamp in front,
 #   goes to the summary file and to the original stdout. After the first echo_summary ("stack.sh
-#   log ...") `ln -sf` links $LOGFILE and $LOGFILE.summary to this run's files;
+#   log ...") `ln -sf` links $LOGFILE and $LOGFILE.summary to this run's files. fd 3 is a pipe,
+#   not a terminal, so echo_summary prints whole lines (no spinner);
 # - an error: err_trap prints "stack.sh failed: full log in $LOGFILE" (to the log) and exits;
 # - the end: stdout back to the console through `tee -a LOGFILE`, a banner with the password, then
 #   echo_summary "stack.sh completed in $SECONDS seconds.".
