@@ -60,7 +60,7 @@ def render_local_conf(
         "DATABASE_PASSWORD=$ADMIN_PASSWORD",
         "RABBIT_PASSWORD=$ADMIN_PASSWORD",
         "SERVICE_PASSWORD=$ADMIN_PASSWORD",
-        # Full log to a file; stack.sh's stdout carries only the summary lines (progress).
+        # Full log to a file, its phase lines to $LOGFILE.summary (install-openstack shows those).
         f"LOGFILE={LOGFILE}",
         "VERBOSE=False",
         "LOG_COLOR=False",

@@ -5,13 +5,15 @@
 #   install-openstack.sh apply   fills the local.conf placeholders (admin password from stdin,
 #                                LIBVIRT_TYPE kvm where /dev/kvm exists else qemu, PUBLIC_INTERFACE =
 #                                the NIC with PROVIDER_MAC), clones DevStack at BRANCH and runs
-#                                stack.sh as `stack`. Progress: stack.sh's summary lines; on failure
-#                                the tail of the full log (passwords masked). Does nothing when the
-#                                filled local.conf and the branch are what the last successful run used.
+#                                stack.sh as `stack`. Progress: the phase lines stack.sh writes to its
+#                                summary log, as they come, each with the time since the start; on
+#                                failure the tail of the full log (password masked). Does nothing when
+#                                the filled local.conf and the branch are what the last successful run used.
 #   install-openstack.sh remove  runs DevStack's clean.sh (unstack + remove what stack.sh installed)
 #                                and deletes the clone and this step's state.
 #
 # Parameters (KEY=value lines on stdin): BRANCH, LOCAL_CONF (base64), ADMIN_PASSWORD, PROVIDER_MAC.
+# Sourced (tests/test_devstack_run.py), it only defines its settings and functions.
 set -euo pipefail
 OOA_STEP=install-openstack
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -20,14 +22,83 @@ OOA_STEP=install-openstack
 STATE=$OOA_STATE/install-openstack
 DEVSTACK_REPO=${DEVSTACK_REPO:-https://opendev.org/openstack/devstack}
 DEVSTACK=/opt/stack/devstack
+# stack.sh (stable/2026.1 and master) with LOGFILE set logs to $LOGFILE.<time>, its phase lines
+# (echo_summary) to $LOGFILE.<time>.summary.<time> through tools/outfilter.py, which puts
+# "YYYY-mm-dd HH:MM:SS.mmm | " in front, and links $LOGFILE and $LOGFILE.summary to this run's files.
 STACK_LOG=/opt/stack/logs/stack.sh.log # LOGFILE in local.conf (a link to the newest log)
+STACK_SUMMARY=$STACK_LOG.summary       # the link to the newest summary log
 STACK_TIMEOUT=${STACK_TIMEOUT:-80m}    # within the Pulumi step's 90-minute timeout
-PROGRESS_LINES=400                     # stack.sh summary lines streamed at most
+AS_STACK=(sudo -n -u stack -H)         # how stack.sh is run (as the `stack` user)
+PROGRESS_LINES=200                     # summary lines shown at most (a run writes about 30)
+PROGRESS_POLL=2                        # seconds between looks at the summary log
 TAIL_LINES=80
 
 mask() { # mask: stdin to stdout with the admin password replaced
   local line
   while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "${line//"$ADMIN_PASSWORD"/********}"; done
+}
+
+# show_progress PID : until PID ends, show each new complete line of $STACK_SUMMARY as
+# "[install-openstack] +MM:SS <line>" (time since the call; DevStack's own timestamp dropped),
+# masked, at most PROGRESS_LINES of them. Reads the file once more after PID ended. (stack.sh
+# writes whole lines there when its stdout is not a terminal - here a pipe - else a spinner.)
+show_progress() {
+  local pid=$1 start now seen=0 shown=0 n line ended=
+  printf -v start '%(%s)T' -1
+  while :; do
+    kill -0 "$pid" 2>/dev/null || ended=1
+    if [ -r "$STACK_SUMMARY" ]; then
+      n=0
+      while IFS= read -r line; do # a last line without its newline yet waits for the next look
+        ((++n > seen)) || continue
+        ((++shown <= PROGRESS_LINES)) || { ((shown > PROGRESS_LINES + 1)) || log "(more in $STACK_SUMMARY)"; continue; }
+        [[ $line =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}\ [0-9:.]+\ \|\ (.*)$ ]] && line=${BASH_REMATCH[1]}
+        printf -v now '%(%s)T' -1
+        printf '[%s] +%02d:%02d %s\n' "$OOA_STEP" $(((now - start) / 60)) $(((now - start) % 60)) \
+          "${line//"$ADMIN_PASSWORD"/********}" >&2
+      done <"$STACK_SUMMARY"
+      seen=$n
+    fi
+    [ -z "$ended" ] || return 0
+    sleep "$PROGRESS_POLL"
+  done
+}
+
+# run_stack DIR : run DIR/stack.sh as `stack`, showing its progress (show_progress). Its own
+# output (xtrace until its logging starts, the summary lines again, the closing banner with the
+# password) is not shown: its last TAIL_LINES lines are kept, masked, for a failure before the log.
+# On failure: the tail of $STACK_LOG (or of that output), then die.
+run_stack() {
+  local dir=$1 rc pid
+  # The links to the previous run's log and summary go: stack.sh makes new ones once it logs.
+  rm -f "$STACK_LOG" "$STACK_SUMMARY" "$STATE/rc"
+  log "running stack.sh (timeout $STACK_TIMEOUT); full log: $STACK_LOG"
+  {
+    rc=0
+    # shellcheck disable=SC2016 # $1 is expanded by the inner bash (DIR as its argument)
+    timeout --kill-after=2m "$STACK_TIMEOUT" "${AS_STACK[@]}" bash -c 'cd "$1" && ./stack.sh' stack.sh "$dir" \
+      </dev/null 2>&1 || rc=$?
+    echo "$rc" >"$STATE/rc"
+  } | mask | tail -n "$TAIL_LINES" >"$STATE/output" &
+  pid=$!
+  show_progress "$pid"
+  wait "$pid" || true
+  rc=$(cat "$STATE/rc")
+  rm -f "$STATE/rc"
+  if ((rc != 0)); then
+    ((rc != 124)) || log "stack.sh did not finish within $STACK_TIMEOUT"
+    if [ -e "$STACK_LOG" ]; then
+      log "stack.sh failed ($rc); last $TAIL_LINES lines of $STACK_LOG:"
+      tail -n "$TAIL_LINES" "$STACK_LOG" | mask >&2 || true
+      rm -f "$STATE/output"
+      die "DevStack install failed; see $STACK_LOG on the host"
+    fi
+    log "stack.sh failed ($rc) before it started its log; its last output:"
+    cat "$STATE/output" >&2
+    rm -f "$STATE/output"
+    die "DevStack install failed before it started its log"
+  fi
+  rm -f "$STATE/output"
 }
 
 apply() {
@@ -47,7 +118,7 @@ apply() {
   done
   id stack >/dev/null 2>&1 || die "no user 'stack': run prepare-host first"
   local nic libvirt=qemu
-  nic=$(nic_by_mac "$PROVIDER_MAC") || die "no network device has the provider ENI's MAC $PROVIDER_MAC"
+  nic=$(nic_by_mac "$PROVIDER_MAC") || die "no NIC with the provider ENI's MAC $PROVIDER_MAC"
   [ -e /dev/kvm ] && libvirt=kvm
   conf=${conf//@ADMIN_PASSWORD@/$ADMIN_PASSWORD}
   conf=${conf//@LIBVIRT_TYPE@/$libvirt}
@@ -76,25 +147,7 @@ apply() {
   chown stack: "$DEVSTACK/local.conf"
   rm -f "$STATE/stamp"
 
-  log "running stack.sh (timeout $STACK_TIMEOUT); full log: $STACK_LOG"
-  # stack.sh's stdout carries only its summary lines (VERBOSE=False, LOGFILE set): stream them,
-  # masked and bounded; the rest is read and dropped so stack.sh never blocks on the pipe.
-  local rc
-  {
-    rc=0
-    timeout --kill-after=2m "$STACK_TIMEOUT" \
-      sudo -n -u stack -H bash -c "cd $DEVSTACK && ./stack.sh" </dev/null 2>&1 || rc=$?
-    echo "$rc" >"$STATE/rc"
-  } | mask | awk -v max="$PROGRESS_LINES" \
-    'NR <= max { print; fflush() } NR == max + 1 { print "[install-openstack] (more in the log)" }' >&2
-  rc=$(cat "$STATE/rc")
-  rm -f "$STATE/rc"
-  if ((rc != 0)); then
-    ((rc == 124)) && log "stack.sh did not finish within $STACK_TIMEOUT"
-    log "stack.sh failed ($rc); last $TAIL_LINES lines of $STACK_LOG:"
-    tail -n "$TAIL_LINES" "$STACK_LOG" 2>/dev/null | mask >&2 || true
-    die "DevStack install failed; see $STACK_LOG on the host"
-  fi
+  run_stack "$DEVSTACK"
   printf '%s\n' "$stamp" >"$STATE/stamp"
   log "DevStack is up"
 }
@@ -109,6 +162,7 @@ remove() {
   log "removed"
 }
 
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 case ${1:-} in
   apply) apply ;;
   remove) remove ;;

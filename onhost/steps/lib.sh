@@ -127,13 +127,54 @@ remove_reapply_units() {
 
 # --- host helpers (prepare-host, install-openstack, external-gateway) ---
 
-# nic_by_mac MAC : the name of the network device with that MAC (found, not guessed: Nitro says ens6).
+# Where the kernel lists the network devices (a variable so tests can point it at fake trees).
+NET_SYSFS=${NET_SYSFS:-/sys/class/net}
+# Link kinds that can carry the NIC's MAC but are not the NIC: bridges and OVS internal ports
+# (br-ex may take the NIC's MAC), bonds, VLAN devices (they inherit it), tunnels, tun/tap, dummies.
+NOT_NIC_KINDS=" bridge openvswitch bond team vlan macsec vxlan geneve gre gretap ip6gre ip6gretap
+  erspan ip6erspan ipip sit ip6tnl vti vti6 bareudp tun dummy ifb vrf wireguard "
+
+# link_kind DIR : the kind of the device DIR (an entry of $NET_SYSFS): "nic" for one on a bus
+# (PCI, virtio, Xen, ENA); else the kernel's link kind. sysfs shows what it can (type, bridge/,
+# bonding/, tun_flags, uevent DEVTYPE); veth, macvlan and OVS internal ports look alike there
+# (no DEVTYPE in the kernel), so for devices without a bus device rtnetlink says (`ip -d -j link`).
+link_kind() {
+  local dir=$1 line type
+  type=$(cat "$dir/type" 2>/dev/null) || type=unknown
+  [ "$type" = 1 ] || { echo "arphrd-$type"; return 0; } # not Ethernet: gre, ipip, sit, tun, lo, ...
+  [ -d "$dir/bridge" ] && { echo bridge; return 0; }
+  [ -d "$dir/bonding" ] && { echo bond; return 0; }
+  [ -e "$dir/tun_flags" ] && { echo tun; return 0; } # tap (OVS's userspace datapath ports too)
+  if [ -r "$dir/uevent" ]; then
+    while IFS= read -r line; do # DEVTYPE: bridge, bond, vlan, vxlan, geneve, ... (wlan is a NIC)
+      [[ $line == DEVTYPE=* && $NOT_NIC_KINDS == *" ${line#DEVTYPE=} "* ]] && { echo "${line#DEVTYPE=}"; return 0; }
+    done <"$dir/uevent"
+  fi
+  [ -e "$dir/device" ] && { echo nic; return 0; }
+  line=$(ip -d -j link show dev "${dir##*/}" 2>/dev/null | grep -o '"info_kind":"[^"]*"') || line=
+  line=${line#*:}
+  echo "${line//\"/}"
+}
+
+# nic_by_mac MAC : the name of the one NIC with that MAC (found, not guessed: Nitro says ens6).
+# Devices of a kind in NOT_NIC_KINDS are skipped; none or several left: a message, status 1.
 nic_by_mac() {
-  local dev
-  for dev in /sys/class/net/*; do
-    [ -e "$dev/device" ] || continue # physical NICs only (not br-ex, which may share the MAC)
-    [ "$(cat "$dev/address")" = "${1,,}" ] && { basename "$dev"; return 0; }
+  local dir kind mac=${1,,} skipped='' found=()
+  for dir in "$NET_SYSFS"/*; do
+    [ "$(cat "$dir/address" 2>/dev/null)" = "$mac" ] || continue
+    kind=$(link_kind "$dir")
+    if [[ $kind == arphrd-* || $NOT_NIC_KINDS == *" $kind "* ]]; then
+      skipped+="${skipped:+, }${dir##*/} ($kind)"
+    else
+      found+=("${dir##*/}")
+    fi
   done
+  ((${#found[@]} != 1)) || { echo "${found[0]}"; return 0; }
+  if ((${#found[@]} > 1)); then
+    log "several NICs have the MAC $mac: ${found[*]}"
+  else
+    log "no NIC has the MAC $mac${skipped:+ (not NICs: $skipped)}"
+  fi
   return 1
 }
 

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # prepare-host: the host side of the article's "provider interface without an IP address".
 #
-#   prepare-host.sh apply     waits for cloud-init; finds the provider NIC by the provider ENI's MAC
-#                             (Nitro names it ens6, never eth1); keeps it up with no address, no
-#                             DHCP, no IPv6 - now and at every boot (cloud-init's network config
-#                             disabled, its netplan stripped of that NIC, our netplan file matched
-#                             by MAC); installs the packages later steps use; creates the `stack`
-#                             user DevStack runs as.
+#   prepare-host.sh apply     waits for cloud-init; installs the packages this step (sysctl, ip,
+#                             python3-yaml) and later steps use, first; finds the provider NIC by
+#                             the provider ENI's MAC (Nitro names it ens6, never eth1); keeps it up
+#                             with no address, no DHCP, no IPv6 - now and at every boot (cloud-init's
+#                             network config disabled, its netplan stripped of that NIC, our netplan
+#                             file matched by MAC); creates the `stack` user DevStack runs as.
 #   prepare-host.sh remove    undoes the files, the user and the sudoers entry it created; the NIC
 #                             gets DHCP again at the next boot. Packages stay installed.
 #   prepare-host.sh config    only the file part of apply (netplan, cloud-init), under $OOA_ROOT;
 #   prepare-host.sh unconfig  only the file part of remove. (apply/remove call them; tests run them.)
 #
 # Parameters (KEY=value lines on stdin, apply and config): PROVIDER_MAC.
+# Sourced (tests/test_devstack_run.py), it only defines its settings and functions.
 set -euo pipefail
 OOA_STEP=prepare-host
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -26,8 +27,11 @@ CLOUD_INIT_NETPLAN=$NETPLAN_DIR/50-cloud-init.yaml
 CLOUD_INIT_CFG=$ROOT/etc/cloud/cloud.cfg.d/99-openstack-on-aws-network.cfg
 SUDOERS=/etc/sudoers.d/50-openstack-on-aws-stack
 STACK_HOME=/opt/stack
-PACKAGES=(git jq iproute2 iptables python3 python3-yaml sudo)
+PACKAGES=(git jq iproute2 iptables procps python3 python3-yaml sudo)
+# What this step runs that a minimal image may lack, and the package that has it.
+declare -A NEEDS=([ip]=iproute2 [sysctl]=procps [python3]=python3 [visudo]=sudo)
 
+# read_params : PROVIDER_MAC from stdin, lower-cased and checked.
 read_params() {
   load_params - PROVIDER_MAC
   PROVIDER_MAC=${PROVIDER_MAC,,}
@@ -75,6 +79,7 @@ YAML
   mv "$OUR_NETPLAN.tmp" "$OUR_NETPLAN"
 }
 
+# remove_config : the files of write_config gone, cloud-init's netplan restored.
 remove_config() {
   rm -f "$OUR_NETPLAN" "$CLOUD_INIT_CFG"
   if [ -f "$STATE/50-cloud-init.yaml.orig" ]; then
@@ -82,6 +87,7 @@ remove_config() {
   fi
 }
 
+# wait_for_cloud_init : until cloud-init is done (it runs apt and writes netplan too).
 wait_for_cloud_init() {
   command -v cloud-init >/dev/null || return 0
   log "waiting for cloud-init to finish"
@@ -91,6 +97,19 @@ wait_for_cloud_init() {
   ((rc == 0 || rc == 2)) || die "cloud-init failed (status $rc): see /var/log/cloud-init.log"
 }
 
+# install_packages : PACKAGES (apt), then check that this step's own commands (NEEDS) are there.
+install_packages() {
+  local cmd
+  log "installing packages: ${PACKAGES[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -qq -o DPkg::Lock::Timeout=600 update
+  apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${PACKAGES[@]}" >/dev/null
+  for cmd in "${!NEEDS[@]}"; do
+    command -v "$cmd" >/dev/null || die "$cmd not found after installing ${NEEDS[$cmd]}: this step needs it"
+  done
+}
+
+# runtime_nic NIC : the NIC up, without addresses and IPv6, now (the files do it at boot).
 runtime_nic() {
   local nic=$1
   # Stop networkd's DHCP on it now (it reads the new netplan), then clear what it had.
@@ -103,6 +122,7 @@ runtime_nic() {
   [ -z "$(ip -o addr show dev "$nic")" ] || die "$nic still has addresses: $(ip -o addr show dev "$nic")"
 }
 
+# ensure_stack_user : the `stack` user DevStack runs as, with passwordless sudo.
 ensure_stack_user() {
   if ! id stack >/dev/null 2>&1; then
     useradd --system --create-home --home-dir "$STACK_HOME" --shell /bin/bash stack
@@ -114,19 +134,17 @@ ensure_stack_user() {
   mv "$SUDOERS.tmp" "$SUDOERS"
 }
 
+# apply : the whole host preparation (see the header).
 apply() {
   read_params
   [ -z "$ROOT" ] || die "apply changes the running host; OOA_ROOT is only for config/unconfig"
   wait_for_cloud_init
+  install_packages
   local nic
-  nic=$(nic_by_mac "$PROVIDER_MAC") || die "no network device has the provider ENI's MAC $PROVIDER_MAC (is the ENI attached?)"
+  nic=$(nic_by_mac "$PROVIDER_MAC") || die "no NIC with the provider ENI's MAC $PROVIDER_MAC (is the ENI attached?)"
   log "provider NIC: $nic ($PROVIDER_MAC)"
   write_config
   runtime_nic "$nic"
-  log "installing packages: ${PACKAGES[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -qq -o DPkg::Lock::Timeout=600 update
-  apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${PACKAGES[@]}" >/dev/null
   ensure_stack_user
   # shellcheck disable=SC2034 # saved by name
   PROVIDER_NIC=$nic
@@ -134,6 +152,7 @@ apply() {
   log "done"
 }
 
+# remove : undo apply (packages stay).
 remove() {
   [ -z "$ROOT" ] || die "remove changes the running host; OOA_ROOT is only for config/unconfig"
   remove_config
@@ -147,6 +166,7 @@ remove() {
   log "removed; the provider NIC is configured by cloud-init again from the next boot"
 }
 
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 case ${1:-} in
   apply) apply ;;
   remove) remove ;;

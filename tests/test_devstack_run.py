@@ -1,0 +1,449 @@
+"""What a real DevStack run showed (issue 15), checked here on the step scripts' own functions.
+
+1. install-openstack's progress: `run_stack` runs a stand-in stack.sh (`tests/data/fake-devstack/
+   stack.sh`, faithful to DevStack stable/2026.1: xtrace first, then the summary log growing, then
+   a banner with the password) and the test reads exactly what the user sees, as it arrives.
+2. prepare-host installs what it runs itself (sysctl is procps) before it runs it: `apply` with
+   fake `apt-get`, `ip` and `sysctl` on PATH and the host-changing helpers replaced.
+3. `nic_by_mac` over fake `/sys/class/net` trees shaped like what the kernel shows (checked on real
+   devices in a throw-away network namespace: veth, macvlan, bridge, vxlan, tap; the rest from
+   the kernel's source), with a fake `ip` answering the rtnetlink link kind.
+
+The scripts are sourced (they only define their functions then) and the functions run in bash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from components.contract import contract_for_render
+from components.openstack import local_conf_for
+from config.settings import Settings
+from onhost.localconf import (
+    INTERFACE_PLACEHOLDER,
+    LIBVIRT_PLACEHOLDER,
+    LOGFILE,
+    PASSWORD_PLACEHOLDER,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = ROOT / "onhost" / "steps"
+FAKE_STACK = ROOT / "tests" / "data" / "fake-devstack" / "stack.sh"
+PASSWORD = "Abcdefgh1234-_xyz"
+MASKED = "********"
+BASE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _settings_of(script: str, *names: str) -> dict[str, str]:
+    """The values of a step script's settings, as the script itself sets them."""
+    body = 'set -euo pipefail; . "$1"; shift; for n in "$@"; do printf "%s=%s\\n" "$n" "${!n}"; done'
+    proc = subprocess.run(
+        ["bash", "-c", body, "_", str(STEPS / script), *names],
+        env={"PATH": BASE_PATH},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines())
+
+
+# --- 1. install-openstack: the progress the user sees ---
+
+INSTALL = _settings_of("install-openstack.sh", "STACK_LOG", "PROGRESS_LINES", "TAIL_LINES", "STACK_TIMEOUT")
+PROGRESS = re.compile(r"^\[install-openstack\] \+(\d\d):(\d\d) (.*)$")
+# Runs install-openstack's run_stack on DIR with the log under LOGS, stack.sh as this user.
+RUN_STACK = """set -euo pipefail
+. "$1"
+STACK_LOG=$2/stack.sh.log STACK_SUMMARY=$2/stack.sh.log.summary AS_STACK=() PROGRESS_POLL=0.2
+install -d -m 0700 "$STATE"
+run_stack "$3"
+"""
+
+
+def test_the_step_follows_the_log_local_conf_sets():
+    assert INSTALL["STACK_LOG"] == LOGFILE
+
+
+def _devstack(tmp: Path) -> tuple[Path, Path]:
+    """A DevStack checkout with the fake stack.sh and the rendered local.conf (LOGFILE under tmp)."""
+    devstack, logs = tmp / "devstack", tmp / "logs"
+    devstack.mkdir()
+    shutil.copy(FAKE_STACK, devstack / "stack.sh")
+    conf = local_conf_for(contract_for_render(Settings(allowed_cidrs=["203.0.113.0/24"]), "<key>"))
+    conf = conf.replace(PASSWORD_PLACEHOLDER, PASSWORD).replace(f"LOGFILE={LOGFILE}", f"LOGFILE={logs}/stack.sh.log")
+    conf = conf.replace(LIBVIRT_PLACEHOLDER, "qemu").replace(INTERFACE_PLACEHOLDER, "ens6")
+    (devstack / "local.conf").write_text(conf)
+    return devstack, logs
+
+
+def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None):
+    """run_stack against the fake: (status, [(seconds since start, line the user sees)], stdout, logs)."""
+    devstack, logs = _devstack(tmp)
+    env = {
+        "PATH": BASE_PATH,
+        "OOA_STATE": str(tmp / "state"),
+        "ADMIN_PASSWORD": PASSWORD,  # set by load_params in apply
+        "FAKE_MODE": mode,
+        "FAKE_STEP": step,
+        **({"STACK_TIMEOUT": timeout} if timeout else {}),
+    }
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        ["bash", "-c", RUN_STACK, "_", str(STEPS / "install-openstack.sh"), str(logs), str(devstack)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    seen = [(time.monotonic() - start, line.rstrip("\n")) for line in proc.stderr]
+    stdout = proc.stdout.read()
+    status = proc.wait(timeout=60)
+    return status, seen, stdout, logs
+
+
+def _progress(lines: list[str]) -> list[tuple[int, str]]:
+    """The progress lines: (elapsed seconds shown, text)."""
+    out = []
+    for line in lines:
+        m = PROGRESS.match(line)
+        if m:
+            out.append((int(m[1]) * 60 + int(m[2]), m[3]))
+    return out
+
+
+def test_progress_is_the_summary_lines_as_they_happen_with_elapsed_time(tmp_path):
+    # A previous run's summary (the link stack.sh leaves) must not be shown as this run's progress.
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "old.summary").write_text("2026-01-01 00:00:00.000 | Starting Keystone (old run)\n")
+    (tmp_path / "logs" / "stack.sh.log.summary").symlink_to(tmp_path / "logs" / "old.summary")
+
+    status, seen, stdout, logs = _run_stack(tmp_path, "ok")
+    lines = [line for _, line in seen]
+    assert status == 0, lines
+    assert stdout == ""
+    timeout = INSTALL["STACK_TIMEOUT"]
+    assert lines[0] == f"[install-openstack] running stack.sh (timeout {timeout}); full log: {logs}/stack.sh.log"
+    progress = _progress(lines)
+    assert len(progress) == len(lines) - 1  # nothing else: no xtrace, no banner
+    texts = [text for _, text in progress]
+    assert re.fullmatch(rf"stack\.sh log {re.escape(str(logs))}/stack\.sh\.log\.\d{{4}}-\d\d-\d\d-\d{{6}}", texts[0])
+    assert texts[1:5] == [
+        "Installing package prerequisites",
+        "Installing OpenStack project source",
+        "Starting Keystone",
+        "Starting Nova",
+    ]
+    assert re.fullmatch(r"stack\.sh completed in \d+ seconds\.", texts[5]) and len(texts) == 6
+    assert "(old run)" not in "\n".join(lines)
+    assert PASSWORD not in "\n".join(lines)  # the banner ("The password: ...") is not shown
+
+    # Elapsed time: the fake sleeps 1 s after each of the three phases before "Starting Nova".
+    elapsed = [seconds for seconds, _ in progress]
+    assert elapsed == sorted(elapsed)
+    assert elapsed[0] <= 1 and 2 <= elapsed[4] <= 6
+    # As they happen: the first phase reached the reader seconds before the run ended.
+    arrived = {line: at for at, line in seen}
+    first = next(at for line, at in arrived.items() if line.endswith("Installing package prerequisites"))
+    assert seen[-1][0] - first >= 2
+
+    assert not (tmp_path / "state" / "install-openstack" / "output").exists()
+    assert not (tmp_path / "state" / "install-openstack" / "rc").exists()
+
+
+def test_progress_is_bounded_and_masked(tmp_path):
+    status, seen, _, logs = _run_stack(tmp_path, "chatty", step="0")
+    lines = [line for _, line in seen]
+    assert status == 0
+    bound = int(INSTALL["PROGRESS_LINES"])
+    assert len(lines) == 1 + bound + 1
+    assert len(_progress(lines)) == bound
+    assert lines[-1] == f"[install-openstack] (more in {logs}/stack.sh.log.summary)"
+    assert _progress(lines)[1][1] == f"A plugin says: the admin password is {MASKED}"
+    assert PASSWORD not in "\n".join(lines)
+
+
+def test_failure_shows_the_masked_tail_of_this_runs_log(tmp_path):
+    status, seen, stdout, logs = _run_stack(tmp_path, "fail")
+    lines = [line for _, line in seen]
+    assert status == 1 and stdout == ""
+    assert [text for _, text in _progress(lines)][1:] == [
+        "Installing package prerequisites",
+        "Installing OpenStack project source",
+        "Starting Keystone",
+    ]
+    tail_lines = int(INSTALL["TAIL_LINES"])
+    header = lines.index(f"[install-openstack] stack.sh failed (1); last {tail_lines} lines of {logs}/stack.sh.log:")
+    log = (logs / "stack.sh.log").resolve().read_text().splitlines()
+    assert lines[header + 1 : -1] == [line.replace(PASSWORD, MASKED) for line in log[-tail_lines:]]
+    assert any(f"mysql -uroot -p{MASKED}" in line for line in lines[header + 1 :])
+    assert any("stack.sh failed: full log in" in line for line in lines[header + 1 :])
+    assert lines[-1] == f"[install-openstack] error: DevStack install failed; see {logs}/stack.sh.log on the host"
+    assert PASSWORD not in "\n".join(lines)
+
+
+def test_a_run_over_its_time_is_stopped_and_said_so(tmp_path):
+    status, seen, _, logs = _run_stack(tmp_path, "ok", step="5", timeout="1s")
+    lines = [line for _, line in seen]
+    assert status == 1
+    assert seen[-1][0] < 5  # stack.sh and its children stopped; nobody waited for the sleep
+    assert "[install-openstack] stack.sh did not finish within 1s" in lines
+    assert f"[install-openstack] stack.sh failed (124); last 80 lines of {logs}/stack.sh.log:" in lines
+    assert "Starting Keystone" not in "\n".join(lines)
+
+
+def test_failure_before_the_log_shows_the_masked_tail_of_its_output(tmp_path):
+    status, seen, _, _ = _run_stack(tmp_path, "early")
+    lines = [line for _, line in seen]
+    assert status == 1
+    tail_lines = int(INSTALL["TAIL_LINES"])
+    header = lines.index("[install-openstack] stack.sh failed (1) before it started its log; its last output:")
+    output = lines[header + 1 : -1]
+    assert len(output) == tail_lines  # of some 3000 lines of xtrace
+    assert output[-3:] == [
+        "+ echo 'ERROR: stackrc: cannot use this local.conf'",
+        "ERROR: stackrc: cannot use this local.conf",
+        "+ exit 1",
+    ]
+    assert f"ADMIN_PASSWORD={MASKED}" in "\n".join(output)  # stackrc traced the password
+    assert PASSWORD not in "\n".join(lines)
+    assert lines[-1] == "[install-openstack] error: DevStack install failed before it started its log"
+    assert not _progress(lines)
+
+
+# --- 2. prepare-host: what the step runs itself is installed before it runs it ---
+
+MAC = "0e:00:00:00:00:02"
+# prepare-host's apply with the host-changing helpers that tests/test_steps.py covers on their own
+# (the netplan/cloud-init files) or that would change this machine (the `stack` user) recorded.
+PREPARE_APPLY = """set -euo pipefail
+. "$1"
+write_config() { echo write_config >>"$CALLS"; }
+ensure_stack_user() { echo ensure_stack_user >>"$CALLS"; }
+apply
+"""
+FAKE_APT = """#!/bin/bash
+echo "apt-get $*" >>"$CALLS"
+# The package with sysctl: procps (what a minimal image lacks).
+if [[ " $* " == *" install "* && " $* " == *" procps "* && -z "${APT_BROKEN:-}" ]]; then
+  printf '#!/bin/sh\\necho "sysctl $*" >>"$CALLS"\\n' >"$FAKEBIN/sysctl"
+  chmod +x "$FAKEBIN/sysctl"
+fi
+"""
+FAKE_IP = """#!/bin/bash
+echo "ip $*" >>"$CALLS"
+"""
+
+
+def _prepare_apply(tmp: Path, broken_apt: bool = False):
+    fakebin = tmp / "bin"
+    fakebin.mkdir()
+    for name, body in {"apt-get": FAKE_APT, "ip": FAKE_IP}.items():
+        (fakebin / name).write_text(body)
+        (fakebin / name).chmod(0o755)
+    for name in ("python3", "visudo"):  # present on the image; checked after the install
+        (fakebin / name).symlink_to("/bin/true")
+    for name in ("cloud-init", "netplan", "networkctl"):  # recorded, never this machine's
+        (fakebin / name).write_text(f'#!/bin/sh\necho "{name} $*" >>"$CALLS"\n')
+        (fakebin / name).chmod(0o755)
+    sysfs = _tree(tmp / "sys", [("ens6", MAC, {"device": True})])
+    calls = tmp / "calls"
+    env = {
+        # No sbin: this machine's sysctl (/usr/sbin) is not there, as on a minimal image.
+        "PATH": f"{fakebin}:/usr/bin:/bin",
+        "OOA_STATE": str(tmp / "state"),
+        "NET_SYSFS": str(sysfs),
+        "CALLS": str(calls),
+        "FAKEBIN": str(fakebin),
+        **({"APT_BROKEN": "1"} if broken_apt else {}),
+    }
+    assert not shutil.which("sysctl", path=env["PATH"])
+    proc = subprocess.run(
+        ["bash", "-c", PREPARE_APPLY, "_", str(STEPS / "prepare-host.sh")],
+        input=f"PROVIDER_MAC={MAC}\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_prepare_host_installs_procps_before_it_runs_sysctl(tmp_path):
+    proc, calls = _prepare_apply(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert calls[0] == "cloud-init status --wait"  # cloud-init runs apt too: it goes first
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and " install " in c)
+    assert " procps " in f"{calls[install]} "
+    assert calls.index("sysctl -qw net.ipv6.conf.ens6.disable_ipv6=1") > install
+    assert calls.index("write_config") > install  # python3-yaml first: write_config runs it
+    assert calls.index("ip link set dev ens6 up") > install
+    assert calls[-1] == "ensure_stack_user"
+    assert "provider NIC: ens6" in proc.stderr
+
+
+def test_prepare_host_names_what_is_missing_when_the_install_did_not_provide_it(tmp_path):
+    proc, calls = _prepare_apply(tmp_path, broken_apt=True)
+    assert proc.returncode == 1
+    assert "[prepare-host] error: sysctl not found after installing procps: this step needs it" in proc.stderr
+    assert "command not found" not in proc.stderr
+    assert not any(c.startswith(("ip ", "write_config")) for c in calls)  # stopped before any change
+
+
+# --- 3. nic_by_mac: by link kind, over fake /sys/class/net trees ---
+
+# What the kernel shows in sysfs for each kind, and the rtnetlink kind `ip -d -j` reports. Seen on
+# real devices (kernel 6.18, iproute2 6.1, in a throw-away namespace i15-probe, since deleted):
+# veth and macvlan - type 1, no DEVTYPE, no bus device, kind veth/macvlan; bridge - bridge/,
+# DEVTYPE=bridge; vxlan - DEVTYPE=vxlan; tap - tun_flags (tun: type 65534); lo - type 772; and
+# nic_by_mac itself found the veth among a bridge, a vxlan and a tap with its MAC. That kernel has
+# no vlan, geneve, gre, bond or dummy: from the kernel's source, vlan, geneve and bond set
+# DEVTYPE (vlan_type, geneve_type, bond_type), an ipgre device is ARPHRD_IPGRE 778, and an OVS
+# internal port (net/openvswitch/vport-internal_dev.c) sets no DEVTYPE and has no bus device:
+# only rtnetlink's IFLA_INFO_KIND "openvswitch" tells it from a veth.
+KINDS: dict[str, dict] = {
+    "pci": {"device": True},  # ENA, ixgbe, ...: a bus device, no kind
+    "virtio": {"device": True},
+    "veth": {"rtnl": "veth"},
+    "macvlan": {"rtnl": "macvlan"},  # systemd-nspawn --network-macvlan
+    "bridge": {"dirs": ["bridge"], "devtype": "bridge", "rtnl": "bridge"},
+    "ovs-internal": {"rtnl": "openvswitch"},
+    "ovs-userspace-internal": {"files": ["tun_flags"], "rtnl": "tun"},  # netdev datapath: a tap
+    "vlan": {"devtype": "vlan", "rtnl": "vlan"},
+    "vxlan": {"devtype": "vxlan", "rtnl": "vxlan"},
+    "geneve": {"devtype": "geneve", "rtnl": "geneve"},
+    "gre": {"type": "778", "rtnl": "gre"},
+    "gretap": {"rtnl": "gretap"},
+    "bond": {"dirs": ["bonding"], "devtype": "bond", "rtnl": "bond"},
+    "dummy": {"rtnl": "dummy"},
+}
+FAKE_RTNL_IP = """#!/bin/bash
+# ip -d -j link show dev NAME, as iproute2 prints it (trimmed)
+[ "$1 $2 $3 $4 $5" = "-d -j link show dev" ] || exit 2
+kind=$(cat "$RTNL/$6" 2>/dev/null) || { echo "Device \\"$6\\" does not exist." >&2; exit 1; }
+if [ -n "$kind" ]; then linkinfo=",\\"linkinfo\\":{\\"info_kind\\":\\"$kind\\"}"; else linkinfo=; fi
+printf '[{"ifindex":4,"ifname":"%s","flags":["BROADCAST","MULTICAST"],"mtu":1500%s}]\\n' "$6" "$linkinfo"
+"""
+
+
+def _tree(root: Path, devices: list[tuple[str, str, dict]]) -> Path:
+    """A fake /sys/class/net with DEVICES (name, MAC, kind attributes); rtnetlink kinds in root/rtnl."""
+    net, rtnl = root / "class" / "net", root / "rtnl"
+    net.mkdir(parents=True)
+    rtnl.mkdir(parents=True, exist_ok=True)
+    for ifindex, (name, mac, kind) in enumerate(devices, start=2):
+        dev = net / name
+        dev.mkdir()
+        (dev / "address").write_text(mac + "\n")
+        (dev / "type").write_text(kind.get("type", "1") + "\n")
+        uevent = f"DEVTYPE={kind['devtype']}\n" if "devtype" in kind else ""
+        (dev / "uevent").write_text(f"{uevent}INTERFACE={name}\nIFINDEX={ifindex}\n")
+        for sub in kind.get("dirs", []):
+            (dev / sub).mkdir()
+        for file in kind.get("files", []):
+            (dev / file).write_text("0x1002\n")
+        if kind.get("device"):
+            (root / "devices" / name).mkdir(parents=True)
+            (dev / "device").symlink_to(root / "devices" / name)
+        (rtnl / name).write_text(kind.get("rtnl", ""))
+    (net / "bonding_masters").write_text("bond0\n")  # a file, not a device
+    return net
+
+
+def _nic_by_mac(tmp: Path, devices: list[tuple[str, str, str]], mac: str = MAC):
+    net = _tree(tmp / "sys", [(name, m, KINDS[kind]) for name, m, kind in devices])
+    fakebin = tmp / "bin"
+    fakebin.mkdir()
+    (fakebin / "ip").write_text(FAKE_RTNL_IP)
+    (fakebin / "ip").chmod(0o755)
+    return subprocess.run(
+        ["bash", "-c", 'set -euo pipefail; . "$1"; nic_by_mac "$2"', "_", str(STEPS / "lib.sh"), mac],
+        env={"PATH": f"{fakebin}:{BASE_PATH}", "NET_SYSFS": str(net), "RTNL": str(tmp / "sys" / "rtnl")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+# Everything that may carry the provider NIC's MAC but is not the NIC.
+NOT_NICS = [
+    ("br-ex", MAC, "ovs-internal"),
+    ("br0", MAC, "bridge"),
+    ("ens6.100", MAC, "vlan"),
+    ("vxlan_sys_4789", MAC, "vxlan"),
+    ("genev_sys_6081", MAC, "geneve"),
+    ("gre0", MAC, "gre"),
+    ("gretap0", MAC, "gretap"),
+    ("bond0", MAC, "bond"),
+    ("tap-br-ex", MAC, "ovs-userspace-internal"),
+    ("dummy0", MAC, "dummy"),
+]
+
+
+@pytest.mark.parametrize(
+    "nic,kind",
+    [
+        ("ens6", "pci"),  # Nitro
+        ("eth1", "virtio"),
+        ("eth1", "veth"),  # the lab, a container, a nested host
+        ("mv-eth1", "macvlan"),
+    ],
+)
+def test_nic_by_mac_finds_the_nic_among_devices_with_its_mac(tmp_path, nic, kind):
+    devices = [("ens5", "0e:00:00:00:00:01", "pci"), *NOT_NICS, (nic, MAC, kind), ("lo", "00:00:00:00:00:00", "pci")]
+    proc = _nic_by_mac(tmp_path, devices, mac=MAC.upper())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{nic}\n"
+
+
+def test_nic_by_mac_says_which_devices_it_skipped_when_no_nic_has_the_mac(tmp_path):
+    proc = _nic_by_mac(tmp_path, [("ens5", "0e:00:00:00:00:01", "pci"), NOT_NICS[0], NOT_NICS[1], NOT_NICS[3]])
+    assert proc.returncode == 1 and proc.stdout == ""
+    skipped = "br-ex (openvswitch), br0 (bridge), vxlan_sys_4789 (vxlan)"
+    assert proc.stderr == f"[step] no NIC has the MAC {MAC} (not NICs: {skipped})\n"
+
+
+def test_nic_by_mac_refuses_to_guess_between_two_nics(tmp_path):
+    # e.g. the two slaves of a bond carry the bond's MAC
+    proc = _nic_by_mac(tmp_path, [("bond0", MAC, "bond"), ("ens6", MAC, "pci"), ("ens7", MAC, "pci")])
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == f"[step] several NICs have the MAC {MAC}: ens6 ens7\n"
+
+
+def _real_devices() -> list[str]:
+    return sorted(p.name for p in Path("/sys/class/net").iterdir() if (p / "address").exists())
+
+
+@pytest.mark.parametrize("name", _real_devices())
+def test_link_kind_on_this_machines_devices_agrees_with_rtnetlink(name):
+    # The real sysfs and the real `ip`: a device without a bus device or a sysfs kind marker gets
+    # the kind iproute2 reports (parsed here as JSON), a device on a bus "nic".
+    ip = shutil.which("ip", path=BASE_PATH)
+    if ip is None:
+        pytest.skip("no iproute2 here")
+    sysfs = Path("/sys/class/net") / name
+    proc = subprocess.run(
+        ["bash", "-c", 'set -euo pipefail; . "$1"; link_kind "$2"', "_", str(STEPS / "lib.sh"), str(sysfs)],
+        env={"PATH": BASE_PATH},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shown = subprocess.run([ip, "-d", "-j", "link", "show", "dev", name], capture_output=True, text=True, check=True)
+    report = json.loads(shown.stdout)
+    info_kind = report[0].get("linkinfo", {}).get("info_kind", "")
+    arphrd = (sysfs / "type").read_text().strip()
+    if arphrd != "1":
+        expected = f"arphrd-{arphrd}"
+    elif (sysfs / "device").exists():
+        expected = "nic"
+    else:
+        expected = info_kind
+    assert proc.stdout == f"{expected}\n"
