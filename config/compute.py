@@ -64,7 +64,8 @@ class ComputeNodes(Model):
 
 class ComputeSettings(Model):
     compute_nodes: ComputeNodes = Field(
-        default_factory=ComputeNodes, description="Compute nodes that join the controller (AWS host only)."
+        default_factory=lambda: ComputeNodes.model_validate({}),
+        description="Compute nodes that join the controller (AWS host only).",
     )
 
     def compute_node_ips(self, controller_ip: IPv4Address) -> list[IPv4Address]:

@@ -104,8 +104,9 @@ def discover_params(hostnames: list[str], cloud: str, clouds_yaml: str) -> dict[
 def _check() -> None:
     seen: set[str] = set()
     for s in NODE_CHAIN:
-        if s.name in seen or (s.after is not None and s.after not in seen) or s.runs_on not in (NODE, CONTROLLER):
-            raise ValueError(f"compute step table: row {s.name!r} is a duplicate, runs after an unknown step or nowhere")
+        bad_after = s.after is not None and s.after not in seen
+        if s.name in seen or bad_after or s.runs_on not in (NODE, CONTROLLER):
+            raise ValueError(f"compute step table: row {s.name!r} is a duplicate, runs after an unknown step or where?")
         seen.add(s.name)
 
 
