@@ -7,7 +7,7 @@ contract to OpenStack, export the outputs (README: "Outputs", per mode).
 import pulumi
 import pulumi_aws as aws
 
-from components.compute import ComputeNodes, ComputeNodesArgs, ComputeSteps, ComputeStepsArgs
+from components.compute import ComputeNodes, ComputeNodesArgs, ComputeSteps, steps_args_from_settings
 from components.contract import HostContract, ssh_command
 from components.existing import ExistingMachine, ExistingMachineArgs
 from components.host import Host, HostArgs
@@ -121,14 +121,12 @@ if compute is not None and openstack.admin_password is not None:
     # ---- the compute nodes' steps: DevStack as compute nodes, then the controller's discovery
     ComputeSteps(
         name,
-        ComputeStepsArgs(
-            controller=contract,
+        steps_args_from_settings(
+            settings,
+            contract,
+            compute.contracts,
+            openstack.admin_password,
             controller_installed=openstack.steps["install-openstack"],
-            nodes=compute.contracts,
-            branch=settings.openstack_branch,
-            admin_password=openstack.admin_password,
-            cloud=settings.openstack.cloud_name,
-            clouds_yaml=settings.openstack.clouds_yaml_path,
             cluster_rule=compute.cluster_rule,
         ),
     )

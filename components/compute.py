@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_aws as aws
@@ -29,6 +30,9 @@ from components.openstack import _stdin, connection_args
 from onhost import localconf
 from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, NodeInputs, discover_params
 from onhost.remote import command
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 CLUSTER_RULE_DESCRIPTION = "between the cluster's nodes: VXLAN tunnels, RPC, database, APIs"
 
@@ -146,8 +150,8 @@ class ComputeStepsArgs:
 
     controller: HostContract
     """The controller (its SSH connection, management IP, machine)."""
-    controller_installed: pulumi.Resource
-    """The controller's DevStack install step: every node step comes after it."""
+    controller_installed: pulumi.Resource | None
+    """The controller's DevStack install step: every node step comes after it (None: render)."""
     nodes: list[NodeContract]
     branch: str
     """The controller's DevStack branch."""
@@ -178,6 +182,41 @@ def compute_local_conf_for(controller: HostContract, node: NodeContract) -> str:
     return localconf.render_compute_local_conf(host_ip=node.management_ip, service_host=controller.management_ip)
 
 
+def placeholder_nodes(settings: Settings, private_key: str) -> list[NodeContract]:
+    """What `ComputeNodes` hands over, with <placeholders> for what AWS assigns (make render)."""
+    nodes = settings.compute_nodes
+    return [
+        NodeContract(
+            ssh=SshConnection(host=f"<Elastic IP of {nodes.hostname(i)}>", user=SSH_USER, private_key=private_key),
+            machine_id=f"<instance id of {nodes.hostname(i)}>",
+            management_ip=ip,
+            hostname=nodes.hostname(i),
+        )
+        for i, ip in enumerate(settings.compute_ips)
+    ]
+
+
+def steps_args_from_settings(
+    settings: Settings,
+    controller: HostContract,
+    nodes: list[NodeContract],
+    admin_password: pulumi.Input[str],
+    controller_installed: pulumi.Resource | None = None,
+    cluster_rule: pulumi.Resource | None = None,
+) -> ComputeStepsArgs:
+    """ComputeStepsArgs from the settings' OpenStack side (the program and render share it)."""
+    return ComputeStepsArgs(
+        controller=controller,
+        controller_installed=controller_installed,
+        nodes=nodes,
+        branch=settings.openstack_branch,
+        admin_password=admin_password,
+        cloud=settings.openstack.cloud_name,
+        clouds_yaml=settings.openstack.clouds_yaml_path,
+        cluster_rule=cluster_rule,
+    )
+
+
 class ComputeSteps(pulumi.ComponentResource):
     """The compute nodes' remote steps and the controller's discovery of them."""
 
@@ -196,8 +235,7 @@ class ComputeSteps(pulumi.ComponentResource):
                 if step.after is not None:
                     depends: list[pulumi.Resource] = [mine[step.after]]
                 else:
-                    ready = [args.controller_installed, *node.ready]
-                    depends = ready + ([args.cluster_rule] if args.cluster_rule else [])
+                    depends = [*node.ready, *(r for r in (args.controller_installed, args.cluster_rule) if r)]
                 if on_controller:
                     deleted_with = controller.deleted_with
                 else:
