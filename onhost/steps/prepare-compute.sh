@@ -38,7 +38,9 @@ read_params() {
 write_config() {
   install -d -m 0700 "$STATE"
   install -d -m 0755 "$(dirname "$CLOUD_INIT_CFG")"
-  [ -f "$STATE/hostname.orig" ] || { cat "$HOSTNAME_FILE" 2>/dev/null || true; } >"$STATE/hostname.orig"
+  if [ ! -e "$STATE/hostname.orig" ] && [ ! -e "$STATE/hostname.absent" ]; then
+    if [ -f "$HOSTNAME_FILE" ]; then cp -p "$HOSTNAME_FILE" "$STATE/hostname.orig"; else touch "$STATE/hostname.absent"; fi
+  fi
   printf '%s\n' "$MARK: keep the host name Nova and Neutron know this node by" \
     "preserve_hostname: true" >"$CLOUD_INIT_CFG"
   printf '%s\n' "$NODE_HOSTNAME" >"$HOSTNAME_FILE"
@@ -55,7 +57,11 @@ remove_config() {
     chmod 0644 "$HOSTS.tmp"
     mv "$HOSTS.tmp" "$HOSTS"
   fi
-  if [ -s "$STATE/hostname.orig" ]; then cp "$STATE/hostname.orig" "$HOSTNAME_FILE"; fi
+  if [ -f "$STATE/hostname.orig" ]; then
+    cp -p "$STATE/hostname.orig" "$HOSTNAME_FILE"
+  elif [ -f "$STATE/hostname.absent" ]; then
+    rm -f "$HOSTNAME_FILE"
+  fi
 }
 
 # wait_for_cloud_init: the instance has finished its first boot.
@@ -98,6 +104,7 @@ apply() {
 
 remove() {
   [ -z "$ROOT" ] || die "remove changes the running host; OOA_ROOT is only for config/unconfig"
+  if [ -s "$STATE/hostname.orig" ]; then hostname "$(head -n1 "$STATE/hostname.orig")"; fi
   remove_config
   rm -f "$SUDOERS"
   if [ -f "$STATE/created-user" ]; then
