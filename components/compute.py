@@ -16,6 +16,7 @@ registers or deletes only the nodes that come or go, and replaces `discover-host
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ from pulumi_command import remote
 
 from components.contract import HostContract, NodeContract, SshConnection
 from components.host import ROLE_TAG, SSH_USER
-from components.openstack import _stdin, connection_args
+from components.openstack import _stdin, connection_args, local_conf_for
 from onhost import localconf
 from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, NodeInputs, discover_params
 from onhost.remote import command
@@ -52,8 +53,11 @@ class ComputeNodesArgs:
     hostnames: list[str]
     """Node i's host name."""
     instance_type: str
+    """EC2 type of every node."""
     nested_virtualization: bool
+    """Launch with `cpu_options.nested_virtualization = "enabled"` (c8i/m8i/r8i)."""
     root_volume_gib: int
+    """Size of each node's encrypted gp3 root volume."""
     ami: pulumi.Input[str]
     """The controller's image (one image for the whole cluster)."""
     pin_ami: bool
@@ -182,6 +186,13 @@ def compute_local_conf_for(controller: HostContract, node: NodeContract) -> str:
     return localconf.render_compute_local_conf(host_ip=node.management_ip, service_host=controller.management_ip)
 
 
+def controller_install_id(branch: str, controller: HostContract) -> str:
+    """What makes the controller's install-openstack re-install DevStack, as one digest (its
+    password changes reach the nodes through their own install-compute parameters)."""
+    text = f"{branch}\n{local_conf_for(controller)}"
+    return "controller-devstack-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def placeholder_nodes(settings: Settings, private_key: str) -> list[NodeContract]:
     """What `ComputeNodes` hands over, with <placeholders> for what AWS assigns (make render)."""
     nodes = settings.compute_nodes
@@ -224,6 +235,9 @@ class ComputeSteps(pulumi.ComponentResource):
         super().__init__("openstack-on-aws:compute:ComputeSteps", name, None, opts)
         controller = args.controller
         controller_connection = connection_args(controller)
+        # A re-installed controller (new branch or local.conf: stack.sh re-creates its databases)
+        # re-runs every node's steps and the discovery, as a new controller machine does.
+        reinstall = controller_install_id(args.branch, controller)
         self.steps: dict[str, dict[str, remote.Command]] = {}
         last: list[pulumi.Resource] = []
         for node in args.nodes:
@@ -245,7 +259,7 @@ class ComputeSteps(pulumi.ComponentResource):
                     step.name,
                     controller_connection if on_controller else node_connection,
                     _stdin(step.params(inputs), secret=step.secret),
-                    triggers=[node.machine_id, controller.machine_id],
+                    triggers=[node.machine_id, controller.machine_id, reinstall],
                     depends_on=depends,
                     deleted_with=deleted_with,
                     timeouts=(step.timeout, step.delete_timeout),
@@ -261,7 +275,7 @@ class ComputeSteps(pulumi.ComponentResource):
             controller_connection,
             _stdin(discover_params(hostnames, args.cloud, args.clouds_yaml)),
             # A new or replaced node, or a new controller, is discovered again.
-            triggers=[controller.machine_id, *[n.machine_id for n in args.nodes]],
+            triggers=[controller.machine_id, reinstall, *[n.machine_id for n in args.nodes]],
             depends_on=last,
             deleted_with=controller.deleted_with,
             timeouts=(DISCOVER.timeout, DISCOVER.delete_timeout),

@@ -77,9 +77,9 @@ class ComputeSettings(Model):
         management_subnet: IPv4Network,
         controller_ip: IPv4Address,
         controller_architecture: str,
-        limits: InstanceLimits | None,
     ) -> list[str]:
-        """Room for the nodes' fixed IPs, a real type with the controller's architecture."""
+        """Room for the nodes' fixed IPs, a real type with the controller's architecture (whether AWS
+        knows the type is asked by load_settings; its vCPUs feed `compute_warnings`)."""
         nodes = self.compute_nodes
         at = f"{key(SECTION)}."
         if nodes.count == 0:
@@ -99,8 +99,6 @@ class ComputeSettings(Model):
                 f"{at}instanceType: {nodes.instance_type} is {nodes.architecture}, the controller's instanceType "
                 f"is {controller_architecture}: one image list serves the whole cloud; use one architecture"
             )
-        if limits is not None and limits.max_network_interfaces < 1:
-            problems.append(f"{at}instanceType: {nodes.instance_type} takes no network interface")
         return problems
 
     def compute_warnings(

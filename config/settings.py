@@ -103,10 +103,7 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
         if aws:
             problems += self.aws_host_problems(self.floating_ip_count, limits)
             problems += self.address_problems()
-            problems += self.compute_problems(
-                self.management_subnet_cidr, self.management_ip, self.architecture,
-                (info.context or {}).get("compute_limits"),
-            )
+            problems += self.compute_problems(self.management_subnet_cidr, self.management_ip, self.architecture)
         else:
             problems += self.existing_host_problems(given, AWS_ONLY_KEYS, self.tenant_cidr)
             problems += self.tenant_size_problems()

@@ -254,6 +254,8 @@ def test_the_cluster_rule_references_the_group_itself_and_nothing_wider(three):
 
 
 def test_step_dependencies_and_options(three):
+    reinstall = three.one("dev-compute-0-install-compute").inputs["triggers"][2]
+    assert reinstall.startswith("controller-devstack-")
     for i in range(3):
         node = f"dev-compute-{i}"
         record, prepare, install = (f"{node}-{s.name}" for s in NODE_CHAIN)
@@ -275,7 +277,7 @@ def test_step_dependencies_and_options(three):
         for name in (record, prepare, install):
             r = three.one(name)
             assert r.delete_before_replace
-            assert r.inputs["triggers"] == [f"{node}-instance-id", "dev-instance-id"]
+            assert r.inputs["triggers"] == [f"{node}-instance-id", "dev-instance-id", reinstall]
         assert three.one(install).custom_timeouts["create"] == "60m"
         assert {"stdout", "stderr"} <= set(three.one(install).additional_secret_outputs)
         assert "stdout" not in three.one(record).additional_secret_outputs
@@ -284,7 +286,9 @@ def test_step_dependencies_and_options(three):
     discover = three.one("dev-discover-hosts")
     assert three.depends_on("dev-discover-hosts") >= {f"dev-compute-{i}-install-compute" for i in range(3)}
     assert graph(three)["dev-discover-hosts"]["deleted_with"] == "dev-instance"
-    assert discover.inputs["triggers"] == ["dev-instance-id", *[f"dev-compute-{i}-instance-id" for i in range(3)]]
+    assert discover.inputs["triggers"] == [
+        "dev-instance-id", reinstall, *[f"dev-compute-{i}-instance-id" for i in range(3)]
+    ]
     assert stdin_of(three, "dev-discover-hosts")["NODES"] == "compute-0,compute-1,compute-2"
 
 
@@ -319,6 +323,19 @@ def test_each_step_runs_its_script_and_parameters(three):
         assert install["BRANCH"] == stdin_of(three, "dev-install-openstack")["BRANCH"]
         conf = base64.b64decode(install["LOCAL_CONF"]).decode()
         assert f"HOST_IP=10.42.1.{11 + i}\n" in conf and "SERVICE_HOST=10.42.1.10\n" in conf
+
+
+def test_a_controller_reinstall_reruns_the_nodes_steps():
+    """A new DevStack branch re-installs the controller (its databases anew): every node step and
+    the discovery get a new trigger, so they are replaced too; the AWS side stays."""
+    old, new = graph(run(1)), graph(run(1, openstackBranch="stable/2025.2"))
+    changed = {name for name in old if old[name] != new[name]}
+    steps = {f"dev-compute-0-{s.name}" for s in NODE_CHAIN} | {"dev-discover-hosts"}
+    assert steps <= changed
+    assert not [n for n in changed if n.startswith("dev-compute-0") and n not in steps]
+    for name in steps:
+        gone = set(old[name]["inputs"]["triggers"]) - set(new[name]["inputs"]["triggers"])
+        assert len(gone) == 1 and gone.pop().startswith("controller-devstack-")
 
 
 @pytest.mark.parametrize(("before", "after"), [(1, 2), (2, 1), (3, 2)])
