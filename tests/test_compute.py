@@ -474,3 +474,15 @@ def test_compute_step_table_rows_have_scripts():
     for step in NODE_CHAIN:
         assert (ROOT / "onhost" / "steps" / step.script).is_file()
     assert json.dumps([s.name for s in NODE_CHAIN]) == '["compute-record", "prepare-compute", "install-compute"]'
+
+
+def test_the_program_warns_at_preview_with_what_aws_says_of_the_types():
+    """The vCPU figures come from AWS's answer for both types (getInstanceType, under mocks)."""
+    result = run(4)
+    assert [w.split(";")[0] for w in result.warnings] == [
+        "openstack-on-aws:computeNodes.count: the stack needs 7 Elastic IPs (one per compute node)",
+        "openstack-on-aws:computeNodes.count: the controller and 4 nodes need 40 vCPUs",
+    ]
+    assert result.invokes.count("aws:ec2/getInstanceType:getInstanceType") == 2
+    smaller = run(4, computeNodes={"count": 4, "instanceType": "m8i.xlarge"})  # 8 + 4 x 4 = 24 vCPUs
+    assert not [w for w in smaller.warnings if "vCPUs" in w]
