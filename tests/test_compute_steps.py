@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
+import pwd
+import socket
 import subprocess
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -222,6 +224,42 @@ def test_install_compute_rejects_bad_parameters_before_any_change(tmp_path, over
     assert proc.returncode != 0 and message in proc.stderr
     assert "has space" not in proc.stderr and "Abcdefgh1234" not in proc.stderr  # the password is never echoed
     assert not (tmp_path / "state").exists()
+
+
+def _listener() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def _free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_install_compute_stops_when_the_controller_does_not_answer(tmp_path):
+    """Before anything changes: a missing cluster rule (or a down controller) is named as such."""
+    conf = render_compute_local_conf(host_ip=IPv4Address("127.0.0.2"), service_host=IPv4Address("127.0.0.1"))
+    params = _install_params(CONTROLLER_IP="127.0.0.1", LOCAL_CONF=base64.b64encode(conf.encode()).decode())
+    with _listener() as up:
+        open_port, closed_port = up.getsockname()[1], _free_port()
+        proc = run("install-compute.sh", "apply", params, tmp_path, CONTROLLER_PORTS=f"{open_port} {closed_port}")
+        assert proc.returncode != 0
+        assert f"the controller 127.0.0.1 does not answer on port {closed_port}" in proc.stderr
+        assert not (tmp_path / "state").exists()
+        # the ports answer: the next check runs (on a machine without a `stack` user: else it would install)
+        try:
+            pwd.getpwnam("stack")
+            return
+        except KeyError:
+            pass
+        proc = run("install-compute.sh", "apply", params, tmp_path, CONTROLLER_PORTS=str(open_port))
+        assert "does not answer" not in proc.stderr
+        assert proc.returncode != 0 and "no user 'stack': run prepare-compute first" in proc.stderr
 
 
 # ---- compute-record (on the controller) ---------------------------------------------------------

@@ -25,7 +25,7 @@ DEVSTACK_REPO=${DEVSTACK_REPO:-https://opendev.org/openstack/devstack}
 DEVSTACK=/opt/stack/devstack
 STACK_LOG=/opt/stack/logs/stack.sh.log # LOGFILE in local.conf
 STACK_TIMEOUT=${STACK_TIMEOUT:-50m}    # within the Pulumi step's 60-minute timeout
-CONTROLLER_PORTS=(5672 3306)           # RabbitMQ, MySQL on the controller
+read -r -a CONTROLLER_PORTS <<<"${CONTROLLER_PORTS:-5672 3306}" # RabbitMQ, MySQL on the controller
 PROGRESS_LINES=400
 TAIL_LINES=80
 
@@ -62,8 +62,8 @@ check_controller() {
 apply() {
   local conf
   read_params
-  id stack >/dev/null 2>&1 || die "no user 'stack': run prepare-compute first"
   check_controller
+  id stack >/dev/null 2>&1 || die "no user 'stack': run prepare-compute first"
   local libvirt=qemu
   [ -e /dev/kvm ] && libvirt=kvm
   conf=${conf//@ADMIN_PASSWORD@/$ADMIN_PASSWORD}
