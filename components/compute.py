@@ -68,13 +68,21 @@ class ComputeNodesArgs:
     """Its private half (secret), for the nodes' SSH connection."""
 
 
+@dataclass
+class ComputeNodeArgs:
+    """Inputs of one `ComputeNode`: what all nodes share, and its own address and name."""
+
+    shared: ComputeNodesArgs
+    management_ip: IPv4Address
+    hostname: str
+
+
 class ComputeNode(pulumi.ComponentResource):
     """One compute node: management ENI, instance, Elastic IP."""
 
-    def __init__(self, name: str, args: ComputeNodesArgs, index: int, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, node: ComputeNodeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("openstack-on-aws:compute:ComputeNode", name, None, opts)
-        ip = args.node_ips[index]
-        hostname = args.hostnames[index]
+        args, ip, hostname = node.shared, node.management_ip, node.hostname
         self.eni = aws.ec2.NetworkInterface(
             f"{name}-management-eni",
             subnet_id=args.management_subnet_id,
@@ -141,8 +149,8 @@ class ComputeNodes(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.nodes = [
-            ComputeNode(f"{name}-compute-{i}", args, i, pulumi.ResourceOptions(parent=self))
-            for i in range(len(args.node_ips))
+            ComputeNode(f"{name}-compute-{i}", ComputeNodeArgs(args, ip, hostname), pulumi.ResourceOptions(parent=self))
+            for i, (ip, hostname) in enumerate(zip(args.node_ips, args.hostnames, strict=True))
         ]
         self.contracts = [n.contract for n in self.nodes]
         self.register_outputs({"instance_ids": [n.instance.id for n in self.nodes]})

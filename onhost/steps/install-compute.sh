@@ -14,6 +14,7 @@
 #                              no longer report to the controller) and deletes the clone and state.
 #
 # Parameters (KEY=value lines on stdin): BRANCH, LOCAL_CONF (base64), ADMIN_PASSWORD, CONTROLLER_IP.
+# Environment: CONTROLLER_PORTS (default "5672 3306"), STACK_TIMEOUT, DEVSTACK_REPO.
 # Entry points: apply, remove. State: $OOA_STATE/install-compute/stamp.
 set -euo pipefail
 OOA_STEP=install-compute
