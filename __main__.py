@@ -7,6 +7,7 @@ contract to OpenStack, export the outputs (README: "Outputs", per mode).
 import pulumi
 import pulumi_aws as aws
 
+from components.compute import ComputeNodes, ComputeNodesArgs, ComputeSteps, steps_args_from_settings
 from components.contract import HostContract, ssh_command
 from components.existing import ExistingMachine, ExistingMachineArgs
 from components.host import Host, HostArgs
@@ -23,6 +24,7 @@ def instance_limits(instance_type: str) -> InstanceLimits:
         max_network_interfaces=info.maximum_network_interfaces,
         max_ipv4_per_interface=info.maximum_ipv4_addresses_per_interface,
         bare_metal=info.bare_metal,
+        vcpus=info.default_vcpus,
     )
 
 
@@ -35,6 +37,7 @@ for warning in settings.warnings():
 
 name = pulumi.get_stack()
 contract: HostContract
+compute: ComputeNodes | None = None  # AWS host only
 if settings.host is None:
     # ---- the EC2 host: VPC, ENIs, Elastic IPs, instance ---------------------------------------
     network = Network(
@@ -83,6 +86,26 @@ if settings.host is None:
         pulumi.export("sshPrivateKey", pulumi.Output.secret(host.private_key.private_key_openssh))
     pulumi.export("providerEniId", host.provider_eni.id)
     key_file: str | None = "openstack-on-aws.key"
+    if settings.compute_nodes.count > 0:
+        # ---- compute nodes: instances on the management subnet that join the controller ------
+        nodes = settings.compute_nodes
+        compute = ComputeNodes(
+            name,
+            ComputeNodesArgs(
+                management_subnet_id=network.management_subnet.id,
+                management_sg_id=network.management_sg.id,
+                internet_gateway=network.internet_gateway,
+                node_ips=settings.compute_ips,
+                hostnames=[nodes.hostname(i) for i in range(nodes.count)],
+                instance_type=nodes.instance_type,
+                nested_virtualization=nodes.nested_virtualization,
+                root_volume_gib=nodes.root_volume_gib,
+                ami=host.instance.ami,
+                pin_ami=settings.ami_id is not None,
+                key_name=host.key_pair.key_name,
+                private_key=host.contract.ssh.private_key,
+            ),
+        )
 else:
     # ---- an existing machine: no AWS resource, no AWS call ----------------------------------
     machine = ExistingMachine(
@@ -93,6 +116,32 @@ else:
 
 # ---- the remote steps: OpenStack and the networking fix on the host ------------------------
 openstack = OpenStack(name, args_from_settings(settings, contract, secret("adminPassword")))
+
+if compute is not None and openstack.admin_password is not None:
+    # ---- the compute nodes' steps: DevStack as compute nodes, then the controller's discovery
+    ComputeSteps(
+        name,
+        steps_args_from_settings(
+            settings,
+            contract,
+            compute.contracts,
+            openstack.admin_password,
+            controller_installed=openstack.steps["install-openstack"],
+            cluster_rule=compute.cluster_rule,
+        ),
+    )
+    pulumi.export(
+        "computeNodes",
+        [
+            {
+                "hostname": n.contract.hostname,
+                "instanceId": n.instance.id,
+                "managementPrivateIp": str(n.contract.management_ip),
+                "publicIp": n.eip.public_ip,
+            }
+            for n in compute.nodes
+        ],
+    )
 
 # ---- stack outputs: a contract for StackReference users (README "Outputs") ----------------
 pulumi.export("managementPrivateIp", str(contract.management_ip))

@@ -85,6 +85,24 @@ class HostContract:
         return [self.provider_ip, *sorted(self.floating_ips)]
 
 
+@dataclass(frozen=True)
+class NodeContract:
+    """A compute node as its steps see it: a host contract without the provider part (only the
+    controller carries the provider NIC and the networking fix; README "Compute nodes")."""
+
+    ssh: SshConnection
+    machine_id: pulumi.Input[str]
+    """Identity of the machine: a change re-runs the node's steps (`triggers`)."""
+    management_ip: IPv4Address
+    """The node's IP on the management subnet (its DevStack HOST_IP and VXLAN endpoint)."""
+    hostname: str
+    """Nova's compute host and Neutron's agent host name (set by prepare-compute)."""
+    ready: Sequence[pulumi.Resource] = ()
+    """What the node's first step waits for."""
+    deleted_with: pulumi.Resource | None = None
+    """When this resource goes, the node's steps marked so skip their `remove`."""
+
+
 def existing_contract(
     host: ExistingHost, private_key: pulumi.Input[str], ready: Sequence[pulumi.Resource] = ()
 ) -> HostContract:

@@ -20,7 +20,7 @@ import pulumi
 import pulumi_random as random
 from pulumi_command import remote
 
-from components.contract import HostContract
+from components.contract import HostContract, NodeContract
 from onhost import localconf
 from onhost.chain import DEVSTACK, StepInputs, chain_for, parse_emitted, runs_after
 from onhost.remote import command, params
@@ -99,8 +99,8 @@ def step_inputs(args: OpenStackArgs, emitted: dict[str, object]) -> StepInputs:
     )
 
 
-def connection_args(host: HostContract) -> remote.ConnectionArgs:
-    """pulumi-command's connection from the contract's SSH part (the private key kept secret)."""
+def connection_args(host: HostContract | NodeContract) -> remote.ConnectionArgs:
+    """pulumi-command's connection from a contract's SSH part (the private key kept secret)."""
     ssh = host.ssh
     key = pulumi.Output.secret(ssh.private_key)
     proxy = None

@@ -30,6 +30,8 @@ class InstanceLimits:
     max_network_interfaces: int
     max_ipv4_per_interface: int
     bare_metal: bool
+    vcpus: int | None = None
+    """Default vCPUs (the vCPU quota warning of compute nodes); None: not asked."""
 
 
 class JumpHost(Model):

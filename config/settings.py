@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from ipaddress import IPv4Address
 from typing import Any
 
-from pydantic import ValidationError, ValidationInfo, model_validator
+from pydantic import PrivateAttr, ValidationError, ValidationInfo, model_validator
 
 from config.access import AccessSettings
 from config.addresses import AWS_ADDRESS_KEYS, HOST_OFFSET, AddressPlan
 from config.base import NAMESPACE, REGION_KEY, SECRET_KEYS, Model, Port, SettingsError, key
+from config.compute import SECTION as COMPUTE_SECTION
+from config.compute import ComputeNodes, ComputeSettings
 from config.forwards import RESERVED_PUBLIC_PORTS, ForwardSettings, PortForward
 from config.host import (
     AWS_HOST_KEYS,
@@ -34,7 +37,7 @@ from config.host import (
 from config.openstack import OpenStackSection, OpenStackSettings
 
 # The keys only an AWS host takes: refused, by name, for an existing machine.
-AWS_ONLY_KEYS = (*AWS_HOST_KEYS, *AWS_ADDRESS_KEYS, "allowedCidrs")
+AWS_ONLY_KEYS = (*AWS_HOST_KEYS, *AWS_ADDRESS_KEYS, "allowedCidrs", COMPUTE_SECTION)
 # The one-module settings' private names, for code written against it (move such code to its section).
 _key = key
 _Model = Model
@@ -62,8 +65,11 @@ __all__ = [
 ]
 
 
-class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, ForwardSettings):
+class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, ForwardSettings, ComputeSettings):
     """The stack's settings. Field aliases are the config keys (camelCase)."""
+
+    _aws_answers: dict[str, Any] = PrivateAttr(default_factory=dict)
+    """What AWS said about the instance types at load time (warnings read the vCPUs)."""
 
     @property
     def mode(self) -> str:
@@ -74,9 +80,18 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
     def eip_count(self) -> int:
         return 2 + self.floating_ip_count
 
-    def warnings(self) -> list[str]:
-        """Things that work but that the user should know about."""
-        return self.host_warnings(self.eip_count)
+    @property
+    def compute_ips(self) -> list[IPv4Address]:
+        """The compute nodes' management IPs (after the controller's)."""
+        return self.compute_node_ips(self.management_ip)
+
+    def warnings(self, context: Mapping[str, Any] | None = None) -> list[str]:
+        """Things that work but that the user should know about (`context`: what AWS said, see load_settings)."""
+        context = context or self._aws_answers
+        controller: InstanceLimits | None = context.get("instance_limits")
+        return self.host_warnings(self.eip_count) + self.compute_warnings(
+            self.eip_count, controller.vcpus if controller else None, context.get("compute_limits")
+        )
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Settings:
@@ -88,6 +103,7 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
         if aws:
             problems += self.aws_host_problems(self.floating_ip_count, limits)
             problems += self.address_problems()
+            problems += self.compute_problems(self.management_subnet_cidr, self.management_ip, self.architecture)
         else:
             problems += self.existing_host_problems(given, AWS_ONLY_KEYS, self.tenant_cidr)
             problems += self.tenant_size_problems()
@@ -156,12 +172,21 @@ def load_settings(
             context["instance_limits"] = lookup_limits(instance_type)
         except Exception as exc:  # noqa: BLE001 - AWS's answer is the message
             problems.append(f"{key('instanceType')}: AWS does not know {instance_type!r}: {exc}")
+    nodes = raw.get(COMPUTE_SECTION)
+    if aws and lookup_limits is not None and isinstance(nodes, dict) and nodes.get("count"):
+        node_type = nodes.get("instanceType", ComputeNodes.model_fields["instance_type"].default)
+        if isinstance(node_type, str) and INSTANCE_TYPE.match(node_type):
+            try:
+                context["compute_limits"] = lookup_limits(node_type)
+            except Exception as exc:  # noqa: BLE001 - AWS's answer is the message
+                problems.append(f"{key(COMPUTE_SECTION)}.instanceType: AWS does not know {node_type!r}: {exc}")
     try:
         settings = Settings.model_validate(raw, context=context)
     except ValidationError as err:
         raise SettingsError(problems + _format_error(err)) from None
     if problems:
         raise SettingsError(problems)
+    settings._aws_answers = context
     return settings
 
 

@@ -101,3 +101,50 @@ def local_conf_variables(text: str) -> list[str]:
         if sep and head.isidentifier() and head.upper() == head:
             names.append(head)
     return names
+
+
+# What a compute node runs (DevStack's multi-node guide and its multinode jobs, ML2/OVS flavour):
+# Nova's compute service, the placement client and Neutron's Open vSwitch agent.
+COMPUTE_SERVICES = ("n-cpu", "placement-client", "q-agt")
+
+
+def render_compute_local_conf(*, host_ip: IPv4Address, service_host: IPv4Address) -> str:
+    """local.conf for a compute node of the controller at `service_host` (the all-in-one above).
+
+    The controller's local.conf needs no change: DevStack's tenant tunnels are on by default
+    (ENABLE_TENANT_TUNNELS), its Q_ML2_TENANT_NETWORK_TYPE is vxlan and its tunnel endpoint is
+    its HOST_IP, the management IP. Each node's VXLAN endpoint is its own management IP.
+    """
+    lines = [
+        "# Rendered by openstack-on-aws (onhost/localconf.py): a compute node; do not edit on the host.",
+        "[[local|localrc]]",
+        f"HOST_IP={host_ip}",
+        f"SERVICE_HOST={service_host}",
+        # The controller's database, message queue, image and network APIs.
+        "DATABASE_TYPE=mysql",
+        "DATABASE_HOST=$SERVICE_HOST",
+        "RABBIT_HOST=$SERVICE_HOST",
+        "GLANCE_HOSTPORT=$SERVICE_HOST:9292",
+        "Q_HOST=$SERVICE_HOST",
+        f"ADMIN_PASSWORD={PASSWORD_PLACEHOLDER}",
+        "DATABASE_PASSWORD=$ADMIN_PASSWORD",
+        "RABBIT_PASSWORD=$ADMIN_PASSWORD",
+        "SERVICE_PASSWORD=$ADMIN_PASSWORD",
+        f"LOGFILE={LOGFILE}",
+        "VERBOSE=False",
+        "LOG_COLOR=False",
+        f"LIBVIRT_TYPE={LIBVIRT_PLACEHOLDER}",
+        "ENABLED_SERVICES=" + ",".join(COMPUTE_SERVICES),
+        # The controller's Neutron: ML2/OVS, VXLAN tenant networks tunnelled over the management subnet.
+        "Q_AGENT=openvswitch",
+        "Q_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch",
+        "Q_ML2_TENANT_NETWORK_TYPE=vxlan",
+        "TUNNEL_ENDPOINT_IP=$HOST_IP",
+        f"PHYSICAL_NETWORK={PHYSICAL_NETWORK}",
+        # Consoles: the controller's noVNC proxy reaches the node's VNC server on its management IP.
+        "NOVA_VNC_ENABLED=True",
+        "VNCSERVER_LISTEN=$HOST_IP",
+        "VNCSERVER_PROXYCLIENT_ADDRESS=$HOST_IP",
+        "IP_VERSION=4",
+    ]
+    return "\n".join(lines) + "\n"

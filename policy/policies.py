@@ -31,6 +31,7 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.append(_ROOT)
 from onhost.chain import CHAIN, Step  # noqa: E402
+from onhost.compute_chain import NODE_CHAIN, NodeStep  # noqa: E402
 
 PROJECT = "openstack-on-aws"
 INSTANCE = "aws:ec2/instance:Instance"
@@ -334,9 +335,11 @@ def validate_command_secrets(args: ResourceValidationArgs, report_violation: Rep
             )
 
 
-def step_of(resource_name: str) -> Step | None:
-    """The step-table row a remote command is named after (`<stack>-<step>`), if any."""
-    rows = [s for s in CHAIN if resource_name.endswith(f"-{s.name}")]
+def step_of(resource_name: str) -> Step | NodeStep | None:
+    """The step-table row a remote command is named after (`<stack>-<step>`, a compute node's
+    `<stack>-compute-<i>-<step>`), if any."""
+    table: list[Step | NodeStep] = [*CHAIN, *NODE_CHAIN]
+    rows = [s for s in table if resource_name.endswith(f"-{s.name}")]
     return max(rows, key=lambda s: len(s.name)) if rows else None
 
 

@@ -33,10 +33,13 @@ PROJECT = "openstack-on-aws"
 
 # What AWS would answer for the instance types the tests use.
 INSTANCE_TYPES = {
-    "m8i.2xlarge": {"maximumNetworkInterfaces": 4, "maximumIpv4AddressesPerInterface": 15, "bareMetal": False},
-    "m8i.xlarge": {"maximumNetworkInterfaces": 4, "maximumIpv4AddressesPerInterface": 15, "bareMetal": False},
+    "m8i.2xlarge": {"maximumNetworkInterfaces": 4, "maximumIpv4AddressesPerInterface": 15, "bareMetal": False,
+                    "defaultVcpus": 8},
+    "m8i.xlarge": {"maximumNetworkInterfaces": 4, "maximumIpv4AddressesPerInterface": 15, "bareMetal": False,
+                   "defaultVcpus": 4},
     "c7i.metal-24xl": {"maximumNetworkInterfaces": 15, "maximumIpv4AddressesPerInterface": 50, "bareMetal": True},
-    "m5.large": {"maximumNetworkInterfaces": 3, "maximumIpv4AddressesPerInterface": 10, "bareMetal": False},
+    "m5.large": {"maximumNetworkInterfaces": 3, "maximumIpv4AddressesPerInterface": 10, "bareMetal": False,
+                 "defaultVcpus": 2},
     "t3.nano": {"maximumNetworkInterfaces": 2, "maximumIpv4AddressesPerInterface": 2, "bareMetal": False},
     "t2.nano": {"maximumNetworkInterfaces": 1, "maximumIpv4AddressesPerInterface": 2, "bareMetal": False},
 }

@@ -244,7 +244,8 @@ def test_every_aws_only_key_is_refused_for_an_existing_machine():
     values = {"region": "us-east-1", "availabilityZone": "us-east-1a", "instanceType": "m8i.large",
               "rootVolumeGiB": 100, "amiId": "ami-0123456789abcdef0", "sshPublicKey": "ssh-ed25519 AAAA x",
               "vpcCidr": "10.42.0.0/16", "managementSubnetCidr": "10.42.1.0/24",
-              "providerSubnetCidr": "10.42.2.0/24", "floatingIpCount": 1, "allowedCidrs": ["203.0.113.0/24"]}
+              "providerSubnetCidr": "10.42.2.0/24", "floatingIpCount": 1, "allowedCidrs": ["203.0.113.0/24"],
+              "computeNodes": {"count": 1}}
     assert set(values) == set(AWS_ONLY_KEYS)
     config = {("aws:region" if k == "region" else k): v for k, v in values.items()}
     with pytest.raises(SettingsError) as err:

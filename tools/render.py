@@ -8,7 +8,9 @@ Reads Pulumi.<stack>.yaml, validates the settings (no AWS: instance limits are n
 writes, for each step its mode runs (onhost/chain.py): OUT/<n>-<step>/command.sh (the exact
 command text Pulumi sends), OUT/<n>-<step>/params.env (its stdin parameters: secrets masked,
 values known only after deploy as <placeholders>), and OUT/local.conf (DevStack's, with its
-on-host placeholders; DevStack mode only). Needs neither the Pulumi CLI nor AWS; builds the host
+on-host placeholders; DevStack mode only). With compute nodes: OUT/compute-<i>/<n>-<step>/ (and
+runs-on.txt: the node or the controller) and OUT/compute-<i>/local.conf per node, and
+OUT/<n>-discover-hosts/ on the controller. Needs neither the Pulumi CLI nor AWS; builds the host
 contract as the program does (components/contract.py).
 """
 
@@ -23,10 +25,17 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.contract import contract_for_render  # noqa: E402
+from components.compute import (  # noqa: E402
+    compute_local_conf_for,
+    node_inputs,
+    placeholder_nodes,
+    steps_args_from_settings,
+)
+from components.contract import HostContract, contract_for_render  # noqa: E402
 from components.openstack import args_from_settings, local_conf_for, step_inputs  # noqa: E402
-from config.settings import SettingsError, load_settings  # noqa: E402
+from config.settings import Settings, SettingsError, load_settings  # noqa: E402
 from onhost.chain import chain_for, placeholders  # noqa: E402
+from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, discover_params  # noqa: E402
 from onhost.remote import command, params  # noqa: E402
 
 MASK = "<secret: masked>"
@@ -68,6 +77,45 @@ def render(stack: str | None, out: Path, root: Path = ROOT, config_file: Path | 
     if args.install == "devstack":
         (out / "local.conf").write_text(local_conf_for(contract))
         written.append(out / "local.conf")
+    if settings.host is None and settings.compute_nodes.count:
+        written += render_compute(settings, contract, out, len(selected))
+    return written
+
+
+def _write_step(folder: Path, step: str, values: dict[str, object], runs_on: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "command.sh": command(step, "apply"),
+        "remove.sh": command(step, "remove"),
+        "params.env": params(values),
+        "runs-on.txt": runs_on + "\n",
+    }
+    for file, text in files.items():
+        (folder / file).write_text(text)
+    return [folder / f for f in files]
+
+
+def render_compute(settings: Settings, controller: HostContract, out: Path, controller_steps: int) -> list[Path]:
+    """Each compute node's steps and local.conf (OUT/compute-<i>/), and the controller's discovery
+    after its own steps (OUT/<n+1>-discover-hosts/); runs-on.txt says where each step runs."""
+    nodes = placeholder_nodes(settings, MASK)
+    args = steps_args_from_settings(settings, controller, nodes, MASK)
+    written: list[Path] = []
+    for node in nodes:
+        inputs = node_inputs(args, node)
+        base = out / node.hostname
+        for i, step in enumerate(NODE_CHAIN, 1):
+            where = "controller" if step.runs_on == CONTROLLER else f"{node.hostname} ({node.ssh.host})"
+            written += _write_step(base / f"{i}-{step.name}", step.name, step.params(inputs), where)
+        (base / "local.conf").write_text(compute_local_conf_for(controller, node))
+        written.append(base / "local.conf")
+    hostnames = [n.hostname for n in nodes]
+    written += _write_step(
+        out / f"{controller_steps + 1}-{DISCOVER.name}",
+        DISCOVER.name,
+        discover_params(hostnames, args.cloud, args.clouds_yaml),
+        "controller",
+    )
     return written
 
 
