@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_tls as tls
 
+from components import openstack
+
 KEY_ALGORITHM = "ECDSA"
 ECDSA_CURVE = "P256"
 CA_VALIDITY_HOURS = 10 * 365 * 24
@@ -185,22 +187,9 @@ def public_endpoints_params(base_url: pulumi.Input[str], management_ip: str) -> 
 
 
 def clouds_yaml(auth_url: str, password: str, cacert: str = CA_FILE) -> str:
-    """A clouds.yaml with one cloud, `openstack-on-aws`, as admin, over TLS from outside: the
-    public interface of the catalog, certificates verified against the stack's CA (`cacert` is a
-    file path for openstacksdk/keystoneauth, relative to the working directory)."""
-    return (
-        "clouds:\n"
-        "  openstack-on-aws:\n"
-        "    auth:\n"
-        f"      auth_url: {auth_url}\n"
-        "      username: admin\n"
-        f"      password: {password}\n"
-        "      project_name: admin\n"
-        "      user_domain_name: Default\n"
-        "      project_domain_name: Default\n"
-        "    region_name: RegionOne\n"
-        "    interface: public\n"
-        "    identity_api_version: 3\n"
-        f"    cacert: {cacert}\n"
-        "    verify: true\n"
+    """The admin cloud of `components.openstack.clouds_yaml`, over TLS from outside: the public
+    interface of the catalog, certificates verified against the stack's CA (`cacert` is a file path
+    for openstacksdk/keystoneauth, relative to the working directory)."""
+    return openstack.clouds_yaml(auth_url, password) + (
+        f"    interface: public\n    cacert: {cacert}\n    verify: true\n"
     )
