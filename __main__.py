@@ -40,6 +40,7 @@ network = Network(
         allowed_cidrs=settings.allowed_cidrs,
         port_forwards=settings.port_forwards,
         floating_ips=settings.floating_ip_count > 0,
+        floating_ip_ingress=settings.floating_ip_ingress,
     ),
 )
 host = Host(

@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from config import checks
+
 NAMESPACE = "openstack-on-aws"
 REGION_KEY = "aws:region"
 
@@ -35,8 +37,6 @@ HOST_OFFSET = 10
 RESERVED_PUBLIC_PORTS = {9697: "the Neutron metadata proxy listens on it in the router namespace"}
 # Keys whose values must never be echoed in an error message.
 SECRET_KEYS = {"sshPrivateKey", "adminPassword"}
-# Accounts start with 5 Elastic IPs per region.
-DEFAULT_EIP_QUOTA = 5
 
 NESTED_VIRT_TYPES = re.compile(r"^(c8i|m8i|r8i)(-flex)?\.[a-z0-9]+$")
 INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
@@ -81,6 +81,32 @@ class PortForward(_Model):
         None,
         description="Who may use this forward; defaults to `allowedCidrs`. May be 0.0.0.0/0.",
     )
+
+
+class FloatingIpIngress(_Model):
+    """One inbound rule for the floating IPs (the provider ENI's security group)."""
+
+    protocol: Literal["tcp", "udp", "icmp"] = Field("tcp", description="`tcp`, `udp` or `icmp`.")
+    port: Port | None = Field(None, description="First (or only) port; required for tcp/udp.")
+    to_port: Port | None = Field(None, description="Last port of a range; default `port`.")
+    source_cidrs: list[IPv4Network] | None = Field(
+        None, description="Who may connect; defaults to `allowedCidrs`. May be 0.0.0.0/0."
+    )
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        """(from, to) as AWS takes them: -1, -1 for ICMP (every type)."""
+        if self.protocol == "icmp" or self.port is None:
+            return (-1, -1)
+        return (self.port, self.to_port or self.port)
+
+    def label(self) -> str:
+        low, high = self.ports
+        return self.protocol if low == -1 else f"{self.protocol}/{low}" + (f"-{high}" if high != low else "")
+
+
+# Default floating-IP ingress: SSH from allowedCidrs (what the program always did).
+DEFAULT_FLOATING_IP_INGRESS = (FloatingIpIngress.model_validate({"protocol": "tcp", "port": 22}),)
 
 
 class Settings(_Model):
@@ -144,6 +170,21 @@ class Settings(_Model):
     floating_ip_count: int = Field(
         1, ge=0, description="Secondary IPs on the provider ENI, each with an Elastic IP."
     )
+    # ---- issue 12: quotas checked at preview, floating-IP ingress, the smoke test ----------
+    floating_ip_ingress: list[FloatingIpIngress] | None = Field(
+        None,
+        description="What the floating IPs accept, and from where; default: SSH from `allowedCidrs`.",
+    )
+    security_group_rule_quota: int = Field(
+        checks.DEFAULT_SG_INBOUND_RULE_QUOTA,
+        ge=1,
+        le=checks.MAX_SG_INBOUND_RULE_QUOTA,
+        description="The account's inbound rules per security group (AWS default 60), once raised.",
+    )
+    elastic_ip_quota: int = Field(
+        checks.DEFAULT_EIP_QUOTA, ge=1, description="The account's Elastic IPs per region (AWS default 5)."
+    )
+    smoke_test: bool = Field(True, description="Run the `smoke` step at the end of `up`.")
 
     # ---- derived values ----------------------------------------------------------------
 
@@ -188,6 +229,13 @@ class Settings(_Model):
     def eip_count(self) -> int:
         return 2 + self.floating_ip_count
 
+    @property
+    def floating_ip_rules(self) -> list[FloatingIpIngress]:
+        """The floating-IP ingress in effect: none without floating IPs, else the configured one."""
+        if self.floating_ip_count == 0:
+            return []
+        return list(DEFAULT_FLOATING_IP_INGRESS if self.floating_ip_ingress is None else self.floating_ip_ingress)
+
     def warnings(self) -> list[str]:
         """Things that work but that the user should know about."""
         out = []
@@ -196,10 +244,9 @@ class Settings(_Model):
                 f"{NAMESPACE}:instanceType: {self.instance_type} has no nested virtualization; "
                 "tenant VMs will run on QEMU emulation (slow). Use c8i/m8i/r8i or *.metal for KVM."
             )
-        if self.eip_count > DEFAULT_EIP_QUOTA:
+        if self.floating_ip_ingress and self.floating_ip_count == 0:
             out.append(
-                f"{NAMESPACE}:floatingIpCount: the stack needs {self.eip_count} Elastic IPs; "
-                f"new accounts may hold {DEFAULT_EIP_QUOTA} per region (raise the quota first)."
+                f"{NAMESPACE}:floatingIpIngress: ignored: floatingIpCount is 0, there is no floating IP to open"
             )
         return out
 
@@ -308,9 +355,46 @@ class Settings(_Model):
                 )
             seen.setdefault(slot, i)
 
+        problems += self._issue12_checks()
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _issue12_checks(self) -> list[str]:
+        """Duplicates in every list, the floating-IP ingress rules, AWS quotas (config/checks.py)."""
+        key = _key
+        problems = checks.duplicates(self.allowed_cidrs, key("allowedCidrs"))
+        problems += checks.nested_duplicates(
+            self.port_forwards, key("portForwards"), "sourceCidrs", lambda f: f.source_cidrs
+        )
+        rules = self.floating_ip_ingress or []
+        for i, rule in enumerate(rules):
+            at = checks.indexed(key("floatingIpIngress"), i)
+            if rule.protocol == "icmp" and (rule.port is not None or rule.to_port is not None):
+                problems.append(f"{at}.port: icmp takes no port (every ICMP type is opened)")
+            elif rule.protocol != "icmp" and rule.port is None:
+                problems.append(f"{at}.port: required for {rule.protocol}")
+            elif rule.to_port is not None and rule.port is not None and rule.to_port < rule.port:
+                problems.append(f"{at}.toPort: {rule.to_port} is below port {rule.port}")
+        problems += checks.duplicates(
+            rules, key("floatingIpIngress"), identity=lambda r: (r.protocol, r.ports), show=lambda r: r.label()
+        )
+        problems += checks.nested_duplicates(rules, key("floatingIpIngress"), "sourceCidrs", lambda r: r.source_cidrs)
+        problems += checks.eip_quota_problems(
+            self.eip_count, self.elastic_ip_quota, key("elasticIpQuota"), key("floatingIpCount")
+        )
+        if not problems:  # rules are counted on a list free of duplicates
+            # Lazy: components.network imports this module (PortForward, FloatingIpIngress).
+            from components.network import plan_ingress
+
+            plan = plan_ingress(self.allowed_cidrs, self.port_forwards, self.floating_ip_rules)
+            problems += checks.rule_quota_problems(
+                {group: len(rules) for group, rules in plan.items()},
+                self.security_group_rule_quota,
+                key("securityGroupRuleQuota"),
+                "portForwards, allowedCidrs, floatingIpIngress",
+            )
+        return problems
 
 
 def _key(alias: str) -> str:
