@@ -6,7 +6,7 @@ Wiring only: load the settings, build the components, export the outputs (README
 import pulumi
 import pulumi_aws as aws
 
-from components.host import Host, HostArgs
+from components.host import Host, HostArgs, known_hosts_line
 from components.network import Network, NetworkArgs
 from components.openstack import OpenStack, args_from_settings
 from config.settings import InstanceLimits, SettingsError, load_settings, stack_config
@@ -80,6 +80,7 @@ openstack = OpenStack(
             else pulumi.Output.secret(settings.ssh_private_key.get_secret_value())  # type: ignore[union-attr]
         ),
         provider_mac=host.provider_eni.mac_address,
+        host_key=host.host_public_key,
         admin_password=(
             pulumi.Output.secret(settings.admin_password.get_secret_value()) if settings.admin_password else None
         ),
@@ -101,6 +102,12 @@ pulumi.export(
 )
 if host.private_key is not None:
     pulumi.export("sshPrivateKey", pulumi.Output.secret(host.private_key.private_key_openssh))
+# The instance's SSH host key (generated, installed at boot, pinned by every remote step).
+pulumi.export("sshHostKey", host.host_public_key)
+pulumi.export(
+    "sshKnownHosts",
+    pulumi.Output.all(host.management_eip.public_ip, host.host_public_key).apply(lambda v: known_hosts_line(*v)),
+)
 pulumi.export("providerEniId", host.provider_eni.id)
 pulumi.export("providerMac", host.provider_eni.mac_address)
 pulumi.export("providerPrivateIp", str(settings.provider_ip))

@@ -78,6 +78,9 @@ class OpenStackArgs:
     """Port forwards as `proto:publicPort:tenantIp:tenantPort`."""
     admin_password: pulumi.Input[str] | None = None
     """OpenStack admin password (secret): letters, digits, `_` and `-` only; None generates one."""
+    host_key: pulumi.Input[str] | None = None
+    """The host's SSH public key (`ssh-ed25519 AAAA...`, authorized_keys format), pinned on every
+    step's connection; None: pulumi-command accepts any host key (a warning says so)."""
 
 
 def step_params(args: OpenStackArgs, router_id: object, gateway_port_id: object) -> dict[str, dict[str, object]]:
@@ -143,12 +146,20 @@ class OpenStack(pulumi.ComponentResource):
             ).result
             args = dataclasses.replace(args, admin_password=password)
         self.admin_password: pulumi.Output[str] = pulumi.Output.secret(password)
+        if args.host_key is None:
+            pulumi.log.warn(
+                "the remote steps do not pin the host's SSH key: they would talk to whoever answers on "
+                "its address (the admin password included)",
+                self,
+            )
         connection = remote.ConnectionArgs(
             host=args.host,
             user=args.ssh_user,
             private_key=pulumi.Output.secret(args.private_key),
             dial_error_limit=DIAL_ERROR_LIMIT,
             per_dial_timeout=PER_DIAL_TIMEOUT,
+            # pulumi-command v1.2.1: ssh.ParseAuthorizedKey + ssh.FixedHostKey; any other key fails the dial.
+            host_key=args.host_key,
         )
         self.steps: dict[str, remote.Command] = {}
 
