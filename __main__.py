@@ -81,6 +81,7 @@ openstack = OpenStack(
         ),
         provider_mac=host.provider_eni.mac_address,
         host_key=host.host_public_key,
+        provider_public_ip=host.provider_eip.public_ip,
         admin_password=(
             pulumi.Output.secret(settings.admin_password.get_secret_value()) if settings.admin_password else None
         ),

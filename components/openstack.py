@@ -1,6 +1,6 @@
 """The article's steps on the host: DevStack and the networking fix, as dependent remote commands.
 
-prepare-host -> install-openstack -> external-gateway -> gateway-mac -> port-forwards, each a
+prepare-host -> install-openstack -> external-gateway -> gateway-mac -> port-forwards (-> smoke), each a
 `pulumi_command.remote.Command` running `components/steps/<step>.sh` (see components/remote.py).
 Parameters travel on stdin only: pulumi-command v1.2.1 puts the whole command string into its
 error message, and `environment` needs sshd's AcceptEnv. A Command's delete runs with the stdin,
@@ -26,13 +26,16 @@ from components.remote import command, params
 if TYPE_CHECKING:
     from config.settings import Settings
 
-STEPS = ("prepare-host", "install-openstack", "external-gateway", "gateway-mac", "port-forwards")
+STEPS = ("prepare-host", "install-openstack", "external-gateway", "gateway-mac", "port-forwards", "smoke")
+# The smoke test's VM fetches this and must be seen as the provider Elastic IP (AWS's own echo service).
+PROBE_URL = "http://checkip.amazonaws.com/"
 # SSH to an instance that is still booting: refused / timed-out dials are retried (about 5 s apart
 # after the first few) until the limit; 120 dials of at most 30 s cover a slow first boot.
 DIAL_ERROR_LIMIT = 120
 PER_DIAL_TIMEOUT = 30
 TIMEOUTS = {
     "prepare-host": pulumi.CustomTimeouts(create="30m", update="30m", delete="15m"),
+    "smoke": pulumi.CustomTimeouts(create="25m", update="25m", delete="15m"),
     "install-openstack": pulumi.CustomTimeouts(create="90m", update="90m", delete="30m"),
 }
 DEFAULT_TIMEOUTS = pulumi.CustomTimeouts(create="15m", update="15m", delete="15m")
@@ -78,6 +81,12 @@ class OpenStackArgs:
     """Port forwards as `proto:publicPort:tenantIp:tenantPort`."""
     admin_password: pulumi.Input[str] | None = None
     """OpenStack admin password (secret): letters, digits, `_` and `-` only; None generates one."""
+    smoke_test: bool = True
+    """Run the `smoke` step after port-forwards (config key smokeTest)."""
+    smoke_tenant_ip: IPv4Address | None = None
+    """Where the smoke test's VM boots: a forward's tenant IP, or None to let Neutron choose."""
+    provider_public_ip: pulumi.Input[str] = ""
+    """The provider Elastic IP: the source address the internet must see from a tenant VM."""
     host_key: pulumi.Input[str] | None = None
     """The host's SSH public key (`ssh-ed25519 AAAA...`, authorized_keys format), pinned on every
     step's connection; None: pulumi-command accepts any host key (a warning says so)."""
@@ -116,7 +125,20 @@ def step_params(args: OpenStackArgs, router_id: object, gateway_port_id: object)
             "GATEWAY_IP": args.provider_ip,
             "FORWARDS": ",".join(args.forwards),
         },
+        "smoke": {
+            "ROUTER_ID": router_id,
+            "TENANT_NETWORK": "private",  # external-gateway's tenant network
+            "TENANT_IP": args.smoke_tenant_ip or "",
+            "VPC_GATEWAY_IP": args.vpc_router_ip,
+            "PROBE_URL": PROBE_URL,
+            "EXPECTED_PUBLIC_IP": args.provider_public_ip,
+        },
     }
+
+
+def active_steps(args: OpenStackArgs) -> tuple[str, ...]:
+    """The steps this stack runs, in order (`smoke` only when on)."""
+    return STEPS if args.smoke_test else tuple(s for s in STEPS if s != "smoke")
 
 
 def _stdin(values: dict[str, object], secret: bool = False) -> pulumi.Output[str]:
@@ -168,6 +190,7 @@ class OpenStack(pulumi.ComponentResource):
             values: dict[str, object],
             depends_on: list[pulumi.Resource],
             secret_output: bool = False,
+            reruns: list[pulumi.Input[str]] | None = None,
         ) -> remote.Command:
             cmd = remote.Command(
                 f"{name}-{step_name}",
@@ -177,8 +200,8 @@ class OpenStack(pulumi.ComponentResource):
                 delete=command(step_name, "remove"),
                 # The stdin of a step that carries a secret is a secret as a whole.
                 stdin=_stdin(values, secret=secret_output),
-                # A new instance runs every step again.
-                triggers=[args.instance_id],
+                # A new instance runs every step again (and `reruns`' changes re-run this one).
+                triggers=[args.instance_id, *(reruns or [])],
                 # Don't hand the previous run's output to the next one as environment variables.
                 add_previous_output_in_env=False,
                 opts=pulumi.ResourceOptions(
@@ -211,7 +234,11 @@ class OpenStack(pulumi.ComponentResource):
         self.gateway_port_id: pulumi.Output[str] = parsed.apply(lambda g: g["gateway_port_id"])
         values = step_params(args, self.router_id, self.gateway_port_id)
         mac = step("gateway-mac", values["gateway-mac"], [gateway])
-        step("port-forwards", values["port-forwards"], [mac])
+        forwards = step("port-forwards", values["port-forwards"], [mac])
+        if args.smoke_test:
+            # Runs on create, when its parameters change, and when gateway-mac or port-forwards ran
+            # again (their stdout, known from state, is in its triggers): a no-change preview shows none.
+            step("smoke", values["smoke"], [forwards], reruns=[mac.stdout, forwards.stdout])
 
         # Keystone and Horizon answer on the management Elastic IP (port 80, allowedCidrs only).
         self.keystone_auth_url = pulumi.Output.concat("http://", args.host, "/identity/v3")
@@ -263,5 +290,7 @@ def args_from_settings(settings: Settings, **host: Any) -> OpenStackArgs:
         tenant_dns=settings.vpc_cidr[2],  # the VPC's resolver (base + 2)
         floating_ips=settings.floating_ips,
         forwards=forward_specs(settings),
+        smoke_test=settings.smoke_test,
+        smoke_tenant_ip=settings.port_forwards[0].tenant_ip if settings.port_forwards else None,
         **host,
     )

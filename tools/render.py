@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components.localconf import local_conf_for  # noqa: E402
-from components.openstack import STEPS, args_from_settings, step_params  # noqa: E402
+from components.openstack import active_steps, args_from_settings, step_params  # noqa: E402
 from components.remote import command, params  # noqa: E402
 from config.settings import SettingsError, load_settings  # noqa: E402
 
@@ -55,12 +55,13 @@ def render(stack: str, out: Path, root: Path = ROOT) -> list[Path]:
         ssh_user="ubuntu",
         private_key=MASK,
         provider_mac="<provider ENI MAC>",
+        provider_public_ip="<provider Elastic IP>",
         admin_password=MASK,
     )
     values = step_params(args, "<router id from external-gateway>", "<gateway port id from external-gateway>")
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for i, step in enumerate(STEPS, 1):
+    for i, step in enumerate(active_steps(args), 1):
         folder = out / f"{i}-{step}"
         folder.mkdir(exist_ok=True)
         (folder / "command.sh").write_text(command(step, "apply"))
