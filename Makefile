@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: test venv up preview lab render bench lint
+.PHONY: test venv up preview lab render bench lint smoke
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -38,6 +38,10 @@ lab: venv
 OUT ?= render
 render: venv
 	$(PY) tools/render.py --stack $(STACK) --out $(OUT)
+
+# Check a deployed stack from this machine: Horizon, Keystone, each TCP forward (tools/smoke.py).
+smoke: venv
+	$(PY) tools/smoke.py --stack $(STACK)
 
 lint: venv
 	$(PY) -m pytest tests/test_static.py

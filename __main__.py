@@ -113,6 +113,12 @@ pulumi.export("providerEniId", host.provider_eni.id)
 pulumi.export("providerMac", host.provider_eni.mac_address)
 pulumi.export("providerPrivateIp", str(settings.provider_ip))
 pulumi.export("providerPublicIp", host.provider_eip.public_ip)
+# What `make smoke` checks from outside: provider Elastic IP:publicPort for each forward.
+pulumi.export(
+    "portForwards",
+    [{"protocol": f.protocol, "publicPort": f.public_port, "tenantIp": str(f.tenant_ip), "tenantPort": f.tenant_port}
+     for f in settings.port_forwards],
+)
 pulumi.export(
     "floatingIps",
     pulumi.Output.all(**{ip: eip.public_ip for ip, eip in host.floating_eips.items()}),

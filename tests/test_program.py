@@ -39,6 +39,7 @@ CONTRACT = {
     "region", "availabilityZone", "vpcId", "managementSubnetId", "providerSubnetId", "instanceId",
     "managementPrivateIp", "managementPublicIp", "sshCommand", "sshPrivateKey", "providerEniId",
     "providerMac", "providerPrivateIp", "providerPublicIp", "floatingIps", "sshHostKey", "sshKnownHosts",
+    "portForwards",
     # the OpenStack side (components/openstack.py)
     "keystoneAuthUrl", "horizonUrl", "routerId", "adminPassword", "cloudsYaml",
 }
@@ -179,6 +180,7 @@ def test_outputs_are_the_documented_contract(default):
     assert len(set(out["floatingIps"].values()) | {out["providerPublicIp"]}) == 3
     assert out["providerMac"].count(":") == 5 and out["providerEniId"] == "dev-provider-eni-id"
     assert out["vpcId"] == "dev-vpc-id" and out["instanceId"] == "dev-instance-id"
+    assert out["portForwards"] == [{k: v for k, v in f.items() if k != "sourceCidrs"} for f in (FWD_TCP, FWD_UDP)]
 
 
 def test_nothing_secret_is_exported_in_plain(default):
