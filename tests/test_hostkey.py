@@ -7,8 +7,10 @@ package's `cloud-init schema`); and an SSH client that enforces a pinned key —
 known_hosts built from the same `hostKey` string — against a throw-away sshd on 127.0.0.1: it refuses
 a server presenting another key (and sends it nothing), and accepts the pinned one. pulumi-command
 v1.2.1 pins with golang.org/x/crypto/ssh (`ParseAuthorizedKey` + `FixedHostKey`, host key algorithms
-= the pinned key's type), not OpenSSH: that the provider itself refuses is its code, read, not run
-here. Only AWS proves that cloud-init on Ubuntu 24.04 installs the key before sshd answers.
+= the pinned key's type), not OpenSSH; the provider binary itself is not run
+here; so the same refusal is also shown with a small Go client (tests/sshpin, built by `make venv`)
+that makes exactly those x/crypto/ssh calls, at the version pulumi-command pins. Only AWS proves that
+cloud-init on Ubuntu 24.04 installs the key before sshd answers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,3 +225,46 @@ def test_a_step_connection_accepts_the_pinned_host(keys, sshd, tmp_path):
     proc = ssh_with_pinned_key(port, pinned, keys["client"], tmp_path, f"cat > {received}", "PARAM=1\n")
     assert proc.returncode == 0, proc.stderr
     assert received.read_text() == "PARAM=1\n"
+
+
+# ---- the same, with pulumi-command's own pinning calls (golang.org/x/crypto/ssh) -----------------
+
+
+def sshpin() -> str:
+    """tests/sshpin built by `make venv`: ParseAuthorizedKey + FixedHostKey, as pulumi-command v1.2.1."""
+    path = Path(sys.executable).parent / "sshpin"
+    if not path.exists():
+        if CI:
+            pytest.fail(f"{path} is not built (make venv, with Go)")
+        pytest.skip(f"{path} is not built (make venv, with Go)")
+    return str(path)
+
+
+def dial_like_pulumi_command(port: int, host_key: str, client_key: Path, tmp: Path, command: str, stdin: str):
+    pinned = tmp / "pinned"
+    pinned.write_text(host_key)  # the connection's hostKey string, byte for byte
+    user = subprocess.check_output(["id", "-un"], text=True).strip()
+    return subprocess.run([sshpin(), "-addr", f"127.0.0.1:{port}", "-user", user, "-key", str(client_key),
+                           "-host-key-file", str(pinned), "--", command],
+                          input=stdin, capture_output=True, text=True, timeout=30)
+
+
+def test_pulumi_commands_pinning_refuses_a_host_with_another_key(keys, sshd, tmp_path):
+    host_key = keys["pinned"].with_suffix(".pub").read_text().strip()  # as components/host.py exports it
+    port = sshd(keys["other"])
+    received = tmp_path / "received"
+    proc = dial_like_pulumi_command(port, host_key, keys["client"], tmp_path, f"cat > {received}",
+                                    "ADMIN_PASSWORD=never-sent-to-an-impostor\n")
+    assert proc.returncode == 255 and "host key mismatch" in proc.stderr, proc.stderr
+    assert not received.exists()
+
+
+def test_pulumi_commands_pinning_accepts_the_pinned_host_with_pulumi_tls_formatting(keys, sshd, tmp_path):
+    # pulumi-tls ends public_key_openssh with a newline; the program strips it; both parse.
+    port = sshd(keys["pinned"])
+    for host_key in (keys["pinned"].with_suffix(".pub").read_text().strip(),
+                     keys["pinned"].with_suffix(".pub").read_text().strip() + "\n"):
+        received = tmp_path / "received"
+        proc = dial_like_pulumi_command(port, host_key, keys["client"], tmp_path, f"cat > {received}", "PARAM=1\n")
+        assert proc.returncode == 0, proc.stderr
+        assert received.read_text() == "PARAM=1\n"
