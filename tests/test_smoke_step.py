@@ -63,9 +63,10 @@ if head == "image list":
 elif head == "flavor list":
     print("\n".join(st["flavors"]))
 elif cmd.startswith("security group create"):
-    st["sgs"].append({"id": "sg-%d" % len(st["log_ids"]), "name": words[3]}); st["log_ids"].append(1); save()
+    gid = "sg-%d" % len(st["log_ids"]); st["log_ids"].append(1)
+    st["sgs"].append({"id": gid, "name": words[3]}); save(); print(gid)
 elif cmd.startswith("security group rule"):
-    pass
+    assert any(g["id"] == argv[-1] for g in st["sgs"]), "rule for an unknown group id"
 elif cmd.startswith("security group list"):
     print("\n".join("%s %s" % (g["id"], g["name"]) for g in st["sgs"]))
 elif cmd.startswith("security group delete"):
@@ -73,11 +74,14 @@ elif cmd.startswith("security group delete"):
 elif cmd.startswith("port list"):
     fixed = opt("--fixed-ip")
     ports = [p for p in st["ports"] if not fixed or "ip-address=" + p["ip"] == fixed]
+    if opt("--security-group"):
+        assert False, "port list takes no --security-group"
     if "Name" in argv:
         print("\n".join("%s %s" % (p["id"], p["name"]) for p in ports))
     else:
         print("\n".join(p["id"] for p in ports))
 elif cmd.startswith("port create"):
+    assert any(g["id"] == opt("--security-group") for g in st["sgs"]), "port with an unknown group id"
     fixed = opt("--fixed-ip")
     ip = fixed.split("=", 1)[1] if fixed else "192.168.100.77"
     pid = "port-%d" % len(st["log_ids"]); st["log_ids"].append(1)
@@ -202,7 +206,10 @@ def test_fake_cloud_without_a_forward_lets_neutron_choose(tmp_path):
         ("wrong-source", {"console": GOOD_CONSOLE.replace(PUBLIC, "198.51.100.9")}, True,
          f"sees the VM as 198.51.100.9, not as the provider Elastic IP {PUBLIC}", {"internet_seen_as": "198.51.100.9"}),
         ("no-image", {"images": ["ubuntu-24.04"]}, True, "no CirrOS image", {"image": ""}),
-        ("cli-error", {"fail_on": "port create"}, True, "command failed (line", {"tenant_ip": ""}),
+        ("cli-error", {"fail_on": "port create"}, True, '): port=$(os port create "$NAME"',
+         {"tenant_ip": ""}),
+        ("cli-error-direct", {"fail_on": "security group rule create"}, True,
+         '): os security group rule create --ingress --protocol icmp "$sg"', {"image": "cirros-0.6.3-x86_64-disk"}),
     ],
 )
 def test_fake_cloud_failure_is_clear_has_evidence_and_leaves_nothing(tmp_path, case, state, ping_ok, message,
@@ -211,6 +218,8 @@ def test_fake_cloud_failure_is_clear_has_evidence_and_leaves_nothing(tmp_path, c
     assert proc.returncode == 1, case
     (line,) = [x for x in proc.stderr.splitlines() if "error: smoke test failed: " in x]
     assert message in line, proc.stderr
+    if case.startswith("cli-error"):  # an unexpected CLI failure is named by the script's own command
+        assert "smoke test failed: command failed (line " in line
     assert ev is not None and ev["ok"] is False and message in ev["failure"]
     for key, value in evidence.items():
         assert ev[key] == value, (case, key, ev)

@@ -30,6 +30,7 @@ PING_POLLS=24         # ~2 min for the first answer from the router namespace
 CONSOLE_POLLS=60      # ~5 min for the user-data script to finish
 MARK=OOA-SMOKE        # the user-data script's console lines: "OOA-SMOKE key=value"
 
+# validate_params : refuse bad parameters before any call to the cloud; sets NS.
 validate_params() {
   need is_uuid ROUTER_ID
   [[ $TENANT_NETWORK =~ ^[A-Za-z0-9_.-]{1,64}$ ]] || die "parameter TENANT_NETWORK is not a network name: '$TENANT_NETWORK'"
@@ -41,7 +42,13 @@ validate_params() {
   NS=qrouter-$ROUTER_ID
 }
 
-os() { openstack --os-cloud devstack-admin "$@"; }
+# os ARGS... : the openstack CLI as DevStack's admin (project admin). A failure returns its status
+# to the caller (rather than exiting inside), so the ERR trap names the caller's command.
+os() {
+  local rc=0
+  openstack --os-cloud devstack-admin "$@" || rc=$?
+  return "$rc"
+}
 
 # json_str TEXT : TEXT as a JSON string (quotes, backslashes and control characters escaped).
 json_str() { jq -Rn --arg v "$1" '$v'; }
@@ -65,7 +72,8 @@ say end
 EOF
 }
 
-# cleanup : delete the server (and wait until it is gone), the port and the security group.
+# cleanup : delete the server (and wait until it is gone), the port and the security group; set LEFT
+# to the servers still there. Only admin's security groups: the admin sees every project's.
 cleanup() {
   local id
   for id in $(os server list --name "^$NAME\$" -f value -c ID); do
@@ -76,7 +84,7 @@ cleanup() {
     log "deleting port $id"
     os port delete "$id" || log "warning: port $id not deleted"
   done
-  for id in $(os security group list -f value -c ID -c Name | awk -v n="$NAME" '$2 == n {print $1}'); do
+  for id in $(os security group list --project admin -f value -c ID -c Name | awk -v n="$NAME" '$2 == n {print $1}'); do
     log "deleting security group $id"
     os security group delete "$id" || log "warning: security group $id not deleted"
   done
@@ -86,9 +94,18 @@ cleanup() {
 # fail WHY : record why the cloud does not work and stop (the EXIT trap cleans up and reports).
 fail() { FAILURE=$1; exit 1; }
 
+# on_error LINE : the ERR trap: an unexpected failure, named by that line of this script (BASH_COMMAND
+# would name `return` when os returns a failure).
+on_error() {
+  local text
+  text=$(sed -n "${1}p" "${BASH_SOURCE[0]}" | sed 's/^ *//' | cut -c1-200)
+  FAILURE=${FAILURE:-"command failed (line $1): $text"}
+}
+
 # console_value KEY : the last "OOA-SMOKE KEY=value" of the console log read last.
 console_value() { grep -a "^$MARK $1=" <<<"$CONSOLE" | tail -n 1 | cut -d= -f2- | tr -d '\r' || true; }
 
+# report true|false : the one JSON line of evidence.
 report() {
   printf '{"ok":%s,"failure":%s,"image":%s,"flavor":%s,"server":%s,"tenant_ip":%s,"tenant_ip_in_use":%s,"status":%s,"answers_from_router":%s,"user_data_ran":%s,"vpc_router_ping":%s,"internet_seen_as":%s,"expected_public_ip":%s,"servers_left":%s}\n' \
     "$1" "$(json_str "${FAILURE:-}")" "$(json_str "$IMAGE")" "$(json_str "$FLAVOR")" "$(json_str "$SERVER")" \
@@ -102,6 +119,7 @@ finish() {
   trap - EXIT ERR
   set +e
   cleanup
+  [ "$rc" -ne 0 ] || FAILURE=''
   if [ "$rc" -eq 0 ] && [ "${LEFT:-0}" -ne 0 ]; then FAILURE="server $NAME could not be deleted" rc=1; fi
   if [ "$rc" -eq 0 ]; then report true; else report false; fi
   if [ "$rc" -ne 0 ]; then
@@ -111,8 +129,9 @@ finish() {
   exit "$rc"
 }
 
+# smoke : the test itself; each way the cloud can fail calls fail with the reason.
 smoke() {
-  local port port_args=() userdata i images flavors
+  local port port_args=() userdata i images flavors sg
   images=$(os image list -f value -c Name)
   IMAGE=$(grep -i -m 1 cirros <<<"$images" || true)
   [ -n "$IMAGE" ] || fail "no CirrOS image in Glance (DevStack uploads one)"
@@ -120,8 +139,8 @@ smoke() {
   for i in "${FLAVORS[@]}"; do grep -qx "$i" <<<"$flavors" && { FLAVOR=$i; break; }; done
   [ -n "$FLAVOR" ] || fail "none of the flavors ${FLAVORS[*]} exists"
 
-  os security group create "$NAME" --description "openstack-on-aws smoke test (deleted after it)" >/dev/null
-  os security group rule create --ingress --protocol icmp "$NAME" >/dev/null
+  sg=$(os security group create "$NAME" --description "openstack-on-aws smoke test (deleted after it)" -f value -c id)
+  os security group rule create --ingress --protocol icmp "$sg" >/dev/null # ping from the router
   if [ -n "$TENANT_IP" ]; then
     if [ -n "$(os port list --network "$TENANT_NETWORK" --fixed-ip "ip-address=$TENANT_IP" -f value -c ID)" ]; then
       IP_IN_USE=true
@@ -130,7 +149,7 @@ smoke() {
       port_args=(--fixed-ip "ip-address=$TENANT_IP")
     fi
   fi
-  port=$(os port create "$NAME" --network "$TENANT_NETWORK" "${port_args[@]}" --security-group "$NAME" -f value -c id)
+  port=$(os port create "$NAME" --network "$TENANT_NETWORK" "${port_args[@]}" --security-group "$sg" -f value -c id)
   VM_IP=$(os port show "$port" -f json -c fixed_ips | jq -r '.fixed_ips[0].ip_address // empty')
   is_ipv4 "$VM_IP" || fail "port $port has no IPv4 address"
 
@@ -167,6 +186,7 @@ smoke() {
     fail "the internet sees the VM as $SEEN_AS, not as the provider Elastic IP $EXPECTED_PUBLIC_IP"
 }
 
+# apply : run the smoke test (see the header); the EXIT trap cleans up and reports on every path.
 apply() {
   load_params - "${PARAMS[@]}"
   validate_params
@@ -177,10 +197,11 @@ apply() {
   cleanup # an interrupted earlier run
   set -E  # the ERR trap below also fires inside functions
   trap finish EXIT
-  trap 'FAILURE=${FAILURE:-"command failed (line $LINENO): $BASH_COMMAND"}' ERR
+  trap 'on_error "$LINENO"' ERR
   smoke
 }
 
+# remove : delete what an interrupted apply left; nothing else.
 remove() {
   load_params - "${PARAMS[@]}" # pulumi-command's delete sends the stdin that apply had
   validate_params
