@@ -128,8 +128,10 @@ def plan_ingress(
         for cidr in rule.source_cidrs or allowed_cidrs:
             if rule.protocol == "tcp" and low == high:
                 suffix = f"provider-{low}-{_slug(cidr)}"  # the name the SSH rule always had
+            elif rule.protocol == "icmp":
+                suffix = f"provider-floating-icmp-{_slug(cidr)}"
             else:
-                suffix = f"provider-{rule.protocol}-{_ports(low, high)}-{_slug(cidr)}"
+                suffix = f"provider-floating-{rule.protocol}-{_ports(low, high)}-{_slug(cidr)}"
             add("provider", suffix, rule.protocol, low, high, cidr, f"floating IP ingress: {rule.label()}")
     for rng in forward_ranges(port_forwards, allowed_cidrs):
         for cidr in rng.sources:

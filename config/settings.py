@@ -170,7 +170,7 @@ class Settings(_Model):
     floating_ip_count: int = Field(
         1, ge=0, description="Secondary IPs on the provider ENI, each with an Elastic IP."
     )
-    # ---- issue 12: quotas checked at preview, floating-IP ingress, the smoke test ----------
+    # ---- floating-IP ingress, the account's quotas (checked at preview), the smoke test -----
     floating_ip_ingress: list[FloatingIpIngress] | None = Field(
         None,
         description="What the floating IPs accept, and from where; default: SSH from `allowedCidrs`.",
@@ -355,12 +355,12 @@ class Settings(_Model):
                 )
             seen.setdefault(slot, i)
 
-        problems += self._issue12_checks()
+        problems += self._list_and_quota_checks()
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
-    def _issue12_checks(self) -> list[str]:
+    def _list_and_quota_checks(self) -> list[str]:
         """Duplicates in every list, the floating-IP ingress rules, AWS quotas (config/checks.py)."""
         key = _key
         problems = checks.duplicates(self.allowed_cidrs, key("allowedCidrs"))

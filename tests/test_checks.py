@@ -225,3 +225,15 @@ def test_floating_ip_ingress_without_floating_ips_warns():
 def test_bad_floating_ip_ingress_names_its_key(rule, expected):
     found = problems(floatingIpIngress=[rule])
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_rule_names_are_unique_and_keep_the_ssh_rules_old_name():
+    a, b = NET("203.0.113.0/24"), NET("10.1.0.0/16")
+    plan = plan_ingress([a], [pf(22, sources=[b]), pf(23, sources=[b]), pf(53, "udp")], [
+        FloatingIpIngress(protocol="tcp", port=22), FloatingIpIngress(protocol="icmp", source_cidrs=[b]),
+        FloatingIpIngress(protocol="udp", port=500, to_port=510)])
+    names = [r.suffix for rules in plan.values() for r in rules]
+    assert len(names) == len(set(names))
+    assert {"provider-22-203-0-113-0-24", "provider-floating-icmp-10-1-0-0-16",
+            "provider-floating-udp-500-510-203-0-113-0-24", "fwd-tcp-22-23-10-1-0-0-16",
+            "fwd-udp-53-203-0-113-0-24"} <= set(names)
