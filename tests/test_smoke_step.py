@@ -276,3 +276,28 @@ def test_no_router_namespace_fails_before_creating_anything(tmp_path):
     proc, _, _, calls = run_smoke(tmp_path, params={"ROUTER_ID": "00000000-0000-4000-8000-000000000000"})
     assert proc.returncode != 0 and "router namespace qrouter-00000000" in proc.stderr
     assert [c for c in calls if not c.startswith("ip ")] == []
+
+
+def test_fake_cloud_an_unanswering_cloud_fails_apply_clearly_but_not_remove(tmp_path):
+    proc, ev, _, _ = run_smoke(tmp_path, fail_on="server list")
+    assert proc.returncode == 1 and ev["ok"] is False
+    assert "smoke test failed: command failed (line " in proc.stderr
+    (tmp_path / "r").mkdir()
+    removed, _, _, _ = run_smoke(tmp_path / "r", action="remove", fail_on="server list")
+    assert removed.returncode == 0 and "did not answer every clean-up call" in removed.stderr
+
+
+def test_fake_cloud_the_user_data_file_does_not_outlive_the_run(tmp_path):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    (tmp_path / "cloud").mkdir()
+    fake = fake_cloud(tmp_path / "cloud")
+    env = {"PATH": f"{fake['bin']}:/usr/sbin:/usr/bin:/sbin:/bin", "OOA_STATE": str(tmp_path / "ooa"),
+           "FAKE_OS_STATE": str(fake["state"]), "FAKE_OS_LOG": str(fake["log"]), "FAKE_PING_OK": "1",
+           "TMPDIR": str(tmpdir)}
+    for fail_on in ("", "server create"):
+        state = json.loads(fake["state"].read_text()) | {"fail_on": fail_on}
+        fake["state"].write_text(json.dumps(state))
+        subprocess.run(["bash", str(STEPS / "smoke.sh"), "apply"], env=env, capture_output=True, text=True,
+                       input="".join(f"{k}={v}\n" for k, v in PARAMS.items()), timeout=60, check=False)
+        assert list(tmpdir.iterdir()) == [], fail_on
