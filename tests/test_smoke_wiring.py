@@ -47,3 +47,19 @@ def test_an_unchanged_stack_gives_the_smoke_step_identical_inputs():
     a = run_program({"portForwards": [FWD]}).one("dev-smoke")
     b = run_program({"portForwards": [FWD]}).one("dev-smoke")
     assert json.dumps(a.inputs, sort_keys=True) == json.dumps(b.inputs, sort_keys=True)
+
+
+def test_render_leaves_smoke_out_when_it_is_off(tmp_path):
+    import sys
+
+    from tests.harness import ROOT
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import render
+
+    (tmp_path / "Pulumi.off.yaml").write_text(
+        "config:\n  openstack-on-aws:allowedCidrs: ['203.0.113.0/24']\n  openstack-on-aws:smokeTest: false\n")
+    written = render.render("off", tmp_path / "out", root=tmp_path)
+    assert written and not any(p.parent.name.endswith("-smoke") for p in written)
+    (tmp_path / "Pulumi.on.yaml").write_text("config:\n  openstack-on-aws:allowedCidrs: ['203.0.113.0/24']\n")
+    assert any(p.parent.name == "6-smoke" for p in render.render("on", tmp_path / "out2", root=tmp_path))
