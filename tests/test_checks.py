@@ -237,3 +237,23 @@ def test_rule_names_are_unique_and_keep_the_ssh_rules_old_name():
     assert {"provider-22-203-0-113-0-24", "provider-floating-icmp-10-1-0-0-16",
             "provider-floating-udp-500-510-203-0-113-0-24", "fwd-tcp-22-23-10-1-0-0-16",
             "fwd-udp-53-203-0-113-0-24"} <= set(names)
+
+
+def test_the_quota_counts_exactly_the_rules_the_program_registers():
+    config = {
+        "allowedCidrs": ["203.0.113.0/24", "198.51.100.7/32"],
+        "portForwards": forwards([*range(1000, 1010), 1020, 1022]) + forwards([53, 54], "udp", ["0.0.0.0/0"])
+        + forwards([22], sources=["203.0.113.0/24"]),
+        "floatingIpCount": 2,
+        "floatingIpIngress": [{"protocol": "tcp", "port": 22}, {"protocol": "icmp", "sourceCidrs": ["0.0.0.0/0"]}],
+    }
+    s = load(**config)
+    plan = plan_ingress(s.allowed_cidrs, s.port_forwards, s.floating_ip_rules)
+    result = run_program(config)
+    rules = result.of_type(INGRESS)
+    registered = {group: len([r for r in rules if r.inputs["securityGroupId"] == f"dev-{group}-sg-id"])
+                  for group in ("management", "provider")}
+    assert registered == {group: len(rules) for group, rules in plan.items()}
+    # and one rule fewer than the plan's count is refused with exactly that count
+    found = problems(**config, securityGroupRuleQuota=registered["provider"] - 1)
+    assert any(f"the provider security group needs {registered['provider']} inbound rules" in p for p in found)
