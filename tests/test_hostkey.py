@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -155,7 +155,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def sshd(keys, tmp_path) -> Iterator[callable]:  # type: ignore[valid-type]
+def sshd(keys, tmp_path) -> Iterator[Callable[[Path], int]]:
     """Start sshd on 127.0.0.1:<free port> presenting the given host key; yields start(host_key)."""
     binary = need("sshd")
     need("ssh")
