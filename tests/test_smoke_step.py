@@ -32,7 +32,7 @@ PARAMS = {
 }
 GOOD_CONSOLE = (
     "=== cirros: current=0.6.3 ===\n"
-    "OOA-SMOKE begin\nOOA-SMOKE vpc_router_ping=ok\n"
+    "OOA-SMOKE begin\nOOA-SMOKE vpc_router_ping=ok\nOOA-SMOKE vpc_dns=ok\n"
     f"OOA-SMOKE internet_seen_as={PUBLIC}\nOOA-SMOKE end\nlogin:\n"
 )
 
@@ -167,11 +167,13 @@ def test_fake_cloud_pass_prints_the_evidence_and_leaves_nothing(tmp_path):
     assert ev["image"] == "cirros-0.6.3-x86_64-disk" and ev["flavor"] == "cirros256"
     assert ev["tenant_ip"] == "192.168.100.10" and ev["tenant_ip_in_use"] is False  # at the forward's IP
     assert ev["status"] == "ACTIVE" and ev["answers_from_router"] is True and ev["user_data_ran"] is True
-    assert ev["vpc_router_ping"] == "ok" and ev["internet_seen_as"] == PUBLIC == ev["expected_public_ip"]
+    assert ev["vpc_router_ping"] == "ok" and ev["vpc_dns"] == "ok"
+    assert ev["internet_seen_as"] == PUBLIC == ev["expected_public_ip"]
     assert ev["servers_left"] == 0 and nothing_left(state)
     assert any(c.startswith(f"ip netns exec qrouter-{ROUTER_ID} ping") and "192.168.100.10" in c for c in calls)
     # the user-data script the VM got: pings the VPC router, fetches the probe URL, marks its output
     assert "ping -c 3 -W 2 10.42.2.1" in state["user_data"] and "http://checkip.amazonaws.com/" in state["user_data"]
+    assert "nslookup checkip.amazonaws.com " in state["user_data"]
     assert "OOA-SMOKE" in state["user_data"] and state["user_data"].startswith("#!/bin/sh\n")
 
 
@@ -199,10 +201,10 @@ def test_fake_cloud_without_a_forward_lets_neutron_choose(tmp_path):
         ("no-answer", {}, False, "does not answer ping from qrouter-", {"answers_from_router": False}),
         ("no-user-data", {"console": "login:\n"}, True, "left no output in its console log",
          {"user_data_ran": False}),
-        ("no-internet", {"console": "OOA-SMOKE begin\nOOA-SMOKE vpc_router_ping=fail\nOOA-SMOKE internet_seen_as=\n"
-                                    "OOA-SMOKE end\n"}, True,
-         "did not reach the internet (http://checkip.amazonaws.com/); VPC router ping: fail",
-         {"vpc_router_ping": "fail", "internet_seen_as": ""}),
+        ("no-internet", {"console": "OOA-SMOKE begin\nOOA-SMOKE vpc_router_ping=fail\nOOA-SMOKE vpc_dns=fail\n"
+                                    "OOA-SMOKE internet_seen_as=\nOOA-SMOKE end\n"}, True,
+         "did not reach the internet (http://checkip.amazonaws.com/); VPC router ping: fail, VPC DNS: fail",
+         {"vpc_router_ping": "fail", "vpc_dns": "fail", "internet_seen_as": ""}),
         ("wrong-source", {"console": GOOD_CONSOLE.replace(PUBLIC, "198.51.100.9")}, True,
          f"sees the VM as 198.51.100.9, not as the provider Elastic IP {PUBLIC}", {"internet_seen_as": "198.51.100.9"}),
         ("no-image", {"images": ["ubuntu-24.04"]}, True, "no CirrOS image", {"image": ""}),
@@ -301,3 +303,28 @@ def test_fake_cloud_the_user_data_file_does_not_outlive_the_run(tmp_path):
         subprocess.run(["bash", str(STEPS / "smoke.sh"), "apply"], env=env, capture_output=True, text=True,
                        input="".join(f"{k}={v}\n" for k, v in PARAMS.items()), timeout=60, check=False)
         assert list(tmpdir.iterdir()) == [], fail_on
+
+
+@pytest.mark.parametrize(("reachable", "expected"), [
+    (True, ["begin", "vpc_router_ping=ok", "vpc_dns=ok", f"internet_seen_as={PUBLIC}", "end"]),
+    (False, ["begin", "vpc_router_ping=fail", "vpc_dns=fail", "internet_seen_as=", "end"]),
+])
+def test_the_user_data_script_runs_under_posix_sh_and_prints_the_markers(tmp_path, reachable, expected):
+    """The VM-side script as CirrOS's busybox sh would run it: here dash, with ping/nslookup/curl/wget
+    stand-ins on PATH, and a file standing in for /dev/console (the only change to its text)."""
+    _, _, state, _ = run_smoke(tmp_path)
+    console = tmp_path / "console"
+    console.write_text("")
+    script = state["user_data"].replace("/dev/console", str(console))
+    tools = tmp_path / "vm-bin"
+    tools.mkdir()
+    rc = 0 if reachable else 1
+    for name, body in {"ping": f"exit {rc}", "nslookup": f"exit {rc}", "sleep": "exit 0",
+                       "curl": f"[ {rc} = 0 ] && echo '{PUBLIC}'" if reachable else "exit 7", "wget": "exit 4"}.items():
+        (tools / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tools / name).chmod(0o755)
+    proc = subprocess.run(["dash", "-c", script], env={"PATH": f"{tools}:/usr/bin:/bin"}, capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.removeprefix("OOA-SMOKE ") for line in console.read_text().splitlines()]
+    assert lines == expected

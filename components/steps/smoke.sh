@@ -54,13 +54,18 @@ os() {
 json_str() { jq -Rn --arg v "$1" '$v'; }
 
 # user_data : the script CirrOS runs at boot (busybox sh); its output goes to the serial console.
+# It pings the VPC router, resolves the probe's name (the tenant subnet's DNS is the VPC resolver,
+# reached through the VPC router) and fetches the probe URL, which answers with the caller's address.
 user_data() {
+  local PROBE_HOST=${PROBE_URL#http://}
+  PROBE_HOST=${PROBE_HOST%%[:/]*}
   cat <<EOF
 #!/bin/sh
 [ -w /dev/console ] && exec >/dev/console 2>&1
 say() { echo "$MARK \$*"; }
 say begin
 if ping -c 3 -W 2 $VPC_GATEWAY_IP >/dev/null 2>&1; then say vpc_router_ping=ok; else say vpc_router_ping=fail; fi
+if nslookup ${PROBE_HOST} >/dev/null 2>&1; then say vpc_dns=ok; else say vpc_dns=fail; fi
 seen=
 for try in 1 2 3 4 5 6; do
   seen=\$(curl -s -m 10 $PROBE_URL 2>/dev/null || wget -q -T 10 -O - $PROBE_URL 2>/dev/null)
@@ -107,10 +112,10 @@ console_value() { grep -a "^$MARK $1=" <<<"$CONSOLE" | tail -n 1 | cut -d= -f2- 
 
 # report true|false : the one JSON line of evidence.
 report() {
-  printf '{"ok":%s,"failure":%s,"image":%s,"flavor":%s,"server":%s,"tenant_ip":%s,"tenant_ip_in_use":%s,"status":%s,"answers_from_router":%s,"user_data_ran":%s,"vpc_router_ping":%s,"internet_seen_as":%s,"expected_public_ip":%s,"servers_left":%s}\n' \
+  printf '{"ok":%s,"failure":%s,"image":%s,"flavor":%s,"server":%s,"tenant_ip":%s,"tenant_ip_in_use":%s,"status":%s,"answers_from_router":%s,"user_data_ran":%s,"vpc_router_ping":%s,"vpc_dns":%s,"internet_seen_as":%s,"expected_public_ip":%s,"servers_left":%s}\n' \
     "$1" "$(json_str "${FAILURE:-}")" "$(json_str "$IMAGE")" "$(json_str "$FLAVOR")" "$(json_str "$SERVER")" \
     "$(json_str "$VM_IP")" "$IP_IN_USE" "$(json_str "$STATUS")" "$ANSWERS" "$USER_DATA_RAN" \
-    "$(json_str "$VPC_PING")" "$(json_str "$SEEN_AS")" "$(json_str "$EXPECTED_PUBLIC_IP")" "${LEFT:-null}"
+    "$(json_str "$VPC_PING")" "$(json_str "$VPC_DNS")" "$(json_str "$SEEN_AS")" "$(json_str "$EXPECTED_PUBLIC_IP")" "${LEFT:-null}"
 }
 
 # finish : the EXIT trap of apply: clean up, print the evidence, and exit with a clear message.
@@ -178,10 +183,12 @@ smoke() {
   done
   grep -aq "^$MARK begin" <<<"$CONSOLE" && USER_DATA_RAN=true
   VPC_PING=$(console_value vpc_router_ping)
+  VPC_DNS=$(console_value vpc_dns)
   SEEN_AS=$(console_value internet_seen_as)
   [ "$USER_DATA_RAN" = true ] || fail "the VM's user-data script left no output in its console log (metadata service?)"
   grep -aq "^$MARK end" <<<"$CONSOLE" || fail "the VM's user-data script did not finish in $((CONSOLE_POLLS * POLL)) s"
-  [ -n "$SEEN_AS" ] || fail "the VM did not reach the internet ($PROBE_URL); VPC router ping: ${VPC_PING:-unknown}"
+  [ -n "$SEEN_AS" ] ||
+    fail "the VM did not reach the internet ($PROBE_URL); VPC router ping: ${VPC_PING:-unknown}, VPC DNS: ${VPC_DNS:-unknown}"
   [ "$SEEN_AS" = "$EXPECTED_PUBLIC_IP" ] ||
     fail "the internet sees the VM as $SEEN_AS, not as the provider Elastic IP $EXPECTED_PUBLIC_IP"
 }
@@ -192,7 +199,7 @@ apply() {
   validate_params
   command -v openstack >/dev/null || die "no openstack CLI: run install-openstack first"
   netns_exists "$NS" || die "router namespace $NS does not exist: run external-gateway first"
-  IMAGE='' FLAVOR='' SERVER='' VM_IP='' STATUS='' VPC_PING='' SEEN_AS='' CONSOLE='' FAILURE=''
+  IMAGE='' FLAVOR='' SERVER='' VM_IP='' STATUS='' VPC_PING='' VPC_DNS='' SEEN_AS='' CONSOLE='' FAILURE=''
   IP_IN_USE=false ANSWERS=false USER_DATA_RAN=false LEFT='' USERDATA=''
   set -E # the ERR trap below also fires inside functions
   trap finish EXIT
