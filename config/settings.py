@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError, ValidationInfo, model_validator
 
-from config.access import AccessSettings
+from config.access import AWS_ACCESS_KEYS, DEFAULT_FLOATING_IP_INGRESS, AccessSettings, FloatingIpIngress
 from config.addresses import AWS_ADDRESS_KEYS, HOST_OFFSET, AddressPlan
 from config.base import NAMESPACE, REGION_KEY, SECRET_KEYS, Model, Port, SettingsError, key
 from config.forwards import RESERVED_PUBLIC_PORTS, ForwardSettings, PortForward
@@ -34,7 +34,7 @@ from config.host import (
 from config.openstack import OpenStackSection, OpenStackSettings
 
 # The keys only an AWS host takes: refused, by name, for an existing machine.
-AWS_ONLY_KEYS = (*AWS_HOST_KEYS, *AWS_ADDRESS_KEYS, "allowedCidrs")
+AWS_ONLY_KEYS = (*AWS_HOST_KEYS, *AWS_ADDRESS_KEYS, *AWS_ACCESS_KEYS)
 # The one-module settings' private names, for code written against it (move such code to its section).
 _key = key
 _Model = Model
@@ -42,6 +42,7 @@ _Model = Model
 __all__ = [
     "AWS_ONLY_KEYS",
     "DEFAULT_EIP_QUOTA",
+    "DEFAULT_FLOATING_IP_INGRESS",
     "HOST_OFFSET",
     "INSTANCE_TYPE",
     "NESTED_VIRT_TYPES",
@@ -51,6 +52,7 @@ __all__ = [
     "RESERVED_PUBLIC_PORTS",
     "SECRET_KEYS",
     "ExistingHost",
+    "FloatingIpIngress",
     "InstanceLimits",
     "OpenStackSection",
     "PortForward",
@@ -74,9 +76,14 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
     def eip_count(self) -> int:
         return 2 + self.floating_ip_count
 
+    @property
+    def floating_ip_rules(self) -> list[FloatingIpIngress]:
+        """The floating-IP ingress in effect: none without floating IPs, else the configured one."""
+        return self.floating_rules_for(self.floating_ip_count)
+
     def warnings(self) -> list[str]:
         """Things that work but that the user should know about."""
-        return self.host_warnings(self.eip_count)
+        return self.host_warnings() + (self.access_warnings(self.floating_ip_count) if not self.existing_host else [])
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Settings:
@@ -91,9 +98,11 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
         else:
             problems += self.existing_host_problems(given, AWS_ONLY_KEYS, self.tenant_cidr)
             problems += self.tenant_size_problems()
-        problems += self.access_problems(aws)
-        problems += self.openstack_problems(given, self.existing_host)
-        problems += self.forward_problems(self.tenant_cidr, aws)
+        access = self.access_problems(aws)
+        forwards = self.forward_problems(self.tenant_cidr, aws)
+        problems += access + self.openstack_problems(given, self.existing_host) + forwards
+        if aws and not access and not forwards:  # rules are counted on lists free of duplicates
+            problems += self.rule_quota_problems(self.port_forwards, self.floating_ip_count)
         if problems:
             raise ValueError("\n".join(problems))
         return self
