@@ -162,6 +162,26 @@ def test_missing_outputs_are_named(tmp_path):
     assert proc.returncode == 2 and "horizonUrl" in proc.stderr and "providerPublicIp" in proc.stderr
 
 
+def test_an_existing_openstack_checks_its_forwards_only(tmp_path, listener):
+    outs = {k: v for k, v in outputs(1, [fwd(listener)]).items() if k not in ("horizonUrl", "keystoneAuthUrl")}
+    rc, _, report = run_tool(tmp_path, outs)
+    assert rc == 0 and by_name(report) == {"horizon": "skip", "keystone": "skip", f"forward tcp/{listener}": "ok"}
+
+
+def test_without_a_provider_public_ip_forwards_are_skipped(tmp_path, cloud):
+    outs = {k: v for k, v in outputs(cloud, [fwd(522)]).items() if k != "providerPublicIp"}
+    rc, _, report = run_tool(tmp_path, outs)
+    assert rc == 0 and by_name(report) == {"horizon": "ok", "keystone": "ok", "forward tcp/522": "skip"}
+
+
+def test_a_stack_without_router_is_not_deployed(tmp_path, cloud):
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps({k: v for k, v in outputs(cloud, []).items() if k != "routerId"}))
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "smoke.py"), "--outputs-file", str(path)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "routerId" in proc.stderr
+
+
 def test_stack_outputs_come_from_the_pulumi_cli(monkeypatch):
     calls = []
 

@@ -10,8 +10,11 @@ each TCP entry of `portForwards`. A forward is `open` (something accepted), `ref
 `unreachable` (the path answered, but nothing listens: the router namespace or a VM without a
 listener at the tenant port — a warning, a failure with --strict), or `timeout` (dropped on the way:
 a security group, allowedCidrs/sourceCidrs not including this machine, or a broken path — a
-failure). UDP forwards have no handshake to check and are listed as skipped. Exit status 0 when
-every check passed, 1 otherwise; one line per check, then one JSON line with every result.
+failure). UDP forwards have no handshake to check and are listed as skipped. Per mode (README
+"Outputs"): an existing OpenStack has no `horizonUrl`/`keystoneAuthUrl` (listed as skipped), an
+existing machine without `host.providerPublicIp` no `providerPublicIp` (its forwards skipped); a
+stack with nothing to check at all exits 2 naming the missing outputs. Exit status 0 when every
+check passed, 1 otherwise; one line per check, then one JSON line with every result.
 """
 
 from __future__ import annotations
@@ -110,10 +113,23 @@ def check_forward(host: str, fwd: dict[str, Any], timeout: float) -> Check:
     return Check(name, status, f"{host}:{port} -> {target}: {why}")
 
 
+WEB = ("horizonUrl", "keystoneAuthUrl")
+
+
 def run_checks(outputs: dict[str, Any], timeout: float) -> list[Check]:
-    checks = [check_horizon(outputs["horizonUrl"], timeout), check_keystone(outputs["keystoneAuthUrl"], timeout)]
-    host = outputs["providerPublicIp"]
-    checks += [check_forward(host, fwd, timeout) for fwd in outputs.get("portForwards") or []]
+    """Each check the stack's outputs allow; what its mode does not export is listed as skipped."""
+    if all(k in outputs for k in WEB):
+        checks = [check_horizon(outputs["horizonUrl"], timeout), check_keystone(outputs["keystoneAuthUrl"], timeout)]
+    else:
+        why = "no horizonUrl/keystoneAuthUrl output: OpenStack was not installed by this stack"
+        checks = [Check("horizon", "skip", why), Check("keystone", "skip", why)]
+    host = outputs.get("providerPublicIp")
+    for fwd in outputs.get("portForwards") or []:
+        if host is None:
+            name = f"forward {fwd.get('protocol', 'tcp')}/{fwd.get('publicPort')}"
+            checks.append(Check(name, "skip", "no providerPublicIp output (host.providerPublicIp unset)"))
+        else:
+            checks.append(check_forward(host, fwd, timeout))
     return checks
 
 
@@ -126,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="a forward that nothing answers on fails too")
     ns = parser.parse_args(argv)
     outputs = json.loads(ns.outputs_file.read_text()) if ns.outputs_file else stack_outputs(ns.stack)
-    missing = [k for k in ("horizonUrl", "keystoneAuthUrl", "providerPublicIp") if k not in outputs]
-    if missing:
+    missing = [k for k in (*WEB, "providerPublicIp") if k not in outputs]
+    if "routerId" not in outputs or ("providerPublicIp" in missing and any(k in missing for k in WEB)):
+        missing += [] if "routerId" in outputs else ["routerId"]
         print(f"smoke: the stack has no output {', '.join(missing)} (not deployed yet?)", file=sys.stderr)
         return 2
     checks = run_checks(outputs, ns.timeout)
