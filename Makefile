@@ -6,9 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: test venv up preview lab render bench lint
+.PHONY: test venv up preview lab render bench lint smoke
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV)/bin/sshpin
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
@@ -17,6 +17,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	  GOBIN=$(abspath $(VENV))/bin go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12; \
 	else echo "warning: no Go, actionlint not installed: test_workflow skips (fails when CI=true)" >&2; fi
 	touch $@
+
+# tests/test_hostkey.py: an SSH client that pins host keys exactly as pulumi-command v1.2.1 does
+# (golang.org/x/crypto/ssh, from the Go module proxy). Without Go those tests skip (fail when CI=true).
+$(VENV)/bin/sshpin: tests/sshpin/main.go tests/sshpin/go.mod tests/sshpin/go.sum
+	if command -v go >/dev/null; then cd tests/sshpin && go build -o $(abspath $@) .; \
+	else echo "warning: no Go, sshpin not built: its host-key tests skip" >&2; fi
 
 test: venv
 	$(PY) -m pytest
@@ -40,6 +46,10 @@ OUT ?= render
 CONFIG ?=
 render: venv
 	$(PY) tools/render.py $(if $(CONFIG),--config $(CONFIG),--stack $(STACK)) --out $(OUT)
+
+# Check a deployed stack from this machine: Horizon, Keystone, each TCP forward (tools/smoke.py).
+smoke: venv
+	$(PY) tools/smoke.py --stack $(STACK)
 
 lint: venv
 	$(PY) -m pytest tests/test_static.py

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.compute import ComputeNodes, ComputeNodesArgs, ComputeSteps, steps_args_from_settings
-from components.contract import HostContract, ssh_command
+from components.contract import HostContract, known_hosts_line, ssh_command
 from components.existing import ExistingMachine, ExistingMachineArgs
 from components.host import Host, HostArgs
 from components.network import Network, NetworkArgs
@@ -50,6 +50,7 @@ if settings.host is None:
             allowed_cidrs=settings.allowed_cidrs or [],
             port_forwards=settings.port_forwards,
             floating_ips=settings.floating_ip_count > 0,
+            floating_ip_ingress=settings.floating_ip_ingress,
         ),
     )
     host = Host(
@@ -152,6 +153,22 @@ pulumi.export("providerPrivateIp", str(contract.provider_ip))
 if contract.provider_public_ip is not None:
     pulumi.export("providerPublicIp", contract.provider_public_ip)
 pulumi.export("floatingIps", pulumi.Output.all(**{str(ip): pub for ip, pub in contract.floating_ips.items()}))
+# The host's SSH key the steps pin (AWS: generated, installed by cloud-init; existing: host.hostKey).
+if contract.ssh.host_key is not None:
+    ssh = contract.ssh
+    pulumi.export("sshHostKey", ssh.host_key)
+    pulumi.export(
+        "sshKnownHosts",
+        pulumi.Output.all(ssh.host, ssh.host_key).apply(lambda v: known_hosts_line(v[0], v[1], ssh.port)),
+    )
+# What `make smoke` checks from outside: the provider's public IP:publicPort for each forward.
+pulumi.export(
+    "portForwards",
+    [
+        {"protocol": f.protocol, "publicPort": f.public_port, "tenantIp": str(f.tenant_ip), "tenantPort": f.tenant_port}
+        for f in settings.port_forwards
+    ],
+)
 
 # With DevStack, the service catalog lists the management private IP: from outside, Keystone and
 # Horizon answer on the public address; the other APIs through an SSH tunnel (README "Using the cloud").

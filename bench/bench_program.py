@@ -3,7 +3,9 @@
 Prints, in milliseconds (median of --repeat runs, warm process):
   - the floor: importing pulumi_aws (cold, in a fresh interpreter) and registering one
     aws.ec2.Instance under mocks;
-  - the whole program with 1, 10 and 100 port forwards.
+  - the whole program with 1, 10, 100 and 1,000 port forwards (contiguous public ports from one
+    CIDR), with the resources and the security-group ingress rules it registers: the forwards
+    merge into one port-range rule, so 1,000 of them fit AWS's default 60 rules per group.
 Run: .venv/bin/python bench/bench_program.py [--repeat 5]
 """
 
@@ -66,10 +68,11 @@ def main() -> None:
 
     rows = [("import pulumi_aws (cold, fresh interpreter)", cold_import_ms(repeat)),
             ("one aws.ec2.Instance under mocks", median_ms(one_instance, repeat))]
-    for n in (1, 10, 100):
+    for n in (1, 10, 100, 1000):
         config = forwards_config(n)
-        resources = len(run_program(config).resources)
-        rows.append((f"whole program, {n:>3} port forwards ({resources} resources)",
+        result = run_program(config)
+        rules = len(result.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"))
+        rows.append((f"whole program, {n:>4} port forwards ({len(result.resources)} resources, {rules} rules)",
                      median_ms(lambda c=config: run_program(c), repeat)))
     width = max(len(label) for label, _ in rows)
     print(f"{'what':<{width}}  median ms (of {repeat})")

@@ -155,6 +155,12 @@ def contract_for_render(settings: Settings, private_key: str) -> HostContract:
     return aws_placeholder_contract(settings, private_key)
 
 
+def known_hosts_line(address: str, host_key: str, port: int = 22) -> str:
+    """An OpenSSH known_hosts line that trusts `host_key` (authorized_keys format) for `address`."""
+    host = address if port == 22 else f"[{address}]:{port}"
+    return f"{host} {host_key.strip()}"
+
+
 def ssh_command(ssh: SshConnection, key_file: str | None = None) -> pulumi.Output[str]:
     """The shell command that logs in like the steps do (`-i key_file` when the stack made the key)."""
     parts: list[pulumi.Input[str]] = ["ssh "]

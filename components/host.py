@@ -10,8 +10,12 @@ import pulumi_aws as aws
 import pulumi_tls as tls
 
 from components.contract import HostContract, SshConnection
+from components.contract import known_hosts_line as known_hosts_line  # re-exported: its home was here
 
 CANONICAL = "099720109477"
+# The only host key type generated and pinned: pulumi-command v1.2.1 offers the SSH server exactly the
+# pinned key's type (HostKeyAlgorithms = [key.Type()]), and ED25519 is what every OpenSSH offers.
+HOST_KEY_ALGORITHM = "ED25519"
 UBUNTU_2404 = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
 SSH_USER = "ubuntu"
 # Marks each ENI's role; the policy pack finds the provider ENI by it.
@@ -60,6 +64,30 @@ class HostArgs:
     """Its private half (a secret), for the contract's SSH connection; needed with `ssh_public_key`."""
 
 
+def host_key_cloud_config(private_key_openssh: str, public_key_openssh: str) -> str:
+    """Cloud-init user data that installs this ED25519 host key pair and no other.
+
+    cloud-init's `ssh` module writes `ssh_keys` to /etc/ssh/ssh_host_ed25519_key{,.pub} once per
+    instance before sshd starts; `ssh_deletekeys` removes any key baked into the image, and with
+    `ssh_keys` given it generates none (cc_ssh: `ssh_genkeytypes` applies only without `ssh_keys`;
+    the schema refuses an empty list). So sshd presents exactly the key the remote steps pin.
+    """
+    private = private_key_openssh.strip("\n")
+    public = public_key_openssh.strip()
+    if not private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") or not public.startswith("ssh-ed25519 "):
+        raise ValueError("the host key must be an ED25519 pair in OpenSSH format")
+    body = "".join(f"    {line}\n" for line in private.splitlines())
+    return (
+        "#cloud-config\n"
+        "# openstack-on-aws: the SSH host key that the remote steps pin (components/host.py)\n"
+        "ssh_deletekeys: true\n"
+        "ssh_keys:\n"
+        "  ed25519_private: |\n"
+        f"{body}"
+        f"  ed25519_public: {public}\n"
+    )
+
+
 class Host(pulumi.ComponentResource):
     """The all-in-one OpenStack instance with a management ENI and a provider ENI."""
 
@@ -75,6 +103,15 @@ class Host(pulumi.ComponentResource):
         else:
             public_key = args.ssh_public_key
         self.key_pair = aws.ec2.KeyPair(f"{name}-key", public_key=public_key, opts=child)
+
+        # The instance's SSH host key, made here and handed over at boot, so that every remote
+        # step talks to this instance only (pulumi-command ignores host keys unless one is pinned).
+        self.host_key = tls.PrivateKey(f"{name}-host-key", algorithm=HOST_KEY_ALGORITHM, opts=child)
+        self.host_public_key: pulumi.Output[str] = self.host_key.public_key_openssh.apply(lambda k: k.strip())
+        cloud_config: pulumi.Output[str] = pulumi.Output.all(
+            self.host_key.private_key_openssh, self.host_key.public_key_openssh
+        ).apply(lambda keys: host_key_cloud_config(keys[0], keys[1]))
+        user_data: pulumi.Output[str] = pulumi.Output.secret(cloud_config)  # type: ignore[arg-type]
 
         # Fixed IPs: an ENI replacement must delete the old one first to reuse them.
         eni_opts = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
@@ -127,9 +164,14 @@ class Host(pulumi.ComponentResource):
                 "delete_on_termination": True,
             },
             cpu_options={"nested_virtualization": "enabled"} if args.nested_virtualization else None,
+            # Holds the host private key: secret in the state, as an input and as an output.
+            user_data=user_data,
+            # cloud-init installs the key once per instance: another key needs another instance.
+            user_data_replace_on_change=True,
             tags={"Name": f"{name}-openstack"},
             opts=pulumi.ResourceOptions(
                 parent=self,
+                additional_secret_outputs=["userData", "userDataBase64"],
                 # The new instance needs the ENI that the old one holds.
                 delete_before_replace=True,
                 # A newer Ubuntu image must not replace a running cloud; pin amiId to move on.
@@ -168,7 +210,13 @@ class Host(pulumi.ComponentResource):
         else:
             raise ValueError("HostArgs.ssh_private_key is required with ssh_public_key")
         self.contract = HostContract(
-            ssh=SshConnection(host=self.management_eip.public_ip, user=SSH_USER, private_key=private_key),
+            ssh=SshConnection(
+                host=self.management_eip.public_ip,
+                user=SSH_USER,
+                private_key=private_key,
+                # The key cloud-init installs: every remote step talks to this instance only.
+                host_key=self.host_public_key,
+            ),
             machine_id=self.instance.id,
             management_ip=args.management_ip,
             provider_mac=self.provider_eni.mac_address,
@@ -191,5 +239,6 @@ class Host(pulumi.ComponentResource):
                 "provider_eni_id": self.provider_eni.id,
                 "provider_mac": self.provider_eni.mac_address,
                 "provider_public_ip": self.provider_eip.public_ip,
+                "host_public_key": self.host_public_key,
             }
         )

@@ -3,7 +3,8 @@
 `OpenStack` consumes a `HostContract` (components/contract.py) and nothing else of the host, and
 creates one `pulumi_command.remote.Command` per row of the step table (onhost/chain.py) that its
 `openstack.install` mode selects: prepare-host -> install-openstack -> external-gateway ->
-gateway-mac -> port-forwards for DevStack, the last three for an OpenStack already on the host.
+gateway-mac -> port-forwards (-> smoke, with `smokeTest`) for DevStack, external-gateway ->
+gateway-mac -> port-forwards for an OpenStack already on the host.
 Parameters travel on stdin only: pulumi-command v1.2.1 puts the whole command string into its
 error message, and `environment` needs sshd's AcceptEnv. A Command's delete runs with the stdin,
 connection and command stored in state, so `remove` always gets the parameters its `apply` had.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
 
 import pulumi
@@ -22,7 +23,7 @@ from pulumi_command import remote
 
 from components.contract import HostContract, NodeContract
 from onhost import localconf
-from onhost.chain import DEVSTACK, StepInputs, chain_for, parse_emitted, runs_after
+from onhost.chain import DEVSTACK, Step, StepInputs, chain_for, parse_emitted, runs_after
 from onhost.remote import command, params
 
 if TYPE_CHECKING:
@@ -62,6 +63,15 @@ class OpenStackArgs:
     """Physnet of a created external network."""
     external_bridge: str = localconf.PUBLIC_BRIDGE
     """The OVS bridge on the provider NIC."""
+    smoke_test: bool = True
+    """Run the `smoke` step after port-forwards (config key smokeTest; DevStack only)."""
+    smoke_tenant_ip: IPv4Address | None = None
+    """Where the smoke test's VM boots: a forward's tenant IP, or None to let Neutron choose."""
+
+
+def selected_steps(args: OpenStackArgs) -> list[Step]:
+    """The step-table rows this stack runs, in order: its install mode's, and the switched-on ones."""
+    return chain_for(args.install, {"smokeTest"} if args.smoke_test else set())
 
 
 def local_conf_for(host: HostContract) -> str:
@@ -95,6 +105,8 @@ def step_inputs(args: OpenStackArgs, emitted: dict[str, object]) -> StepInputs:
         branch=args.branch,
         local_conf=local_conf_for(host) if args.install == DEVSTACK else "",
         admin_password=args.admin_password,
+        smoke_tenant_ip=args.smoke_tenant_ip,
+        provider_public_ip=host.provider_public_ip,
         emitted=emitted,
     )
 
@@ -150,7 +162,7 @@ class OpenStack(pulumi.ComponentResource):
         connection = connection_args(host)
         self.steps: dict[str, remote.Command] = {}
         emitted: dict[str, object] = {}
-        selected = chain_for(args.install)
+        selected = selected_steps(args)
         for step in selected:
             before = runs_after(step, selected)
             values = step.params(step_inputs(args, emitted))
@@ -162,8 +174,8 @@ class OpenStack(pulumi.ComponentResource):
                 delete=command(step.name, "remove"),
                 # The stdin of a step that carries a secret is a secret as a whole.
                 stdin=_stdin(values, secret=step.secret),
-                # A new machine runs every step again.
-                triggers=[host.machine_id],
+                # A new machine runs every step again; so do the runs of its `reruns_after` steps.
+                triggers=[host.machine_id, *(self.steps[n].stdout for n in step.reruns_after if n in self.steps)],
                 # Don't hand the previous run's output to the next one as environment variables.
                 add_previous_output_in_env=False,
                 opts=pulumi.ResourceOptions(
@@ -237,4 +249,6 @@ def args_from_settings(
         router=section.router,
         physical_network=section.physical_network,
         external_bridge=section.external_bridge,
+        smoke_test=settings.smoke_test,
+        smoke_tenant_ip=settings.port_forwards[0].tenant_ip if settings.port_forwards else None,
     )

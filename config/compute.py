@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pydantic import Field
 
 from config.base import Model, key
-from config.host import DEFAULT_EIP_QUOTA, INSTANCE_TYPE, NESTED_VIRT_TYPES, InstanceLimits
+from config.host import INSTANCE_TYPE, NESTED_VIRT_TYPES, InstanceLimits
 
 # "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" (Service Quotas code
 # L-1216C47A), in vCPUs per region: a common starting value; new accounts may start lower. The
@@ -102,9 +102,10 @@ class ComputeSettings(Model):
         return problems
 
     def compute_warnings(
-        self, controller_eips: int, controller_vcpus: int | None, node_limits: InstanceLimits | None
+        self, controller_vcpus: int | None, node_limits: InstanceLimits | None
     ) -> list[str]:
-        """No KVM on the nodes' type; the Elastic IP and vCPU quotas the nodes push the stack over."""
+        """No KVM on the nodes' type; the vCPU quota the nodes push the stack over (the Elastic IP
+        quota, one per node, is a problem of the host section: elasticIpQuota)."""
         nodes = self.compute_nodes
         if nodes.count == 0:
             return []
@@ -114,12 +115,6 @@ class ComputeSettings(Model):
             out.append(
                 f"{at}instanceType: {nodes.instance_type} has no nested virtualization; servers on the compute "
                 "nodes will run on QEMU emulation (slow). Use c8i/m8i/r8i or *.metal for KVM."
-            )
-        eips = controller_eips + nodes.count
-        if eips > DEFAULT_EIP_QUOTA >= controller_eips:
-            out.append(
-                f"{at}count: the stack needs {eips} Elastic IPs (one per compute node); new accounts may hold "
-                f"{DEFAULT_EIP_QUOTA} per region (raise the quota first)."
             )
         node_vcpus = node_limits.vcpus if node_limits is not None else None
         if controller_vcpus is not None and node_vcpus is not None:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from config import checks
 from config.base import Model, Port, key
 
 # The Neutron metadata proxy listens on this port inside every qrouter namespace.
@@ -63,4 +64,7 @@ class ForwardSettings(Model):
                     f"{at}.sourceCidrs: AWS-only (an AWS security group enforces it); on an existing machine "
                     "filter with its own firewall"
                 )
+        problems += checks.nested_duplicates(
+            self.port_forwards, key("portForwards"), "sourceCidrs", lambda f: f.source_cidrs
+        )
         return problems

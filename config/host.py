@@ -11,16 +11,19 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
+from config import checks
 from config.base import REGION_KEY, Model, Port, key
 
-# Accounts start with 5 Elastic IPs per region.
-DEFAULT_EIP_QUOTA = 5
+# Accounts start with 5 Elastic IPs per region (elasticIpQuota's default).
+DEFAULT_EIP_QUOTA = checks.DEFAULT_EIP_QUOTA
 NESTED_VIRT_TYPES = re.compile(r"^(c8i|m8i|r8i)(-flex)?\.[a-z0-9]+$")
 INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 OPENSSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$")
 HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
 # The keys that only an AWS host takes (refused for an existing machine, with their names).
-AWS_HOST_KEYS = ("region", "availabilityZone", "instanceType", "rootVolumeGiB", "amiId", "sshPublicKey")
+AWS_HOST_KEYS = (
+    "region", "availabilityZone", "instanceType", "rootVolumeGiB", "amiId", "sshPublicKey", "elasticIpQuota"
+)
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,9 @@ class HostSettings(Model):
         None, description="Secret. The private key the remote steps log in with (`sshPublicKey`'s private half on AWS)."
     )
     host: ExistingHost | None = Field(None, description="An existing machine; absent: the program creates an EC2 host.")
+    elastic_ip_quota: int = Field(
+        DEFAULT_EIP_QUOTA, ge=1, description="The account's Elastic IPs per region (AWS default 5), once raised."
+    )
 
     @property
     def existing_host(self) -> bool:
@@ -178,9 +184,13 @@ class HostSettings(Model):
         """`arm64` for Graviton families (a `g` after the generation: m7g, c7gn), else `x86_64`."""
         return "arm64" if re.match(r"^[a-z]+[0-9]+g", self.instance_type) else "x86_64"
 
-    def aws_host_problems(self, floating_ip_count: int, limits: InstanceLimits | None) -> list[str]:
-        """Zone in the region, a real instance type that takes two ENIs and the floating IPs, a key pair."""
-        problems: list[str] = []
+    def aws_host_problems(self, floating_ip_count: int, limits: InstanceLimits | None, eips: int) -> list[str]:
+        """Zone in the region, a real instance type that takes two ENIs and the floating IPs, a key
+        pair, the stack's `eips` Elastic IPs within the account's quota."""
+        # Named by the key that pushes the stack over: the floating IPs, else the compute nodes.
+        over = 2 + floating_ip_count > self.elastic_ip_quota or eips == 2 + floating_ip_count
+        counts = key("floatingIpCount") if over else f"{key('computeNodes')}.count"
+        problems: list[str] = checks.eip_quota_problems(eips, self.elastic_ip_quota, key("elasticIpQuota"), counts)
         if not re.fullmatch(re.escape(self.region) + r"[a-z]", self.zone):
             problems.append(f"{key('availabilityZone')}: {self.zone!r} is not a zone of {self.region}")
         if not INSTANCE_TYPE.match(self.instance_type):
@@ -226,7 +236,7 @@ class HostSettings(Model):
             problems.append(f"{key('host')}.hostKey: not an OpenSSH public key")
         return problems + self.host.problems(tenant_cidr)
 
-    def host_warnings(self, eip_count: int) -> list[str]:
+    def host_warnings(self) -> list[str]:
         if self.host is not None:
             return self.host.warnings()
         out = []
@@ -234,11 +244,6 @@ class HostSettings(Model):
             out.append(
                 f"{key('instanceType')}: {self.instance_type} has no nested virtualization; "
                 "tenant VMs will run on QEMU emulation (slow). Use c8i/m8i/r8i or *.metal for KVM."
-            )
-        if eip_count > DEFAULT_EIP_QUOTA:
-            out.append(
-                f"{key('floatingIpCount')}: the stack needs {eip_count} Elastic IPs; "
-                f"new accounts may hold {DEFAULT_EIP_QUOTA} per region (raise the quota first)."
             )
         return out
 

@@ -15,7 +15,7 @@ NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 # What DevStack's own set-up fixes (components' local.conf); refused with `install: devstack`.
 EXISTING_ONLY = ("cloud", "cloudsYaml", "physicalNetwork", "externalBridge")
 # Keys of the DevStack install, refused with `install: existing`.
-DEVSTACK_KEYS = ("openstackBranch", "adminPassword")
+DEVSTACK_KEYS = ("openstackBranch", "adminPassword", "smokeTest")
 DEVSTACK_CLOUD = "devstack-admin"
 DEVSTACK_CLOUDS_YAML = "/etc/openstack/clouds.yaml"
 
@@ -66,6 +66,9 @@ class OpenStackSettings(Model):
         "stable/2026.1",
         pattern=r"^(master|stable/20[0-9]{2}\.[12])$",
         description="DevStack branch: `stable/<year>.<1|2>` or `master`.",
+    )
+    smoke_test: bool = Field(
+        True, description="Run the `smoke` step at the end of `up` (DevStack only: it boots DevStack's CirrOS)."
     )
     openstack: OpenStackSection = Field(
         default_factory=lambda: OpenStackSection.model_validate({}), description="How OpenStack is there."

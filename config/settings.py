@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import PrivateAttr, ValidationError, ValidationInfo, model_validator
 
-from config.access import AccessSettings
+from config.access import AWS_ACCESS_KEYS, DEFAULT_FLOATING_IP_INGRESS, AccessSettings, FloatingIpIngress
 from config.addresses import AWS_ADDRESS_KEYS, HOST_OFFSET, AddressPlan
 from config.base import NAMESPACE, REGION_KEY, SECRET_KEYS, Model, Port, SettingsError, key
 from config.compute import SECTION as COMPUTE_SECTION
@@ -37,7 +37,7 @@ from config.host import (
 from config.openstack import OpenStackSection, OpenStackSettings
 
 # The keys only an AWS host takes: refused, by name, for an existing machine.
-AWS_ONLY_KEYS = (*AWS_HOST_KEYS, *AWS_ADDRESS_KEYS, "allowedCidrs", COMPUTE_SECTION)
+AWS_ONLY_KEYS = (*AWS_HOST_KEYS, *AWS_ADDRESS_KEYS, *AWS_ACCESS_KEYS, COMPUTE_SECTION)
 # The one-module settings' private names, for code written against it (move such code to its section).
 _key = key
 _Model = Model
@@ -45,6 +45,7 @@ _Model = Model
 __all__ = [
     "AWS_ONLY_KEYS",
     "DEFAULT_EIP_QUOTA",
+    "DEFAULT_FLOATING_IP_INGRESS",
     "HOST_OFFSET",
     "INSTANCE_TYPE",
     "NESTED_VIRT_TYPES",
@@ -54,6 +55,7 @@ __all__ = [
     "RESERVED_PUBLIC_PORTS",
     "SECRET_KEYS",
     "ExistingHost",
+    "FloatingIpIngress",
     "InstanceLimits",
     "OpenStackSection",
     "PortForward",
@@ -78,19 +80,29 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
 
     @property
     def eip_count(self) -> int:
-        return 2 + self.floating_ip_count
+        """Management, provider, one per floating IP and one per compute node."""
+        return 2 + self.floating_ip_count + self.compute_nodes.count
 
     @property
     def compute_ips(self) -> list[IPv4Address]:
         """The compute nodes' management IPs (after the controller's)."""
         return self.compute_node_ips(self.management_ip)
 
+    @property
+    def floating_ip_rules(self) -> list[FloatingIpIngress]:
+        """The floating-IP ingress in effect: none without floating IPs, else the configured one."""
+        return self.floating_rules_for(self.floating_ip_count)
+
     def warnings(self, context: Mapping[str, Any] | None = None) -> list[str]:
         """Things that work but that the user should know about (`context`: what AWS said, see load_settings)."""
+        if self.existing_host:
+            return self.host_warnings()
         context = context or self._aws_answers
         controller: InstanceLimits | None = context.get("instance_limits")
-        return self.host_warnings(self.eip_count) + self.compute_warnings(
-            self.eip_count, controller.vcpus if controller else None, context.get("compute_limits")
+        return (
+            self.host_warnings()
+            + self.access_warnings(self.floating_ip_count)
+            + self.compute_warnings(controller.vcpus if controller else None, context.get("compute_limits"))
         )
 
     @model_validator(mode="after")
@@ -101,15 +113,17 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
         aws = not self.existing_host
         problems: list[str] = []
         if aws:
-            problems += self.aws_host_problems(self.floating_ip_count, limits)
+            problems += self.aws_host_problems(self.floating_ip_count, limits, self.eip_count)
             problems += self.address_problems()
             problems += self.compute_problems(self.management_subnet_cidr, self.management_ip, self.architecture)
         else:
             problems += self.existing_host_problems(given, AWS_ONLY_KEYS, self.tenant_cidr)
             problems += self.tenant_size_problems()
-        problems += self.access_problems(aws)
-        problems += self.openstack_problems(given, self.existing_host)
-        problems += self.forward_problems(self.tenant_cidr, aws)
+        access = self.access_problems(aws)
+        forwards = self.forward_problems(self.tenant_cidr, aws)
+        problems += access + self.openstack_problems(given, self.existing_host) + forwards
+        if aws and not access and not forwards:  # rules are counted on lists free of duplicates
+            problems += self.rule_quota_problems(self.port_forwards, self.floating_ip_count)
         if problems:
             raise ValueError("\n".join(problems))
         return self

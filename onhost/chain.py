@@ -4,11 +4,13 @@
 `make render` (tools/render.py) writes each row's command and parameters, the policy pack checks
 each row's secrecy, and the tests walk the same table. A row says: the script (`onhost/steps/<name>.sh`),
 how its stdin parameters are built, which step it runs after, its timeouts, whether it carries a
-secret, which `openstack.install` modes run it, and which keys of its JSON output later steps read.
+secret, which `openstack.install` modes run it, the config switch that turns it on, which keys of
+its JSON output later steps read, and which earlier steps' runs re-run it.
 
-Adding a step is adding a row (and its script): e.g. a `smoke` step after `port-forwards`:
+Adding a step is adding a row (and its script), as the `smoke` step after `port-forwards` is:
 
-    Step("smoke", _smoke_params, after="port-forwards", timeout="20m")
+    Step("smoke", _smoke, after="port-forwards", timeout="25m", installs=frozenset({DEVSTACK}),
+         switch="smokeTest", reruns_after=("gateway-mac", "port-forwards"))
 
 Standard library only, so that the policy pack's own virtualenv can import it.
 """
@@ -17,13 +19,17 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 DEVSTACK = "devstack"
 EXISTING = "existing"
 INSTALL_MODES = frozenset({DEVSTACK, EXISTING})
+# The smoke step's VM fetches this and must be seen as the provider's public IP (AWS's own echo service).
+PROBE_URL = "http://checkip.amazonaws.com/"
+# The tenant network external-gateway creates (or finds): where the smoke step's VM boots.
+TENANT_NETWORK = "private"
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,10 @@ class StepInputs:
     branch: str = ""
     local_conf: str = ""
     admin_password: object = None
+    smoke_tenant_ip: IPv4Address | None = None
+    """Where the smoke step's VM boots: a forward's tenant IP, or None to let Neutron choose."""
+    provider_public_ip: object = None
+    """The provider's public IP: the source the internet must see from a tenant VM (None: not known)."""
     emitted: Mapping[str, object] = field(default_factory=dict)
     """What earlier steps printed (their `emits` keys): router_id, gateway_port_id."""
 
@@ -71,6 +81,11 @@ class Step:
     """The `openstack.install` modes that run it."""
     emits: tuple[str, ...] = ()
     """Keys of the JSON object on its last stdout line that later steps read (`StepInputs.emitted`)."""
+    switch: str | None = None
+    """A boolean config key that must be on for the row to run (`chain_for`'s `switches`); None: always."""
+    reruns_after: tuple[str, ...] = ()
+    """Earlier steps whose runs re-run this one: their stdout (known from state, so an unchanged
+    stack shows no change) joins its triggers."""
 
     @property
     def script(self) -> str:
@@ -121,6 +136,17 @@ def _port_forwards(i: StepInputs) -> dict[str, object]:
     return {"ROUTER_ID": i.emitted["router_id"], "GATEWAY_IP": i.pool[0], "FORWARDS": ",".join(i.forwards)}
 
 
+def _smoke(i: StepInputs) -> dict[str, object]:
+    return {
+        "ROUTER_ID": i.emitted["router_id"],
+        "TENANT_NETWORK": TENANT_NETWORK,
+        "TENANT_IP": i.smoke_tenant_ip or "",
+        "VPC_GATEWAY_IP": i.provider_gateway,
+        "PROBE_URL": PROBE_URL,
+        "EXPECTED_PUBLIC_IP": "" if i.provider_public_ip is None else i.provider_public_ip,
+    }
+
+
 CHAIN: tuple[Step, ...] = (
     Step("prepare-host", _prepare_host, after=None, timeout="30m", installs=frozenset({DEVSTACK})),
     # Its stdin holds the admin password; stack.sh's output and log tail are masked on the host,
@@ -137,16 +163,29 @@ CHAIN: tuple[Step, ...] = (
     Step("external-gateway", _external_gateway, after="install-openstack", emits=("router_id", "gateway_port_id")),
     Step("gateway-mac", _gateway_mac, after="external-gateway"),
     Step("port-forwards", _port_forwards, after="gateway-mac"),
+    # A CirrOS VM proves the cloud at the end of `up` (DevStack uploads CirrOS and its flavors; on an
+    # OpenStack that is not ours the steps create no VM). It runs on create, when its parameters
+    # change, and when gateway-mac or port-forwards ran again.
+    Step(
+        "smoke",
+        _smoke,
+        after="port-forwards",
+        timeout="25m",
+        installs=frozenset({DEVSTACK}),
+        switch="smokeTest",
+        reruns_after=("gateway-mac", "port-forwards"),
+    ),
 )
 STEPS = tuple(s.name for s in CHAIN)
 BY_NAME = {s.name: s for s in CHAIN}
 
 
-def chain_for(install: str) -> list[Step]:
-    """The rows an `openstack.install` mode runs, in order."""
+def chain_for(install: str, switches: Collection[str] = ()) -> list[Step]:
+    """The rows an `openstack.install` mode runs, in order; a row with a `switch` only when that
+    config key is in `switches` (the switches that are on)."""
     if install not in INSTALL_MODES:
         raise ValueError(f"unknown install mode {install!r}")
-    return [s for s in CHAIN if install in s.installs]
+    return [s for s in CHAIN if install in s.installs and (s.switch is None or s.switch in switches)]
 
 
 def runs_after(step: Step, selected: list[Step]) -> Step | None:
@@ -173,10 +212,15 @@ def placeholders(selected: list[Step]) -> dict[str, object]:
 
 
 def _check() -> None:
-    """The table is consistent: unique names, `after` names a row before it, emitted keys known."""
+    """The table is consistent: unique names, `after` and `reruns_after` name rows before it, known modes."""
     seen: set[str] = set()
     for s in CHAIN:
-        if s.name in seen or (s.after is not None and s.after not in seen) or not s.installs <= INSTALL_MODES:
+        if (
+            s.name in seen
+            or (s.after is not None and s.after not in seen)
+            or not set(s.reruns_after) <= seen
+            or not s.installs <= INSTALL_MODES
+        ):
             raise ValueError(f"step table: row {s.name!r} is a duplicate, runs after an unknown step or a bad mode")
         seen.add(s.name)
 

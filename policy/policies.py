@@ -45,8 +45,10 @@ ENI_ATTACHMENT = "aws:ec2/networkInterfaceAttachment:NetworkInterfaceAttachment"
 REMOTE_COMMAND = "command:remote:Command"
 
 WORLD = {"0.0.0.0/0", "::/0"}
-# What components/network.py writes on a port forward's ingress rule.
+# What components/network.py writes on a port forward's (or forward range's) ingress rule, and on
+# a floating-IP ingress rule.
 FORWARD_DESCRIPTION = "forward to "
+FLOATING_DESCRIPTION = "floating IP ingress: "
 # How the provider ENI is recognised: this tag, or the description components/host.py gives it.
 ROLE_TAG = f"{PROJECT}:role"
 PROVIDER_DESCRIPTION = f"{PROJECT} provider"
@@ -119,20 +121,42 @@ def _stack_config(key: str) -> str | None:
 
 def configured_forwards() -> set[tuple[str, int, str]]:
     """(protocol, public port, source CIDR) of each `portForwards` entry in the stack's config."""
-    raw = _stack_config("portForwards")
-    if not raw:
-        return set()
-    try:
-        forwards = json.loads(raw)
-    except json.JSONDecodeError:
-        return set()
     out = set()
-    for fwd in forwards if isinstance(forwards, list) else []:
-        if not isinstance(fwd, dict) or "publicPort" not in fwd:
+    for fwd in _config_list("portForwards"):
+        if "publicPort" not in fwd:
             continue
         for cidr in fwd.get("sourceCidrs") or []:
             out.add((str(fwd.get("protocol", "tcp")), int(fwd["publicPort"]), str(cidr)))
     return out
+
+
+def configured_floating_ingress() -> set[tuple[str, int, int, str]]:
+    """(protocol, from, to, source CIDR) of each `floatingIpIngress` entry with explicit sources."""
+    out = set()
+    for rule in _config_list("floatingIpIngress"):
+        protocol = str(rule.get("protocol", "tcp"))
+        if protocol == "icmp":
+            low = high = -1
+        elif "port" in rule:
+            low = int(rule["port"])
+            high = int(rule.get("toPort") or low)
+        else:
+            continue
+        for cidr in rule.get("sourceCidrs") or []:
+            out.add((protocol, low, high, str(cidr)))
+    return out
+
+
+def _config_list(key: str) -> list[dict[str, Any]]:
+    """A structured list key of the stack's config; [] when absent or malformed."""
+    raw = _stack_config(key)
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return []
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _num(value: Any) -> Any:
@@ -228,25 +252,29 @@ def validate_encrypted_volumes(args: ResourceValidationArgs, report_violation: R
 def validate_no_world_ingress(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type not in (SG_INGRESS_RULE, SG_RULE, SECURITY_GROUP):
         return
-    forwards = None
+    forwards = floating = None
     for rule in _ingress_rules(args):
         for cidr in rule["cidrs"]:
             if cidr not in WORLD:
                 continue
-            if forwards is None:
-                forwards = configured_forwards()
+            if forwards is None or floating is None:
+                forwards, floating = configured_forwards(), configured_floating_ingress()
             protocol = _protocol(rule["protocol"])
-            port = rule["from"]
-            if (
-                port is not None
-                and rule["to"] == port
-                and str(rule["description"]).startswith(FORWARD_DESCRIPTION)
-                and (protocol, int(port), cidr) in forwards
-            ):
-                continue
+            low, high = rule["from"], rule["to"]
+            description = str(rule["description"])
+            if low is not None and high is not None:
+                low, high = int(low), int(high)
+                # A forward rule covers a range of public ports, each one a configured forward.
+                if description.startswith(FORWARD_DESCRIPTION) and 0 < low <= high and all(
+                    (protocol, port, cidr) in forwards for port in range(low, high + 1)
+                ):
+                    continue
+                if description.startswith(FLOATING_DESCRIPTION) and (protocol, low, high, cidr) in floating:
+                    continue
             report_violation(
                 f"{args.name}: ingress {protocol} {_num(rule['from'])}-{_num(rule['to'])} from {cidr} is open to the "
-                "world and is not a configured port forward (portForwards[].sourceCidrs)",
+                "world and is neither a configured port forward (portForwards[].sourceCidrs) nor a configured "
+                "floating-IP ingress (floatingIpIngress[].sourceCidrs)",
                 None,
             )
 
@@ -374,7 +402,8 @@ POLICIES = [
     ),
     ResourceValidationPolicy(
         name="no-world-ingress",
-        description="No security-group ingress from 0.0.0.0/0 or ::/0 except the configured port forwards.",
+        description="No security-group ingress from 0.0.0.0/0 or ::/0 except the configured port forwards "
+        "and floating-IP ingress.",
         validate=validate_no_world_ingress,
         enforcement_level=EnforcementLevel.MANDATORY,
     ),

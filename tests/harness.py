@@ -45,6 +45,12 @@ INSTANCE_TYPES = {
 }
 MOCK_AMI = "ami-0mockubuntu2404"
 SECRET_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nbW9jay1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
+MOCK_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockMockMockMockMockMockMockMockMockMock"
+# The instance's SSH host key pair (components/host.py), as pulumi-tls returns it (trailing newline).
+SECRET_HOST_PRIVATE_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\naG9zdC1rZXktbW9jaw==\n-----END OPENSSH PRIVATE KEY-----\n"
+)
+MOCK_HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostHostHostHostHostHostHostHostHostHostHost\n"
 
 
 def fake(kind: str, name: str) -> str:
@@ -67,9 +73,9 @@ COMPUTED: dict[str, Any] = {
     "aws:ec2/instance:Instance": lambda n, i: {"arn": "arn:aws:ec2:::instance/" + n},
     "aws:ec2/keyPair:KeyPair": lambda n, i: {"keyName": n},
     "tls:index/privateKey:PrivateKey": lambda n, i: {
-        "privateKeyOpenssh": SECRET_PRIVATE_KEY,
-        "privateKeyPem": SECRET_PRIVATE_KEY,
-        "publicKeyOpenssh": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockMockMockMockMockMockMockMockMockMock",
+        "privateKeyOpenssh": SECRET_HOST_PRIVATE_KEY if n.endswith("-host-key") else SECRET_PRIVATE_KEY,
+        "privateKeyPem": SECRET_HOST_PRIVATE_KEY if n.endswith("-host-key") else SECRET_PRIVATE_KEY,
+        "publicKeyOpenssh": MOCK_HOST_PUBLIC_KEY if n.endswith("-host-key") else MOCK_PUBLIC_KEY,
     },
 }
 

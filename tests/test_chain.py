@@ -48,31 +48,48 @@ def test_emitted_values_and_their_placeholders():
     }
 
 
-def test_a_bad_table_is_refused(monkeypatch):
-    monkeypatch.setattr(chain, "CHAIN", (*CHAIN, Step("smoke", lambda i: {}, after="nowhere")))
-    with pytest.raises(ValueError, match="smoke"):
+@pytest.mark.parametrize(
+    "row",
+    [
+        Step("probe", lambda i: {}, after="nowhere"),
+        Step("probe", lambda i: {}, after="smoke", reruns_after=("later-step",)),
+        Step("smoke", lambda i: {}, after="port-forwards"),  # a duplicate name
+    ],
+)
+def test_a_bad_table_is_refused(monkeypatch, row):
+    monkeypatch.setattr(chain, "CHAIN", (*CHAIN, row))
+    with pytest.raises(ValueError, match=row.name):
         chain._check()
+
+
+def test_a_switched_row_runs_only_when_its_switch_is_on():
+    smoke = chain.BY_NAME["smoke"]
+    assert smoke.switch == "smokeTest" and smoke.installs == {"devstack"}
+    assert [s.name for s in chain_for("devstack", {"smokeTest"})][-1] == "smoke"
+    assert "smoke" not in [s.name for s in chain_for("devstack")]
+    assert "smoke" not in [s.name for s in chain_for("existing", {"smokeTest"})]  # DevStack only
+    assert smoke.reruns_after == ("gateway-mac", "port-forwards")
 
 
 def test_a_new_row_reaches_the_program_and_render(monkeypatch, tmp_path):
     """Adding a step is adding a row (and its script): OpenStack and render pick it up."""
-    script = tmp_path / "smoke.sh"
-    script.write_text("#!/usr/bin/env bash\nset -euo pipefail\necho smoke \"$1\"\n")
-    smoke = Step("smoke", lambda i: {"ROUTER_ID": i.emitted["router_id"]}, after="port-forwards", timeout="20m")
-    monkeypatch.setattr(chain, "CHAIN", (*CHAIN, smoke))
-    monkeypatch.setattr(chain, "BY_NAME", {**chain.BY_NAME, "smoke": smoke})
+    script = tmp_path / "probe.sh"
+    script.write_text("#!/usr/bin/env bash\nset -euo pipefail\necho probe \"$1\"\n")
+    probe = Step("probe", lambda i: {"ROUTER_ID": i.emitted["router_id"]}, after="smoke", timeout="20m")
+    monkeypatch.setattr(chain, "CHAIN", (*CHAIN, probe))
+    monkeypatch.setattr(chain, "BY_NAME", {**chain.BY_NAME, "probe": probe})
     original = remote.script_path
-    monkeypatch.setattr(remote, "script_path", lambda step: script if step == "smoke" else original(step))
+    monkeypatch.setattr(remote, "script_path", lambda step: script if step == "probe" else original(step))
 
     run = harness.run_program()
-    cmd = run.one("dev-smoke")
-    assert [r.name for r in run.of_type("command:remote:Command")][-1] == "dev-smoke"
-    assert "dev-port-forwards" in run.depends_on("dev-smoke")
+    cmd = run.one("dev-probe")
+    assert [r.name for r in run.of_type("command:remote:Command")][-1] == "dev-probe"
+    assert "dev-smoke" in run.depends_on("dev-probe")
     assert cmd.inputs["stdin"] == f"ROUTER_ID={harness.MOCK_ROUTER_ID}\n"
-    assert cmd.custom_timeouts["create"] == "20m" and "echo smoke" in cmd.inputs["create"]
+    assert cmd.custom_timeouts["create"] == "20m" and "echo probe" in cmd.inputs["create"]
 
     sys.path.insert(0, str(harness.ROOT / "tools"))
     import render
 
     render.render("dev", tmp_path / "out")
-    assert (tmp_path / "out" / "6-smoke" / "params.env").read_text() == "ROUTER_ID=<router id from external-gateway>\n"
+    assert (tmp_path / "out" / "7-probe" / "params.env").read_text() == "ROUTER_ID=<router id from external-gateway>\n"

@@ -37,8 +37,12 @@ def nodes(count: int, **more: Any) -> dict[str, Any]:
     return {"computeNodes": {"count": count, **more}}
 
 
+# Each node holds an Elastic IP: the node counts tested here need more than AWS's default 5.
+QUOTA = {"elasticIpQuota": 100}
+
+
 def run(count: int | None, **config: Any) -> harness.Result:
-    return harness.run_program({**(nodes(count) if count is not None else {}), **config})
+    return harness.run_program({**QUOTA, **(nodes(count) if count is not None else {}), **config})
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,7 @@ def three() -> harness.Result:
 
 
 def load(limits: InstanceLimits | None = M8I, **keys: Any):
-    full = harness.config_strings({**harness.BASE_CONFIG, **keys})
+    full = harness.config_strings({**harness.BASE_CONFIG, **QUOTA, **keys})
     return load_settings(full, (lambda t: limits) if limits else None)
 
 
@@ -134,11 +138,24 @@ def test_an_unknown_node_type_is_asked_of_aws_and_named():
     ]
 
 
-def test_elastic_ip_and_vcpu_quotas_warn_with_the_key():
-    # controller 8 vCPUs + 3 x 8 = 32: at the quota; 2 + 1 + 2 = 5 EIPs: at the quota.
-    assert load(**nodes(2)).warnings() == []
-    three = load(**nodes(3)).warnings()
-    assert [w for w in three if w.startswith("openstack-on-aws:computeNodes.count: the stack needs 6 Elastic IPs")]
+def test_elastic_ips_of_the_nodes_count_against_the_quota_by_key():
+    # 2 + 1 floating + 2 nodes = 5 EIPs: at AWS's default quota; a third node is refused, named by its key.
+    assert load(**nodes(2), elasticIpQuota=5).eip_count == 5
+    assert problems(**nodes(3), elasticIpQuota=5) == [
+        "openstack-on-aws:computeNodes.count: the stack needs 6 Elastic IPs (management, provider, one per floating "
+        "IP and one per compute node); the quota is 5 per region. Lower openstack-on-aws:computeNodes.count, or have "
+        "AWS raise the quota and set openstack-on-aws:elasticIpQuota (Elastic IPs that other stacks hold in the "
+        "region count too)"
+    ]
+    # the floating IPs alone over the quota: named by floatingIpCount
+    assert problems(**nodes(1), floatingIpCount=4, elasticIpQuota=5)[0].startswith(
+        "openstack-on-aws:floatingIpCount: the stack needs 7 Elastic IPs"
+    )
+
+
+def test_vcpu_quota_warns_with_the_key():
+    # controller 8 vCPUs + 3 x 8 = 32: at the quota.
+    assert load(**nodes(3)).warnings() == []
     four = load(**nodes(4)).warnings()
     assert [w for w in four if w.startswith("openstack-on-aws:computeNodes.count: the controller and 4 nodes need 40")]
     assert "L-1216C47A" in four[-1]
@@ -436,7 +453,7 @@ def test_render_writes_each_nodes_steps_and_local_conf(tmp_path):
     out = _render(tmp_path, 2)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
         "1-prepare-host", "2-install-openstack", "3-external-gateway", "4-gateway-mac", "5-port-forwards",
-        "6-discover-hosts", "compute-0", "compute-1",
+        "6-smoke", "7-discover-hosts", "compute-0", "compute-1",
     ]
     program = run(2)
     for i in range(2):
@@ -460,7 +477,7 @@ def test_render_writes_each_nodes_steps_and_local_conf(tmp_path):
                 assert rendered.pop("ADMIN_PASSWORD") == "<secret: masked>"
                 sent.pop("ADMIN_PASSWORD")
             assert rendered == sent, step.name
-    assert (out / "6-discover-hosts" / "params.env").read_text() == (
+    assert (out / "7-discover-hosts" / "params.env").read_text() == (
         "NODES=compute-0,compute-1\nCLOUD=devstack-admin\nCLOUDS_YAML=/etc/openstack/clouds.yaml\n"
     )
 
@@ -480,7 +497,6 @@ def test_the_program_warns_at_preview_with_what_aws_says_of_the_types():
     """The vCPU figures come from AWS's answer for both types (getInstanceType, under mocks)."""
     result = run(4)
     assert [w.split(";")[0] for w in result.warnings] == [
-        "openstack-on-aws:computeNodes.count: the stack needs 7 Elastic IPs (one per compute node)",
         "openstack-on-aws:computeNodes.count: the controller and 4 nodes need 40 vCPUs",
     ]
     assert result.invokes.count("aws:ec2/getInstanceType:getInstanceType") == 2

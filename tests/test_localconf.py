@@ -102,7 +102,10 @@ def test_render_tool_writes_every_step(tmp_path):
         "3-external-gateway",
         "4-gateway-mac",
         "5-port-forwards",
+        "6-smoke",
     ]
+    smoke = (out / "6-smoke" / "params.env").read_text()
+    assert "TENANT_IP=192.168.100.10\n" in smoke and "EXPECTED_PUBLIC_IP=<provider Elastic IP>\n" in smoke
     from onhost.remote import command
 
     assert (out / "2-install-openstack" / "command.sh").read_text() == command("install-openstack", "apply")

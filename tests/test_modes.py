@@ -57,7 +57,8 @@ OPENSTACK = {
 }
 # Outputs per mode (README "Outputs"): what an AWS host adds, what DevStack adds.
 COMMON = {"managementPrivateIp", "managementPublicIp", "sshCommand", "providerMac", "providerPrivateIp",
-          "floatingIps", "routerId"}
+          "floatingIps", "routerId", "portForwards"}
+HOST_KEY_OUT = {"sshHostKey", "sshKnownHosts"}  # AWS: always (generated); existing: with host.hostKey
 PROVIDER_PUBLIC = {"providerPublicIp"}
 DEVSTACK = {"keystoneAuthUrl", "horizonUrl", "adminPassword", "cloudsYaml"}
 AWS = {"region", "availabilityZone", "vpcId", "managementSubnetId", "providerSubnetId", "instanceId",
@@ -111,7 +112,8 @@ def _connection(run: harness.Result, step: str) -> dict:
 @pytest.mark.parametrize(("case", "install"), [("machine", "devstack"), ("cloud", "existing")])
 def test_the_mode_selects_its_rows_of_the_chain(case, install, request):
     run: harness.Result = request.getfixturevalue(case)
-    steps = [s.name for s in chain_for(install)]
+    steps = [s.name for s in chain_for(install, {"smokeTest"})]  # smokeTest defaults to on
+    assert ("smoke" in steps) == (install == "devstack")  # the smoke VM needs DevStack's CirrOS and flavors
     assert [r.name for r in run.of_type(CMD)] == [f"dev-{s}" for s in steps]
     for before, after in zip(steps, steps[1:], strict=False):
         assert f"dev-{before}" in run.depends_on(f"dev-{after}")
@@ -123,7 +125,9 @@ def test_the_mode_selects_its_rows_of_the_chain(case, install, request):
         row = next(s for s in CHAIN if s.name == step)
         assert r.inputs["create"] == command(step, "apply") and r.inputs["delete"] == command(step, "remove")
         assert r.delete_before_replace and r.deleted_with == ""  # the machine outlives the stack: always undo
-        assert r.inputs["triggers"] == ["admin@198.51.100.20:2222/02:00:0a:00:02:05"]
+        # the machine's identity, then the stdout of the steps whose runs re-run this one
+        reruns = ["" for _ in row.reruns_after]  # those steps' stdout (empty under the mocks)
+        assert r.inputs["triggers"] == ["admin@198.51.100.20:2222/02:00:0a:00:02:05", *reruns], step
         assert r.custom_timeouts == {"create": row.timeout, "update": row.timeout, "delete": row.delete_timeout}
         assert is_rpc_secret(r.inputs["stdin"]) == row.secret, step
         conn = _connection(run, step)
@@ -145,6 +149,13 @@ def test_an_existing_machine_with_devstack_gets_its_addresses(machine):
     assert "FORWARDS=tcp:522:192.168.100.10:22\n" in stdin["dev-port-forwards"]
     assert "GATEWAY_IP=10.0.2.20\n" in stdin["dev-port-forwards"]
     assert f"ROUTER_ID={harness.MOCK_ROUTER_ID}\n" in stdin["dev-gateway-mac"]
+    for line in ("TENANT_IP=192.168.100.10", "VPC_GATEWAY_IP=10.0.2.1", "EXPECTED_PUBLIC_IP=198.51.100.21"):
+        assert line + "\n" in stdin["dev-smoke"]
+
+
+def test_without_a_provider_public_ip_the_smoke_step_expects_no_address():
+    smoke = unwrap_rpc_secret(existing(providerPublicIp=None).one("dev-smoke").inputs["stdin"])
+    assert "EXPECTED_PUBLIC_IP=\n" in smoke  # smoke.sh: any IPv4 answer of the internet passes
 
 
 def test_an_existing_openstack_is_configured_not_installed(cloud):
@@ -158,10 +169,11 @@ def test_an_existing_openstack_is_configured_not_installed(cloud):
 
 def test_outputs_per_mode(machine, cloud):
     aws = harness.run_program({"portForwards": [FORWARD]})
-    assert set(aws.outputs) == COMMON | PROVIDER_PUBLIC | DEVSTACK | AWS
-    assert set(machine.outputs) == COMMON | PROVIDER_PUBLIC | DEVSTACK
-    assert set(cloud.outputs) == COMMON | PROVIDER_PUBLIC
-    assert set(existing(providerPublicIp=None).outputs) == COMMON | DEVSTACK
+    assert set(aws.outputs) == COMMON | PROVIDER_PUBLIC | DEVSTACK | AWS | HOST_KEY_OUT
+    assert set(machine.outputs) == COMMON | PROVIDER_PUBLIC | DEVSTACK | HOST_KEY_OUT
+    assert set(cloud.outputs) == COMMON | PROVIDER_PUBLIC | HOST_KEY_OUT
+    assert set(existing(providerPublicIp=None).outputs) == COMMON | DEVSTACK | HOST_KEY_OUT
+    assert set(existing(hostKey=None).outputs) == COMMON | PROVIDER_PUBLIC | DEVSTACK
     out = machine.outputs
     assert out["managementPrivateIp"] == "10.0.1.15" and out["managementPublicIp"] == "cloud.example.org"
     assert out["providerMac"] == "02:00:0a:00:02:05" and out["providerPrivateIp"] == "10.0.2.20"
@@ -169,6 +181,9 @@ def test_outputs_per_mode(machine, cloud):
     assert out["floatingIps"] == {"10.0.2.21": "198.51.100.22", "10.0.2.22": "198.51.100.23"}
     assert out["sshCommand"] == "ssh -p 2222 -J ops@198.51.100.5 admin@198.51.100.20"
     assert out["keystoneAuthUrl"] == "http://cloud.example.org/identity/v3"
+    # the key the steps pin, for the address and port they dial (behind the jump host)
+    assert out["sshHostKey"] == HOST_KEY and out["sshKnownHosts"] == f"[198.51.100.20]:2222 {HOST_KEY}"
+    assert out["portForwards"] == [FORWARD] == cloud.outputs["portForwards"]
     assert out["routerId"] == harness.MOCK_ROUTER_ID == cloud.outputs["routerId"]
     assert machine.secret_outputs == {"adminPassword", "cloudsYaml"}
     assert cloud.secret_outputs == set()
@@ -209,9 +224,9 @@ BAD = [
     ({"host": {**HOST, "kind": "aws"}, "sshPrivateKey": "k"}, ["openstack-on-aws:host.kind: Input should be"]),
     # existing OpenStack
     ({"host": HOST, "sshPrivateKey": "k", "openstack": {"install": "existing"}, "openstackBranch": "master",
-      "adminPassword": "Good_pass-word-123"},
+      "adminPassword": "Good_pass-word-123", "smokeTest": True},
      ["openstack-on-aws:openstack.cloud: required", "openstack-on-aws:openstackBranch: DevStack only",
-      "openstack-on-aws:adminPassword: DevStack only"]),
+      "openstack-on-aws:adminPassword: DevStack only", "openstack-on-aws:smokeTest: DevStack only"]),
     ({"allowedCidrs": ["203.0.113.0/24"], "openstack": {"install": "existing", "cloud": "c"}},
      ["openstack-on-aws:openstack.install: existing needs an existing machine"]),
     ({"allowedCidrs": ["203.0.113.0/24"], "openstack": {"cloud": "c", "cloudsYaml": "/x.yaml"}},
@@ -245,6 +260,8 @@ def test_every_aws_only_key_is_refused_for_an_existing_machine():
               "rootVolumeGiB": 100, "amiId": "ami-0123456789abcdef0", "sshPublicKey": "ssh-ed25519 AAAA x",
               "vpcCidr": "10.42.0.0/16", "managementSubnetCidr": "10.42.1.0/24",
               "providerSubnetCidr": "10.42.2.0/24", "floatingIpCount": 1, "allowedCidrs": ["203.0.113.0/24"],
+              "floatingIpIngress": [{"protocol": "tcp", "port": 80}], "securityGroupRuleQuota": 100,
+              "elasticIpQuota": 10,
               "computeNodes": {"count": 1}}
     assert set(values) == set(AWS_ONLY_KEYS)
     config = {("aws:region" if k == "region" else k): v for k, v in values.items()}
@@ -305,7 +322,7 @@ def test_each_existing_example_runs_under_mocks_without_aws(name):
     config = yaml.safe_load((EXAMPLES / name).read_text())["config"]
     run = harness.run_program({**config, "sshPrivateKey": PRIVATE_KEY}, secret_keys=["sshPrivateKey"], base={})
     assert run.invokes == [] and not [r for r in run.resources if r.type.startswith("aws:")]
-    assert len(run.of_type(CMD)) == (5 if name == "existing-machine.yaml" else 3)
+    assert len(run.of_type(CMD)) == (6 if name == "existing-machine.yaml" else 3)  # DevStack: + smoke
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLE_MODES))
@@ -320,7 +337,7 @@ def test_render_in_each_mode(name, tmp_path):
                           cwd=harness.ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     install = "existing" if name == "existing-openstack.yaml" else "devstack"
-    steps = [s.name for s in chain_for(install)]
+    steps = [s.name for s in chain_for(install, {"smokeTest"})]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"{i}-{s}" for i, s in enumerate(steps, 1)]
     assert (out / "local.conf").exists() == (install == "devstack")
     for i, step in enumerate(steps, 1):
@@ -342,7 +359,7 @@ def test_render_and_the_program_send_the_same_parameters(machine, tmp_path):
     import render
 
     render.render(None, tmp_path / "out", config_file=stack)
-    for i, step in enumerate(chain_for("devstack"), 1):
+    for i, step in enumerate(chain_for("devstack", {"smokeTest"}), 1):
         sent = unwrap_rpc_secret(machine.one(f"dev-{step.name}").inputs["stdin"])
         written = (tmp_path / "out" / f"{i}-{step.name}" / "params.env").read_text()
         sent = sent.replace(harness.MOCK_ROUTER_ID, "<router id from external-gateway>")

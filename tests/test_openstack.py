@@ -63,6 +63,7 @@ def test_step_timeouts(run):
         "external-gateway": short,
         "gateway-mac": short,
         "port-forwards": short,
+        "smoke": {"create": "25m", "update": "25m", "delete": "15m"},
     }
 
 

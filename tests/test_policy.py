@@ -195,6 +195,30 @@ def test_world_ingress_violates() -> None:
     assert names(analyze(policies.SECURITY_GROUP, inline)) == {"no-world-ingress"}
 
 
+def test_a_world_open_forward_range_passes_only_if_every_port_is_forwarded_from_the_world() -> None:
+    world = [{**FORWARD_CONFIG[0], "publicPort": p} for p in range(1000, 1010)]
+    _CONFIG["openstack-on-aws:portForwards"] = json.dumps(world)
+    rng = {**FORWARD_RULE, "fromPort": 1000, "toPort": 1009, "description": "forward to 10 tenant ports: tcp/1000-1009"}
+    assert analyze(policies.SG_INGRESS_RULE, rng) == []
+    _CONFIG["openstack-on-aws:portForwards"] = json.dumps(world[:-1])  # 1009 not forwarded
+    assert names(analyze(policies.SG_INGRESS_RULE, rng)) == {"no-world-ingress"}
+
+
+def test_world_open_floating_ip_ingress_passes_only_when_configured() -> None:
+    web = {**FORWARD_RULE, "fromPort": 80, "toPort": 80, "description": "floating IP ingress: tcp/80"}
+    assert names(analyze(policies.SG_INGRESS_RULE, web)) == {"no-world-ingress"}
+    _CONFIG["openstack-on-aws:floatingIpIngress"] = json.dumps(
+        [{"protocol": "tcp", "port": 80, "sourceCidrs": ["0.0.0.0/0"]}, {"protocol": "icmp", "sourceCidrs": ["::/0"]}]
+    )
+    assert analyze(policies.SG_INGRESS_RULE, web) == []
+    ping6 = {k: v for k, v in web.items() if k != "cidrIpv4"} | {
+        "ipProtocol": "icmp", "fromPort": -1, "toPort": -1, "cidrIpv6": "::/0",
+        "description": "floating IP ingress: icmp"}
+    assert analyze(policies.SG_INGRESS_RULE, ping6) == []
+    # The description alone does not open a port that is not configured.
+    assert names(analyze(policies.SG_INGRESS_RULE, {**web, "fromPort": 81, "toPort": 81})) == {"no-world-ingress"}
+
+
 # ---- provider ENI ----------------------------------------------------------------------------
 
 PROVIDER_ENI = {
@@ -335,7 +359,7 @@ def test_step_scripts_are_not_mistaken_for_secrets() -> None:
     # Every step of the chain (DESIGN.md section 3), of the compute nodes' table and the TLS steps not yet
     # wired (docs/tls.md) is found and checked, not none of them.
     assert steps == sorted(["prepare-host", "install-openstack", "external-gateway", "gateway-mac", "port-forwards",
-                            *compute_chain.STEPS, "tls-front", "public-endpoints"])
+                            *compute_chain.STEPS, "smoke", "tls-front", "public-endpoints"])
     for step in steps:
         for action in ("apply", "remove"):
             text = remote.command(step, action)
@@ -384,7 +408,13 @@ def test_the_program_complies(secrets: str) -> None:
     """Every resource the program registers, under mocks, passes every policy: with the key pair
     and admin password generated (secret as their providers mark them), and configured as secrets."""
     # Two compute nodes too: their instances, ENIs, cluster rule and steps comply as well.
-    config: dict[str, Any] = {"portForwards": FORWARD_CONFIG, "floatingIpCount": 2, "computeNodes": {"count": 2}}
+    config: dict[str, Any] = {
+        "portForwards": [*FORWARD_CONFIG, *({**FORWARD_CONFIG[0], "publicPort": p} for p in (600, 601))],
+        "floatingIpCount": 2,
+        "floatingIpIngress": [{"protocol": "tcp", "port": 80, "toPort": 81, "sourceCidrs": ["0.0.0.0/0"]}],
+        "computeNodes": {"count": 2},
+        "elasticIpQuota": 10,  # 2 + 2 floating + 2 nodes
+    }
     secret_keys: list[str] = []
     if secrets == "configured":
         config |= {"adminPassword": CONFIG_PASSWORD, "sshPrivateKey": harness.SECRET_PRIVATE_KEY,

@@ -38,7 +38,8 @@ T = {
 CONTRACT = {
     "region", "availabilityZone", "vpcId", "managementSubnetId", "providerSubnetId", "instanceId",
     "managementPrivateIp", "managementPublicIp", "sshCommand", "sshPrivateKey", "providerEniId",
-    "providerMac", "providerPrivateIp", "providerPublicIp", "floatingIps",
+    "providerMac", "providerPrivateIp", "providerPublicIp", "floatingIps", "sshHostKey", "sshKnownHosts",
+    "portForwards",
     # the OpenStack side (components/openstack.py)
     "keystoneAuthUrl", "horizonUrl", "routerId", "adminPassword", "cloudsYaml",
 }
@@ -56,7 +57,7 @@ def props(result, name):
 def test_resource_graph_types_and_counts(default):
     counts = Counter(r.type for r in default.resources)
     for kind, n in {"vpc": 1, "igw": 1, "subnet": 2, "rt": 1, "route": 1, "rta": 2, "sg": 2, "egress": 2,
-                    "eni": 2, "attach": 1, "eip": 4, "instance": 1, "keypair": 1, "tlskey": 1}.items():
+                    "eni": 2, "attach": 1, "eip": 4, "instance": 1, "keypair": 1, "tlskey": 2}.items():
         assert counts[T[kind]] == n, kind
     assert counts["openstack-on-aws:network:Network"] == 1
     assert counts["openstack-on-aws:host:Host"] == 1
@@ -180,6 +181,7 @@ def test_outputs_are_the_documented_contract(default):
     assert out["providerMac"] == fake("mac", "dev-provider-eni") != fake("mac", "dev-management-eni")
     assert out["providerEniId"] == "dev-provider-eni-id"
     assert out["vpcId"] == "dev-vpc-id" and out["instanceId"] == "dev-instance-id"
+    assert out["portForwards"] == [{k: v for k, v in f.items() if k != "sourceCidrs"} for f in (FWD_TCP, FWD_UDP)]
 
 
 def test_nothing_secret_is_exported_in_plain(default):
@@ -192,7 +194,7 @@ def test_nothing_secret_is_exported_in_plain(default):
 def test_a_user_key_pair_is_used_and_its_private_half_never_exported():
     result = run_program({"sshPublicKey": USER_KEY, "sshPrivateKey": USER_PRIVATE},
                          secret_keys=["sshPrivateKey"])
-    assert not result.of_type(T["tlskey"])
+    assert [r.name for r in result.of_type(T["tlskey"])] == ["dev-host-key"]  # no login key generated
     assert props(result, "dev-key")["publicKey"] == USER_KEY
     assert "sshPrivateKey" not in result.outputs
     assert "user-secret-key-material" not in repr(result.outputs)

@@ -157,11 +157,14 @@ def test_harness_self_check_the_scanner_finds_plain_and_wrapped_leaks() -> None:
 def test_generated_secrets_stay_secret(generated: harness.Result) -> None:
     # The generated key pair and admin password, secret as their providers mark them.
     assert {harness.SECRET_PRIVATE_KEY, harness.MOCK_ADMIN_PASSWORD} <= generated.generated_secrets
+    assert harness.SECRET_HOST_PRIVATE_KEY in generated.generated_secrets  # the host key pair's private half
     assert plain_leaks(generated, secret_values(generated, set())) == []
 
 
 def test_configured_secrets_stay_secret(configured: harness.Result) -> None:
-    assert configured.generated_secrets == set()  # nothing generated: both secrets are configured
+    # Both secrets are configured: the only one generated is the instance's SSH host key (always made
+    # by the program, installed by cloud-init), and it stays secret too (plain_leaks below).
+    assert configured.generated_secrets == {harness.SECRET_HOST_PRIVATE_KEY}
     secrets = secret_values(configured, {CONFIG_PRIVATE_KEY, CONFIG_ADMIN_PASSWORD})
     assert plain_leaks(configured, secrets) == []
 

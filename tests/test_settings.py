@@ -182,9 +182,12 @@ def test_virtualization_follows_the_instance_type(instance_type, nested, kvm, ar
         assert qemu_warning[0].startswith(f"{NS}:instanceType:")
 
 
-def test_more_elastic_ips_than_the_default_quota_warns():
+def test_more_elastic_ips_than_the_quota_is_refused_naming_the_keys():
     assert load(floatingIpCount=3).warnings() == []
-    assert any("Elastic IPs" in w for w in load(floatingIpCount=4).warnings())
+    (found,) = problems(floatingIpCount=4)
+    assert found.startswith(f"{NS}:floatingIpCount: the stack needs 6 Elastic IPs")
+    assert "the quota is 5" in found and f"{NS}:elasticIpQuota" in found
+    assert load(floatingIpCount=4, elasticIpQuota=6).eip_count == 6
 
 
 def test_user_key_pair_is_accepted():
@@ -209,7 +212,7 @@ def layouts(draw):
 def test_any_disjoint_subnets_inside_the_vpc_are_accepted(layout, floating):
     vpc, mgmt, provider = layout
     s = load(vpcCidr=str(vpc), managementSubnetCidr=str(mgmt), providerSubnetCidr=str(provider),
-             floatingIpCount=floating)
+             floatingIpCount=floating, elasticIpQuota=7)
     assert s.provider_ip in provider and all(ip in provider for ip in s.floating_ips)
     assert s.management_ip in mgmt and len(set(s.floating_ips) | {s.provider_ip}) == floating + 1
 

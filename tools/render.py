@@ -32,9 +32,9 @@ from components.compute import (  # noqa: E402
     steps_args_from_settings,
 )
 from components.contract import HostContract, contract_for_render  # noqa: E402
-from components.openstack import args_from_settings, local_conf_for, step_inputs  # noqa: E402
+from components.openstack import args_from_settings, local_conf_for, selected_steps, step_inputs  # noqa: E402
 from config.settings import Settings, SettingsError, load_settings  # noqa: E402
-from onhost.chain import chain_for, placeholders  # noqa: E402
+from onhost.chain import placeholders  # noqa: E402
 from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, discover_params  # noqa: E402
 from onhost.remote import command, params  # noqa: E402
 
@@ -63,7 +63,7 @@ def render(stack: str | None, out: Path, root: Path = ROOT, config_file: Path | 
     # The same host contract and step rows as the program, with placeholders for deploy-time values.
     contract = contract_for_render(settings, MASK)
     args = args_from_settings(settings, contract, MASK)
-    selected = chain_for(args.install)
+    selected = selected_steps(args)
     inputs = step_inputs(args, placeholders(selected))
     out.mkdir(parents=True, exist_ok=True)
     written = []

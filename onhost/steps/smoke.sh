@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# smoke: the cloud proves itself at the end of `up`. A CirrOS VM (the image DevStack uploads) boots
+# on the tenant network, at a port forward's tenant IP when one is given; it must become ACTIVE,
+# answer ping from the router namespace, and — through a user-data script whose output lands in its
+# console log — reach the VPC router and the internet, where the internet must see the provider
+# Elastic IP as its source. Everything it creates is deleted before it exits, pass or fail.
+#
+#   smoke.sh apply    params on stdin; deletes leftovers of an interrupted run, runs the test,
+#                     deletes the VM, its port and its security group, prints one JSON line of
+#                     evidence; exits 1 with "smoke test failed: <why>" when the cloud does not work
+#   smoke.sh remove   deletes whatever a killed run left behind (nothing else; no state is kept)
+#
+# Parameters (KEY=value lines on stdin): ROUTER_ID TENANT_NETWORK TENANT_IP (may be empty)
+# VPC_GATEWAY_IP PROBE_URL (an http:// URL that answers with the caller's IPv4 address, e.g.
+# http://checkip.amazonaws.com/) EXPECTED_PUBLIC_IP (the provider's public IP: the Elastic IP on AWS;
+# empty on an existing machine without host.providerPublicIp, where any answer of the internet
+# passes and the address it saw is reported). Runs the openstack CLI
+# as DevStack's admin (cloud `devstack-admin`), like external-gateway: no secret passes through it.
+# The VPC router's answer to ping is evidence, not a verdict (it may ignore ICMP; gateway-mac says
+# the same): the internet seen through it is the verdict.
+set -euo pipefail
+OOA_STEP=smoke
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PARAMS=(ROUTER_ID TENANT_NETWORK TENANT_IP VPC_GATEWAY_IP PROBE_URL EXPECTED_PUBLIC_IP)
+NAME=openstack-on-aws-smoke # the server, its port and its security group: found again by name
+FLAVORS=(cirros256 m1.nano m1.tiny)
+POLL=5                # seconds between polls (the loops count polls, not wall time)
+ACTIVE_POLLS=60       # ~5 min for ACTIVE
+PING_POLLS=36         # ~4 min for the first answer from the router namespace (DHCP after boot)
+CONSOLE_POLLS=120     # ~10 min for the user-data script to finish (QEMU emulation is slow)
+MARK=OOA-SMOKE        # the user-data script's console lines: "OOA-SMOKE key=value"
+
+# validate_params : refuse bad parameters before any call to the cloud; sets NS.
+validate_params() {
+  need is_uuid ROUTER_ID
+  [[ $TENANT_NETWORK =~ ^[A-Za-z0-9_.-]{1,64}$ ]] || die "parameter TENANT_NETWORK is not a network name: '$TENANT_NETWORK'"
+  [ -z "$TENANT_IP" ] || need is_ipv4 TENANT_IP
+  need is_ipv4 VPC_GATEWAY_IP
+  [ -z "$EXPECTED_PUBLIC_IP" ] || need is_ipv4 EXPECTED_PUBLIC_IP
+  [[ $PROBE_URL =~ ^http://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$ ]] ||
+    die "parameter PROBE_URL is not a plain http:// URL: '$PROBE_URL'"
+  NS=qrouter-$ROUTER_ID
+}
+
+# os ARGS... : the openstack CLI as DevStack's admin (project admin). A failure returns its status
+# to the caller (rather than exiting inside), so the ERR trap names the caller's command.
+os() {
+  local rc=0
+  openstack --os-cloud devstack-admin "$@" || rc=$?
+  return "$rc"
+}
+
+# json_str TEXT : TEXT as a JSON string (quotes, backslashes and control characters escaped).
+json_str() { jq -Rn --arg v "$1" '$v'; }
+
+# user_data : the script CirrOS runs at boot (busybox sh); its output goes to the serial console.
+# It pings the VPC router, resolves the probe's name (the tenant subnet's DNS is the VPC resolver,
+# reached through the VPC router) and fetches the probe URL, which answers with the caller's address.
+user_data() {
+  local PROBE_HOST=${PROBE_URL#http://}
+  PROBE_HOST=${PROBE_HOST%%[:/]*}
+  cat <<EOF
+#!/bin/sh
+[ -w /dev/console ] && exec >/dev/console 2>&1
+say() { echo "$MARK \$*"; }
+say begin
+if ping -c 3 -W 2 $VPC_GATEWAY_IP >/dev/null 2>&1; then say vpc_router_ping=ok; else say vpc_router_ping=fail; fi
+if nslookup ${PROBE_HOST} >/dev/null 2>&1; then say vpc_dns=ok; else say vpc_dns=fail; fi
+seen=
+for try in 1 2 3 4 5 6; do
+  seen=\$(curl -s -m 10 $PROBE_URL 2>/dev/null || wget -q -T 10 -O - $PROBE_URL 2>/dev/null)
+  [ -n "\$seen" ] && break
+  sleep 5
+done
+say internet_seen_as=\$(echo "\$seen" | tr -cd '0-9.')
+say end
+EOF
+}
+
+# cleanup : delete the server (and wait until it is gone), the port and the security group; set LEFT
+# to the servers still there. Only admin's security groups: the admin sees every project's.
+cleanup() {
+  local id
+  for id in $(os server list --name "^$NAME\$" -f value -c ID); do
+    log "deleting server $id"
+    os server delete --wait "$id" || log "warning: server $id not deleted"
+  done
+  for id in $(os port list --network "$TENANT_NETWORK" -f value -c ID -c Name | awk -v n="$NAME" '$2 == n {print $1}'); do
+    log "deleting port $id"
+    os port delete "$id" || log "warning: port $id not deleted"
+  done
+  for id in $(os security group list --project admin -f value -c ID -c Name | awk -v n="$NAME" '$2 == n {print $1}'); do
+    log "deleting security group $id"
+    os security group delete "$id" || log "warning: security group $id not deleted"
+  done
+  LEFT=$(os server list --name "^$NAME\$" -f value -c ID | awk 'NF' | wc -l)
+}
+
+# fail WHY : record why the cloud does not work and stop (the EXIT trap cleans up and reports).
+fail() { FAILURE=$1; exit 1; }
+
+# on_error LINE : the ERR trap: an unexpected failure, named by that line of this script (BASH_COMMAND
+# would name `return` when os returns a failure).
+on_error() {
+  local text
+  text=$(sed -n "${1}p" "${BASH_SOURCE[0]}" | sed 's/^ *//' | cut -c1-200)
+  FAILURE=${FAILURE:-"command failed (line $1): $text"}
+}
+
+# console_value KEY : the last "OOA-SMOKE KEY=value" of the console log read last.
+console_value() { grep -a "^$MARK $1=" <<<"$CONSOLE" | tail -n 1 | cut -d= -f2- | tr -d '\r' || true; }
+
+# report true|false : the one JSON line of evidence.
+report() {
+  printf '{"ok":%s,"failure":%s,"image":%s,"flavor":%s,"server":%s,"tenant_ip":%s,"tenant_ip_in_use":%s,"status":%s,"answers_from_router":%s,"user_data_ran":%s,"vpc_router_ping":%s,"vpc_dns":%s,"internet_seen_as":%s,"expected_public_ip":%s,"servers_left":%s}\n' \
+    "$1" "$(json_str "${FAILURE:-}")" "$(json_str "$IMAGE")" "$(json_str "$FLAVOR")" "$(json_str "$SERVER")" \
+    "$(json_str "$VM_IP")" "$IP_IN_USE" "$(json_str "$STATUS")" "$ANSWERS" "$USER_DATA_RAN" \
+    "$(json_str "$VPC_PING")" "$(json_str "$VPC_DNS")" "$(json_str "$SEEN_AS")" "$(json_str "$EXPECTED_PUBLIC_IP")" "${LEFT:-null}"
+}
+
+# finish : the EXIT trap of apply: clean up, print the evidence, and exit with a clear message.
+finish() {
+  local rc=$?
+  trap - EXIT ERR
+  set +e
+  rm -f "$USERDATA"
+  cleanup
+  [ "$rc" -ne 0 ] || FAILURE=''
+  if [ "$rc" -eq 0 ] && [ "${LEFT:-0}" -ne 0 ]; then FAILURE="server $NAME could not be deleted" rc=1; fi
+  if [ "$rc" -eq 0 ]; then report true; else report false; fi
+  if [ "$rc" -ne 0 ]; then
+    [ -z "$CONSOLE" ] || { log "console log (last 25 lines):"; tail -n 25 <<<"$CONSOLE" >&2; }
+    log "error: smoke test failed: ${FAILURE:-unexpected error}"
+  fi
+  exit "$rc"
+}
+
+# smoke : the test itself; each way the cloud can fail calls fail with the reason.
+smoke() {
+  local port port_args=() i images flavors sg
+  images=$(os image list -f value -c Name)
+  IMAGE=$(grep -i -m 1 cirros <<<"$images" || true)
+  [ -n "$IMAGE" ] || fail "no CirrOS image in Glance (DevStack uploads one)"
+  flavors=$(os flavor list -f value -c Name)
+  for i in "${FLAVORS[@]}"; do grep -qx "$i" <<<"$flavors" && { FLAVOR=$i; break; }; done
+  [ -n "$FLAVOR" ] || fail "none of the flavors ${FLAVORS[*]} exists"
+
+  sg=$(os security group create "$NAME" --description "openstack-on-aws smoke test (deleted after it)" -f value -c id)
+  os security group rule create --ingress --protocol icmp "$sg" >/dev/null # ping from the router
+  if [ -n "$TENANT_IP" ]; then
+    if [ -n "$(os port list --network "$TENANT_NETWORK" --fixed-ip "ip-address=$TENANT_IP" -f value -c ID)" ]; then
+      IP_IN_USE=true
+      log "tenant IP $TENANT_IP is in use: the VM takes another address"
+    else
+      port_args=(--fixed-ip "ip-address=$TENANT_IP")
+    fi
+  fi
+  port=$(os port create "$NAME" --network "$TENANT_NETWORK" "${port_args[@]}" --security-group "$sg" -f value -c id)
+  VM_IP=$(os port show "$port" -f json -c fixed_ips | jq -r '.fixed_ips[0].ip_address // empty')
+  is_ipv4 "$VM_IP" || fail "port $port has no IPv4 address"
+
+  USERDATA=$(mktemp)
+  user_data >"$USERDATA"
+  SERVER=$(os server create "$NAME" --image "$IMAGE" --flavor "$FLAVOR" --port "$port" --user-data "$USERDATA" -f value -c id)
+  for ((i = 0; i < ACTIVE_POLLS; i++)); do
+    STATUS=$(os server show "$SERVER" -f value -c status)
+    [ "$STATUS" = ACTIVE ] && break
+    [ "$STATUS" != ERROR ] || fail "server went to ERROR: $(os server show "$SERVER" -f value -c fault | head -c 300)"
+    sleep "$POLL"
+  done
+  [ "$STATUS" = ACTIVE ] || fail "server not ACTIVE after $((ACTIVE_POLLS * POLL)) s (status $STATUS)"
+
+  for ((i = 0; i < PING_POLLS; i++)); do
+    if ip netns exec "$NS" ping -n -q -c 1 -w 2 "$VM_IP" >/dev/null 2>&1; then ANSWERS=true; break; fi
+    sleep "$POLL"
+  done
+  [ "$ANSWERS" = true ] || fail "the VM at $VM_IP does not answer ping from $NS"
+
+  for ((i = 0; i < CONSOLE_POLLS; i++)); do
+    CONSOLE=$(os console log show "$SERVER" 2>/dev/null || true)
+    grep -aq "^$MARK end" <<<"$CONSOLE" && break
+    sleep "$POLL"
+  done
+  grep -aq "^$MARK begin" <<<"$CONSOLE" && USER_DATA_RAN=true
+  VPC_PING=$(console_value vpc_router_ping)
+  VPC_DNS=$(console_value vpc_dns)
+  SEEN_AS=$(console_value internet_seen_as)
+  [ "$USER_DATA_RAN" = true ] || fail "the VM's user-data script left no output in its console log (metadata service?)"
+  grep -aq "^$MARK end" <<<"$CONSOLE" || fail "the VM's user-data script did not finish in $((CONSOLE_POLLS * POLL)) s"
+  [ -n "$SEEN_AS" ] ||
+    fail "the VM did not reach the internet ($PROBE_URL); VPC router ping: ${VPC_PING:-unknown}, VPC DNS: ${VPC_DNS:-unknown}"
+  is_ipv4 "$SEEN_AS" || fail "the probe $PROBE_URL did not answer with an IPv4 address: '$SEEN_AS'"
+  [ -z "$EXPECTED_PUBLIC_IP" ] || [ "$SEEN_AS" = "$EXPECTED_PUBLIC_IP" ] ||
+    fail "the internet sees the VM as $SEEN_AS, not as the provider Elastic IP $EXPECTED_PUBLIC_IP"
+}
+
+# apply : run the smoke test (see the header); the EXIT trap cleans up and reports on every path.
+apply() {
+  load_params - "${PARAMS[@]}"
+  validate_params
+  command -v openstack >/dev/null || die "no openstack CLI: run install-openstack first"
+  netns_exists "$NS" || die "router namespace $NS does not exist: run external-gateway first"
+  IMAGE='' FLAVOR='' SERVER='' VM_IP='' STATUS='' VPC_PING='' VPC_DNS='' SEEN_AS='' CONSOLE='' FAILURE=''
+  IP_IN_USE=false ANSWERS=false USER_DATA_RAN=false LEFT='' USERDATA=''
+  set -E # the ERR trap below also fires inside functions
+  trap finish EXIT
+  trap 'on_error "$LINENO"' ERR
+  cleanup # an interrupted earlier run
+  smoke
+}
+
+# remove : delete what an interrupted apply left; nothing else.
+remove() {
+  load_params - "${PARAMS[@]}" # pulumi-command's delete sends the stdin that apply had
+  validate_params
+  command -v openstack >/dev/null || { log "no openstack CLI: nothing to remove"; return 0; }
+  # A VM left inside the host costs nothing on AWS: a cloud that cannot answer must not block remove.
+  cleanup || log "warning: the cloud did not answer every clean-up call"
+  printf '{"removed":true,"servers_left":%s}\n' "$LEFT"
+}
+
+case "${1:-}" in
+  apply | remove) "$1" ;;
+  *) die "usage: $0 apply|remove (parameters as KEY=value lines on stdin)" ;;
+esac
