@@ -139,6 +139,7 @@ if compute is not None and openstack.admin_password is not None:
                 "instanceId": n.instance.id,
                 "managementPrivateIp": str(n.contract.management_ip),
                 "publicIp": n.eip.public_ip,
+                "sshHostKey": n.host_public_key,
             }
             for n in compute.nodes
         ],

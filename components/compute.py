@@ -2,7 +2,8 @@
 
 `ComputeNodes` (AWS): per node an instance with one management ENI at a fixed IP after the
 controller's, IMDSv2, an encrypted root volume, the controller's key pair and image, and an Elastic
-IP (its way to the Internet for the install and the steps' way in over SSH); plus the one
+IP (its way to the Internet for the install and the steps' way in over SSH), and its own SSH host
+key (generated, installed by cloud-init, pinned by its steps, as the controller's); plus the one
 security-group rule that lets the cluster's members talk to each other: all traffic from the
 management security group to itself. Each node hands a `NodeContract` (components/contract.py).
 
@@ -26,7 +27,7 @@ import pulumi_aws as aws
 from pulumi_command import remote
 
 from components.contract import HostContract, NodeContract, SshConnection
-from components.host import ROLE_TAG, SSH_USER
+from components.host import ROLE_TAG, SSH_USER, generated_host_key
 from components.openstack import _stdin, connection_args, local_conf_for
 from onhost import localconf
 from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, NodeInputs, discover_params
@@ -78,11 +79,14 @@ class ComputeNodeArgs:
 
 
 class ComputeNode(pulumi.ComponentResource):
-    """One compute node: management ENI, instance, Elastic IP."""
+    """One compute node: SSH host key, management ENI, instance, Elastic IP."""
 
     def __init__(self, name: str, node: ComputeNodeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("openstack-on-aws:compute:ComputeNode", name, None, opts)
         args, ip, hostname = node.shared, node.management_ip, node.hostname
+        # Its own SSH host key, installed by cloud-init at first boot and pinned by its steps,
+        # exactly as the controller's (components/host.py).
+        self.host_key, self.host_public_key, user_data = generated_host_key(name, pulumi.ResourceOptions(parent=self))
         self.eni = aws.ec2.NetworkInterface(
             f"{name}-management-eni",
             subnet_id=args.management_subnet_id,
@@ -107,9 +111,15 @@ class ComputeNode(pulumi.ComponentResource):
                 "delete_on_termination": True,
             },
             cpu_options={"nested_virtualization": "enabled"} if args.nested_virtualization else None,
+            # Holds the host private key: secret in the state; another key needs another instance.
+            user_data=user_data,
+            user_data_replace_on_change=True,
             tags={"Name": f"{name}-openstack-compute"},
             opts=pulumi.ResourceOptions(
-                parent=self, delete_before_replace=True, ignore_changes=[] if args.pin_ami else ["ami"]
+                parent=self,
+                additional_secret_outputs=["userData", "userDataBase64"],
+                delete_before_replace=True,
+                ignore_changes=[] if args.pin_ami else ["ami"],
             ),
         )
         self.eip = aws.ec2.Eip(
@@ -121,7 +131,9 @@ class ComputeNode(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.internet_gateway]),
         )
         self.contract = NodeContract(
-            ssh=SshConnection(host=self.eip.public_ip, user=SSH_USER, private_key=args.private_key),
+            ssh=SshConnection(
+                host=self.eip.public_ip, user=SSH_USER, private_key=args.private_key, host_key=self.host_public_key
+            ),
             machine_id=self.instance.id,
             management_ip=ip,
             hostname=hostname,
@@ -129,7 +141,12 @@ class ComputeNode(pulumi.ComponentResource):
             deleted_with=self.instance,
         )
         self.register_outputs(
-            {"instance_id": self.instance.id, "management_ip": str(ip), "public_ip": self.eip.public_ip}
+            {
+                "instance_id": self.instance.id,
+                "management_ip": str(ip),
+                "public_ip": self.eip.public_ip,
+                "host_public_key": self.host_public_key,
+            }
         )
 
 

@@ -88,6 +88,24 @@ def host_key_cloud_config(private_key_openssh: str, public_key_openssh: str) -> 
     )
 
 
+def generated_host_key(
+    name: str, opts: pulumi.ResourceOptions
+) -> tuple[tls.PrivateKey, pulumi.Output[str], pulumi.Output[str]]:
+    """An instance's SSH host key pair `<name>-host-key` (pulumi-tls), its public half as the steps
+    pin it (`ssh-ed25519 AAAA…`, no newline), and the secret user data that installs it.
+
+    One helper for every instance the program creates (the controller, each compute node); the
+    instance takes the user data with `user_data_replace_on_change` and `userData` secret.
+    """
+    key = tls.PrivateKey(f"{name}-host-key", algorithm=HOST_KEY_ALGORITHM, opts=opts)
+    public: pulumi.Output[str] = key.public_key_openssh.apply(lambda k: k.strip())
+    cloud_config: pulumi.Output[str] = pulumi.Output.all(key.private_key_openssh, key.public_key_openssh).apply(
+        lambda keys: host_key_cloud_config(keys[0], keys[1])
+    )
+    user_data: pulumi.Output[str] = pulumi.Output.secret(cloud_config)  # type: ignore[arg-type]
+    return key, public, user_data
+
+
 class Host(pulumi.ComponentResource):
     """The all-in-one OpenStack instance with a management ENI and a provider ENI."""
 
@@ -106,12 +124,7 @@ class Host(pulumi.ComponentResource):
 
         # The instance's SSH host key, made here and handed over at boot, so that every remote
         # step talks to this instance only (pulumi-command ignores host keys unless one is pinned).
-        self.host_key = tls.PrivateKey(f"{name}-host-key", algorithm=HOST_KEY_ALGORITHM, opts=child)
-        self.host_public_key: pulumi.Output[str] = self.host_key.public_key_openssh.apply(lambda k: k.strip())
-        cloud_config: pulumi.Output[str] = pulumi.Output.all(
-            self.host_key.private_key_openssh, self.host_key.public_key_openssh
-        ).apply(lambda keys: host_key_cloud_config(keys[0], keys[1]))
-        user_data: pulumi.Output[str] = pulumi.Output.secret(cloud_config)  # type: ignore[arg-type]
+        self.host_key, self.host_public_key, user_data = generated_host_key(name, child)
 
         # Fixed IPs: an ENI replacement must delete the old one first to reuse them.
         eni_opts = pulumi.ResourceOptions(parent=self, delete_before_replace=True)

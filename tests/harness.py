@@ -13,9 +13,12 @@ are kept in `Result.generated_secrets`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import re
 import runpy
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +56,20 @@ SECRET_HOST_PRIVATE_KEY = (
 MOCK_HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostHostHostHostHostHostHostHostHostHostHost\n"
 
 
+def mock_host_key(name: str) -> tuple[str, str]:
+    """(private, public) OpenSSH host key pair pulumi-tls answers for the PrivateKey `name`: the
+    controller's (`<stack>-host-key`) are the constants above; a compute node's
+    (`<stack>-compute-<i>-host-key`) its own, derived from the name, so that a test can tell whose key
+    reached which user data and connection."""
+    if not re.search(r"-compute-\d+-host-key$", name):
+        return SECRET_HOST_PRIVATE_KEY, MOCK_HOST_PUBLIC_KEY
+    digest = hashlib.sha256(f"host-key:{name}".encode()).digest()
+    blob = struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + digest  # RFC 8709 public key
+    body = base64.b64encode(f"mock host private key of {name}".encode()).decode()
+    private = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n"
+    return private, f"ssh-ed25519 {base64.b64encode(blob).decode()}\n"
+
+
 def fake(kind: str, name: str) -> str:
     """A deterministic mock value (mac, ip or id) for resource `name`."""
     digest = hashlib.sha256(f"{kind}:{name}".encode()).digest()
@@ -73,9 +90,9 @@ COMPUTED: dict[str, Any] = {
     "aws:ec2/instance:Instance": lambda n, i: {"arn": "arn:aws:ec2:::instance/" + n},
     "aws:ec2/keyPair:KeyPair": lambda n, i: {"keyName": n},
     "tls:index/privateKey:PrivateKey": lambda n, i: {
-        "privateKeyOpenssh": SECRET_HOST_PRIVATE_KEY if n.endswith("-host-key") else SECRET_PRIVATE_KEY,
-        "privateKeyPem": SECRET_HOST_PRIVATE_KEY if n.endswith("-host-key") else SECRET_PRIVATE_KEY,
-        "publicKeyOpenssh": MOCK_HOST_PUBLIC_KEY if n.endswith("-host-key") else MOCK_PUBLIC_KEY,
+        "privateKeyOpenssh": mock_host_key(n)[0] if n.endswith("-host-key") else SECRET_PRIVATE_KEY,
+        "privateKeyPem": mock_host_key(n)[0] if n.endswith("-host-key") else SECRET_PRIVATE_KEY,
+        "publicKeyOpenssh": mock_host_key(n)[1] if n.endswith("-host-key") else MOCK_PUBLIC_KEY,
     },
 }
 

@@ -202,7 +202,7 @@ def test_what_each_count_adds(none, count, request):
         f"dev-compute-{i}{suffix}"
         for i in range(count)
         for suffix in (
-            "", "-management-eni", "-instance", "-eip",
+            "", "-host-key", "-management-eni", "-instance", "-eip",
             "-compute-record", "-prepare-compute", "-install-compute",
         )
     ]
@@ -218,7 +218,7 @@ def test_each_node_is_parented_to_its_component(three):
     urn_of = {name: urn for urn, name in three.urns.items()}
     for i in range(3):
         node = f"dev-compute-{i}"
-        for child in ("-management-eni", "-instance", "-eip"):
+        for child in ("-host-key", "-management-eni", "-instance", "-eip"):
             assert three.one(node + child).parent == urn_of[node]
         assert "ComputeNodes" in three.one(node).parent
         for step in ("-compute-record", "-prepare-compute", "-install-compute"):
@@ -363,7 +363,7 @@ def test_a_count_change_touches_only_the_nodes_that_come_or_go(before, after):
     moved = {
         f"dev-compute-{i}{suffix}"
         for i in range(low, high)
-        for suffix in ("", "-management-eni", "-instance", "-eip",
+        for suffix in ("", "-host-key", "-management-eni", "-instance", "-eip",
                        "-compute-record", "-prepare-compute", "-install-compute")
     }
     # the components' registered outputs are not inputs: they do not count as a change
@@ -379,6 +379,7 @@ def test_outputs_per_node(three, none):
             "instanceId": f"dev-compute-{i}-instance-id",
             "managementPrivateIp": f"10.42.1.{11 + i}",
             "publicIp": harness.fake("ip", f"dev-compute-{i}-eip"),
+            "sshHostKey": harness.mock_host_key(f"dev-compute-{i}-host-key")[1].strip(),
         }
         for i in range(3)
     ]

@@ -2,7 +2,8 @@
 boot (cloud-init), kept secret in state, exported, and pinned on every remote step's connection.
 
 What runs here: the program under mocks (the key's path from pulumi-tls to user data and to each
-connection's `hostKey`); the generated cloud-config against cloud-init's own schema (the Debian
+connection's `hostKey`; with compute nodes, each node's own key to its user data, its output and
+its steps); the generated cloud-config against cloud-init's own schema (the Debian
 package's `cloud-init schema`); and an SSH client that enforces a pinned key — OpenSSH with a
 known_hosts built from the same `hostKey` string — against a throw-away sshd on 127.0.0.1: it refuses
 a server presenting another key (and sends it nothing), and accepts the pinned one. pulumi-command
@@ -29,7 +30,8 @@ import yaml
 from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
 from components.host import host_key_cloud_config, known_hosts_line
-from tests.harness import MOCK_HOST_PUBLIC_KEY, SECRET_HOST_PRIVATE_KEY, run_program
+from tests.harness import MOCK_HOST_PUBLIC_KEY, SECRET_HOST_PRIVATE_KEY, fake, mock_host_key, reveal, run_program
+from tests.test_secrets import plain_leaks, secret_values
 
 CI = os.environ.get("CI") == "true"
 
@@ -86,6 +88,69 @@ def test_an_aws_host_warns_of_no_unpinned_key(run):
     tests/test_modes.py). An AWS host always has its generated key in the contract: no warning."""
     assert not [w for w in run.warnings if "hostKey" in w or "host key" in w.lower()]
     assert run.warnings == []
+
+
+# ---- compute nodes (issue 11): each its own key, pinned by its steps --------------------------
+
+NODES = 3
+
+
+@pytest.fixture(scope="module")
+def with_nodes():
+    return run_program({"computeNodes": {"count": NODES}, "elasticIpQuota": 100})
+
+
+def node_key(i: int) -> tuple[str, str]:
+    """The mock pulumi-tls pair of node i (tests/harness.py: each node's own)."""
+    return mock_host_key(f"dev-compute-{i}-host-key")
+
+
+def test_each_node_gets_its_own_host_key_as_secret_user_data(with_nodes):
+    publics = set()
+    for i in range(NODES):
+        node = f"dev-compute-{i}"
+        private, public = node_key(i)
+        publics.add(public)
+        assert with_nodes.one(f"{node}-host-key").inputs["algorithm"] == "ED25519"
+        assert f"{node}-host-key" in with_nodes.depends_on(f"{node}-instance")
+        inst = with_nodes.one(f"{node}-instance")
+        assert is_rpc_secret(inst.inputs["userData"]), node
+        config = yaml.safe_load(unwrap_rpc_secret(inst.inputs["userData"]))
+        assert config["ssh_keys"] == {"ed25519_private": private, "ed25519_public": public.strip()}
+        assert config["ssh_deletekeys"] is True
+        assert {"userData", "userDataBase64"} <= set(inst.additional_secret_outputs)
+        assert inst.inputs["userDataReplaceOnChange"] is True
+        # the same cloud-config as the controller's, with the node's key (one helper for both)
+        assert unwrap_rpc_secret(inst.inputs["userData"]) == host_key_cloud_config(private, public)
+    assert len(publics | {MOCK_HOST_PUBLIC_KEY}) == NODES + 1  # no two machines share a key
+    controller = yaml.safe_load(unwrap_rpc_secret(with_nodes.one("dev-instance").inputs["userData"]))
+    assert controller["ssh_keys"]["ed25519_public"] == MOCK_HOST_PUBLIC_KEY.strip()
+
+
+def test_every_step_pins_the_key_of_the_machine_it_dials(with_nodes):
+    """Node steps pin their node's key, controller steps the controller's: no step accepts any key."""
+    expected = {with_nodes.outputs["managementPublicIp"]: MOCK_HOST_PUBLIC_KEY.strip()}
+    for i in range(NODES):
+        expected[fake("ip", f"dev-compute-{i}-eip")] = node_key(i)[1].strip()
+    dialed = set()
+    for step in with_nodes.of_type("command:remote:Command"):
+        connection = reveal(step.inputs["connection"])
+        assert connection["hostKey"] == expected[connection["host"]], step.name
+        dialed.add(connection["host"])
+    assert dialed == set(expected)  # every node is dialed (and pinned)
+    for i in range(NODES):
+        for name in ("prepare-compute", "install-compute"):
+            connection = reveal(with_nodes.one(f"dev-compute-{i}-{name}").inputs["connection"])
+            assert connection["hostKey"] == node_key(i)[1].strip()
+
+
+def test_each_nodes_public_host_key_is_an_output_and_its_private_key_stays_secret(with_nodes):
+    nodes = with_nodes.outputs["computeNodes"]
+    assert [n["sshHostKey"] for n in nodes] == [node_key(i)[1].strip() for i in range(NODES)]
+    assert "computeNodes" not in with_nodes.secret_outputs
+    # every node's private half is a provider-marked secret, so the generic scan covers it
+    assert {node_key(i)[0] for i in range(NODES)} <= with_nodes.generated_secrets
+    assert plain_leaks(with_nodes, secret_values(with_nodes, set())) == []
 
 
 # ---- the cloud-config, against cloud-init's schema --------------------------------------------
