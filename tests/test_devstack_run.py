@@ -83,8 +83,9 @@ def _devstack(tmp: Path) -> tuple[Path, Path]:
     return devstack, logs
 
 
-def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None):
-    """run_stack against the fake: (status, [(seconds since start, line the user sees)], stdout, logs)."""
+def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None, script: str = "install-openstack.sh"):
+    """run_stack (as SCRIPT has it) against the fake: (status, [(seconds since start, line the user
+    sees)], stdout, logs)."""
     devstack, logs = _devstack(tmp)
     env = {
         "PATH": BASE_PATH,
@@ -96,7 +97,7 @@ def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None
     }
     start = time.monotonic()
     proc = subprocess.Popen(
-        ["bash", "-c", RUN_STACK, "_", str(STEPS / "install-openstack.sh"), str(logs), str(devstack)],
+        ["bash", "-c", RUN_STACK, "_", str(STEPS / script), str(logs), str(devstack)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -109,11 +110,11 @@ def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None
     return status, seen, stdout, logs
 
 
-def _progress(lines: list[str]) -> list[tuple[int, str]]:
+def _progress(lines: list[str], pattern: re.Pattern[str] = PROGRESS) -> list[tuple[int, str]]:
     """The progress lines: (elapsed seconds shown, text)."""
     out = []
     for line in lines:
-        m = PROGRESS.match(line)
+        m = pattern.match(line)
         if m:
             out.append((int(m[1]) * 60 + int(m[2]), m[3]))
     return out
@@ -216,6 +217,48 @@ def test_failure_before_the_log_shows_the_masked_tail_of_its_output(tmp_path):
     assert PASSWORD not in "\n".join(lines)
     assert lines[-1] == "[install-openstack] error: DevStack install failed before it started its log"
     assert not _progress(lines)
+
+
+# --- 1b. install-compute: a compute node's stack.sh runs the same way (lib.sh's run_stack) ---
+
+COMPUTE = _settings_of("install-compute.sh", "STACK_LOG", "PROGRESS_LINES", "TAIL_LINES", "STACK_TIMEOUT")
+COMPUTE_PROGRESS = re.compile(r"^\[install-compute\] \+(\d\d):(\d\d) (.*)$")
+
+
+def test_install_compute_has_the_same_settings_but_its_own_timeout():
+    assert {k: v for k, v in COMPUTE.items() if k != "STACK_TIMEOUT"} == {
+        k: v for k, v in INSTALL.items() if k != "STACK_TIMEOUT"
+    }
+    assert (COMPUTE["STACK_TIMEOUT"], INSTALL["STACK_TIMEOUT"]) == ("50m", "80m")  # each within its Pulumi timeout
+
+
+def test_install_compute_shows_the_summary_lines_not_stack_sh_output(tmp_path):
+    status, seen, stdout, logs = _run_stack(tmp_path, "ok", script="install-compute.sh")
+    lines = [line for _, line in seen]
+    assert status == 0, lines
+    assert stdout == ""
+    assert lines[0] == f"[install-compute] running stack.sh (timeout 50m); full log: {logs}/stack.sh.log"
+    progress = _progress(lines, COMPUTE_PROGRESS)
+    assert len(progress) == len(lines) - 1  # no xtrace, no banner
+    assert [text for _, text in progress][1:5] == [
+        "Installing package prerequisites",
+        "Installing OpenStack project source",
+        "Starting Keystone",
+        "Starting Nova",
+    ]
+    assert PASSWORD not in "\n".join(lines)
+    assert not (tmp_path / "state" / "install-compute" / "output").exists()
+
+
+def test_install_compute_failure_shows_the_masked_tail_of_this_runs_log(tmp_path):
+    status, seen, stdout, logs = _run_stack(tmp_path, "fail", script="install-compute.sh")
+    lines = [line for _, line in seen]
+    assert status == 1 and stdout == ""
+    header = lines.index(f"[install-compute] stack.sh failed (1); last 80 lines of {logs}/stack.sh.log:")
+    log = (logs / "stack.sh.log").resolve().read_text().splitlines()
+    assert lines[header + 1 : -1] == [line.replace(PASSWORD, MASKED) for line in log[-80:]]
+    assert lines[-1] == f"[install-compute] error: DevStack install failed; see {logs}/stack.sh.log on the host"
+    assert PASSWORD not in "\n".join(lines)
 
 
 # --- 2. prepare-host: what the step runs itself is installed before it runs it ---
