@@ -14,6 +14,7 @@ The scripts are sourced (they only define their functions then) and the function
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -259,6 +260,86 @@ def test_install_compute_failure_shows_the_masked_tail_of_this_runs_log(tmp_path
     assert lines[header + 1 : -1] == [line.replace(PASSWORD, MASKED) for line in log[-80:]]
     assert lines[-1] == f"[install-compute] error: DevStack install failed; see {logs}/stack.sh.log on the host"
     assert PASSWORD not in "\n".join(lines)
+
+
+# --- 1c. install_devstack (lib.sh, both install steps): clone, stamp, re-run only on a change ---
+
+# `sudo -n -u stack -H cmd...` runs cmd as is (the test user stands in for `stack`); chown: recorded.
+FAKE_SUDO = """#!/usr/bin/env bash
+while [ $# -gt 0 ]; do case $1 in -n | -H) shift ;; -u) shift 2 ;; *) break ;; esac; done
+exec "$@"
+"""
+# The step's apply, after its checks: "current" when nothing is to do, else install_devstack.
+INSTALL_DEVSTACK = """set -euo pipefail
+. "$1"
+DEVSTACK=$2 STACK_LOG=$3/stack.sh.log STACK_SUMMARY=$3/stack.sh.log.summary AS_STACK=() PROGRESS_POLL=0.2
+BRANCH=master
+conf=$(cat "$4")
+if devstack_is_current "$conf"; then echo current; exit 0; fi
+install_devstack "$conf"
+echo installed
+"""
+
+
+def _install_devstack(tmp: Path, conf: str, script: str) -> subprocess.CompletedProcess[str]:
+    fakebin = tmp / "bin"
+    if not fakebin.exists():
+        fakebin.mkdir()
+        (fakebin / "sudo").write_text(FAKE_SUDO)
+        (fakebin / "chown").write_text('#!/bin/sh\necho "chown $*" >>"$CALLS"\n')
+        for name in ("sudo", "chown"):
+            (fakebin / name).chmod(0o755)
+        repo = tmp / "repo"  # DevStack's repository: the fake stack.sh, an unstack.sh that says it ran
+        repo.mkdir()
+        shutil.copy(FAKE_STACK, repo / "stack.sh")
+        (repo / "unstack.sh").write_text('#!/bin/sh\necho unstack >>"$CALLS"\n')
+        (repo / "unstack.sh").chmod(0o755)
+        git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+        subprocess.run([*git, "init", "-q", "-b", "master"], check=True)
+        subprocess.run([*git, "add", "."], check=True)
+        subprocess.run([*git, "commit", "-qm", "fake devstack"], check=True)
+    (tmp / "local.conf").write_text(conf)
+    env = {
+        "PATH": f"{fakebin}:{BASE_PATH}",
+        "HOME": str(tmp),
+        "OOA_STATE": str(tmp / "state"),
+        "ADMIN_PASSWORD": PASSWORD,
+        "DEVSTACK_REPO": str(tmp / "repo"),
+        "CALLS": str(tmp / "calls"),
+        "FAKE_STEP": "0",
+    }
+    args = [str(STEPS / script), str(tmp / "devstack"), str(tmp / "logs"), str(tmp / "local.conf")]
+    return subprocess.run(["bash", "-c", INSTALL_DEVSTACK, "_", *args], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(("script", "step"), [("install-openstack.sh", "install-openstack"),
+                                              ("install-compute.sh", "install-compute")])
+def test_install_devstack_runs_stack_sh_once_per_branch_and_local_conf(tmp_path, script, step):
+    (tmp_path / "conf").mkdir()
+    devstack, _ = _devstack(tmp_path / "conf")  # the rendered local.conf, its LOGFILE moved below
+    conf = (devstack / "local.conf").read_text().replace(str(tmp_path / "conf" / "logs"), str(tmp_path / "logs"))
+    conf = conf.rstrip("\n")  # as the steps have it: decoded with $(...)
+    first = _install_devstack(tmp_path, conf, script)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "installed\n"
+    assert (tmp_path / "devstack" / "local.conf").read_text() == conf + "\n"
+    assert (tmp_path / "devstack" / "local.conf").stat().st_mode & 0o777 == 0o600
+    stamp = tmp_path / "state" / step / "stamp"
+    assert stamp.read_text() == hashlib.sha256(f"master\n{conf}\n".encode()).hexdigest() + "\n"
+    assert "Starting Nova" in first.stderr and PASSWORD not in first.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == [f"chown stack: {tmp_path}/devstack/local.conf"]
+
+    # The same branch and local.conf: nothing runs.
+    again = _install_devstack(tmp_path, conf, script)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "current\n", "")
+
+    # Another local.conf: the previous run is unstacked, the clone updated, stack.sh runs again.
+    (tmp_path / "calls").unlink()
+    changed = _install_devstack(tmp_path, conf + "\n# changed", script)
+    assert changed.returncode == 0 and changed.stdout == "installed\n", changed.stderr
+    assert f"[{step}] settings changed: unstacking the previous run first" in changed.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == ["unstack", f"chown stack: {tmp_path}/devstack/local.conf"]
+    assert stamp.read_text() != hashlib.sha256(f"master\n{conf}\n".encode()).hexdigest() + "\n"
 
 
 # --- 2. prepare-host: what the step runs itself is installed before it runs it ---

@@ -56,24 +56,16 @@ apply() {
   conf=${conf//@ADMIN_PASSWORD@/$ADMIN_PASSWORD}
   conf=${conf//@LIBVIRT_TYPE@/$libvirt}
 
-  local stamp
-  stamp=$(devstack_stamp "$conf")
-  if devstack_is_current "$stamp"; then
+  if devstack_is_current "$conf"; then
     log "DevStack $BRANCH (compute node) is installed with this local.conf: nothing to do"
     return 0
   fi
-  install -d -m 0700 "$STATE"
   log "DevStack $BRANCH as a compute node of $CONTROLLER_IP (libvirt: $libvirt)"
-  checkout_devstack "$conf"
-  run_stack "$DEVSTACK"
-  printf '%s\n' "$stamp" >"$STATE/stamp"
+  install_devstack "$conf"
   log "the compute node is up; the controller's discover-hosts step maps it to the cell"
 }
 
-remove() {
-  clean_devstack "running DevStack's clean.sh (stops nova-compute and the OVS agent first)"
-  log "removed"
-}
+remove() { clean_devstack "running DevStack's clean.sh (stops nova-compute and the OVS agent first)"; }
 
 [[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 case ${1:-} in

@@ -38,25 +38,16 @@ apply() {
   conf=${conf//@LIBVIRT_TYPE@/$libvirt}
   conf=${conf//@PUBLIC_INTERFACE@/$nic}
 
-  local stamp
-  stamp=$(devstack_stamp "$conf")
-  if devstack_is_current "$stamp"; then
+  if devstack_is_current "$conf"; then
     log "DevStack $BRANCH is installed with this local.conf: nothing to do"
     return 0
   fi
-  install -d -m 0700 "$STATE"
-
   log "DevStack $BRANCH (libvirt: $libvirt, provider NIC: $nic)"
-  checkout_devstack "$conf"
-  run_stack "$DEVSTACK"
-  printf '%s\n' "$stamp" >"$STATE/stamp"
+  install_devstack "$conf"
   log "DevStack is up"
 }
 
-remove() {
-  clean_devstack "running DevStack's clean.sh"
-  log "removed"
-}
+remove() { clean_devstack "running DevStack's clean.sh"; }
 
 [[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 case ${1:-} in

@@ -1,5 +1,9 @@
 # shellcheck shell=bash
 # Helpers shared by the remote steps; sourced, never run. Installed beside the step scripts.
+# Sections: parameters and checks (all steps); re-apply helpers (gateway-mac, port-forwards); host
+# helpers (prepare-host, install-openstack, external-gateway); preparation helpers (prepare-host,
+# prepare-compute); DevStack helpers (install-openstack, install-compute). A change here changes
+# every step's command text (remote.py uploads lib.sh with each step).
 
 # Where steps keep their state: saved parameters and what `remove` must undo (root only).
 OOA_STATE=${OOA_STATE:-/var/lib/openstack-on-aws}
@@ -241,6 +245,18 @@ remove_stack_user() {
   fi
 }
 
+# prepare_main ACTION : the entry points both prepare steps have: apply, remove, and config /
+# unconfig (only the file part, under $OOA_ROOT: the step's read_params + write_config / remove_config).
+prepare_main() {
+  case ${1:-} in
+    apply) apply ;;
+    remove) remove ;;
+    config) read_params && write_config ;;
+    unconfig) remove_config && rm -rf "$STATE" ;;
+    *) die "usage: $0 apply|remove|config|unconfig (parameters on stdin)" ;;
+  esac
+}
+
 # --- DevStack helpers (install-openstack, install-compute) ---
 # They use the step's STATE, its parameters BRANCH and ADMIN_PASSWORD, and STACK_TIMEOUT (each
 # step's own: within its Pulumi step's timeout).
@@ -289,13 +305,16 @@ libvirt_type() { if [ -e /dev/kvm ]; then echo kvm; else echo qemu; fi; }
 # devstack_stamp CONF : what a successful run records: a hash of BRANCH and the filled local.conf.
 devstack_stamp() { printf '%s\n%s\n' "$BRANCH" "$1" | sha256sum | cut -d' ' -f1; }
 
-# devstack_is_current STAMP : the last successful run used this BRANCH and local.conf.
-devstack_is_current() { [ "$(cat "$STATE/stamp" 2>/dev/null)" = "$1" ]; }
+# devstack_is_current CONF : the last successful run used this BRANCH and CONF (the filled local.conf).
+devstack_is_current() { [ "$(cat "$STATE/stamp" 2>/dev/null)" = "$(devstack_stamp "$1")" ]; }
 
-# checkout_devstack CONF : DevStack at BRANCH in $DEVSTACK (unstacking a previous run with other
-# settings first) with CONF as its local.conf; the stamp goes until stack.sh succeeds again.
-checkout_devstack() {
-  local conf=$1
+# install_devstack CONF : DevStack at BRANCH in $DEVSTACK (unstacking a previous run with other
+# settings first) with CONF as its local.conf, stack.sh run (run_stack); the stamp of BRANCH and
+# CONF is recorded once stack.sh succeeded (and is gone meanwhile).
+install_devstack() {
+  local conf=$1 stamp
+  stamp=$(devstack_stamp "$conf")
+  install -d -m 0700 "$STATE"
   if [ -d "$DEVSTACK/.git" ]; then
     if [ -f "$STATE/stamp" ]; then
       log "settings changed: unstacking the previous run first"
@@ -309,6 +328,8 @@ checkout_devstack() {
   (umask 077 && printf '%s\n' "$conf" >"$DEVSTACK/local.conf")
   chown stack: "$DEVSTACK/local.conf"
   rm -f "$STATE/stamp"
+  run_stack "$DEVSTACK"
+  printf '%s\n' "$stamp" >"$STATE/stamp"
 }
 
 mask() { # mask: stdin to stdout with the admin password replaced
@@ -380,7 +401,7 @@ run_stack() {
 }
 
 # clean_devstack MESSAGE : DevStack's clean.sh (unstack + what stack.sh installed), logging
-# MESSAGE first; then the clone and this step's state go.
+# MESSAGE first; then the clone and this step's state go (the step's `remove`).
 clean_devstack() {
   if [ -x "$DEVSTACK/clean.sh" ]; then
     log "$1"
@@ -388,4 +409,5 @@ clean_devstack() {
       log "clean.sh reported errors (continuing)"
   fi
   rm -rf "$DEVSTACK" "$STATE"
+  log "removed"
 }

@@ -127,10 +127,4 @@ remove() {
 }
 
 [[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
-case ${1:-} in
-  apply) apply ;;
-  remove) remove ;;
-  config) read_params && write_config ;;
-  unconfig) remove_config && rm -rf "$STATE" ;;
-  *) die "usage: $0 apply|remove|config|unconfig (parameters on stdin)" ;;
-esac
+prepare_main "$@"
