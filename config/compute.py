@@ -8,13 +8,12 @@ was. Node `i` takes the management subnet's IP right after the controller's (`.1
 
 from __future__ import annotations
 
-import re
 from ipaddress import IPv4Address, IPv4Network
 
 from pydantic import Field
 
 from config.base import Model, key
-from config.host import INSTANCE_TYPE, NESTED_VIRT_TYPES, InstanceLimits
+from config.host import INSTANCE_TYPE, InstanceLimits, InstanceTypeTraits
 
 # "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" (Service Quotas code
 # L-1216C47A), in vCPUs per region: a common starting value; new accounts may start lower. The
@@ -26,13 +25,8 @@ HOSTNAME_PREFIX = "compute-"
 SECTION = "computeNodes"
 
 
-def _arch(instance_type: str) -> str:
-    """`arm64` for Graviton families (config/host.py's rule), else `x86_64`."""
-    return "arm64" if re.match(r"^[a-z]+[0-9]+g", instance_type) else "x86_64"
-
-
-class ComputeNodes(Model):
-    """The `computeNodes` key."""
+class ComputeNodes(InstanceTypeTraits, Model):
+    """The `computeNodes` key (nested virtualization, KVM, architecture: the controller's rules)."""
 
     count: int = Field(0, ge=0, le=MAX_COMPUTE_NODES, description="Compute nodes; 0: the controller only.")
     instance_type: str = Field(
@@ -43,18 +37,6 @@ class ComputeNodes(Model):
     root_volume_gib: int = Field(
         100, ge=40, le=16384, alias="rootVolumeGiB", description="Encrypted gp3 root volume per node, GiB."
     )
-
-    @property
-    def nested_virtualization(self) -> bool:
-        return bool(NESTED_VIRT_TYPES.match(self.instance_type))
-
-    @property
-    def has_kvm(self) -> bool:
-        return self.nested_virtualization or bool(re.search(r"\.metal(-|$)", self.instance_type))
-
-    @property
-    def architecture(self) -> str:
-        return _arch(self.instance_type)
 
     @staticmethod
     def hostname(index: int) -> str:

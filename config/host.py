@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr
 
@@ -35,6 +35,28 @@ class InstanceLimits:
     bare_metal: bool
     vcpus: int | None = None
     """Default vCPUs (the vCPU quota warning of compute nodes); None: not asked."""
+
+
+class InstanceTypeTraits:
+    """What an EC2 instance type gives, by its name: one rule for the host and the compute nodes
+    (config/compute.py). Mixed into a model with an `instance_type` field."""
+
+    if TYPE_CHECKING:
+        instance_type: str
+
+    @property
+    def nested_virtualization(self) -> bool:
+        """The type supports `cpu_options.nested_virtualization = "enabled"`."""
+        return bool(NESTED_VIRT_TYPES.match(self.instance_type))
+
+    @property
+    def has_kvm(self) -> bool:
+        return self.nested_virtualization or bool(re.search(r"\.metal(-|$)", self.instance_type))
+
+    @property
+    def architecture(self) -> str:
+        """`arm64` for Graviton families (a `g` after the generation: m7g, c7gn), else `x86_64`."""
+        return "arm64" if re.match(r"^[a-z]+[0-9]+g", self.instance_type) else "x86_64"
 
 
 class JumpHost(Model):
@@ -133,7 +155,7 @@ class ExistingHost(Model):
         return []
 
 
-class HostSettings(Model):
+class HostSettings(InstanceTypeTraits, Model):
     region: str = Field("us-east-1", description="AWS region, from the `aws:region` key.")
     availability_zone: str | None = Field(
         None, description="Availability zone of both subnets; defaults to `<region>a`."
@@ -169,20 +191,6 @@ class HostSettings(Model):
     @property
     def zone(self) -> str:
         return self.availability_zone or f"{self.region}a"
-
-    @property
-    def nested_virtualization(self) -> bool:
-        """The type supports `cpu_options.nested_virtualization = "enabled"`."""
-        return bool(NESTED_VIRT_TYPES.match(self.instance_type))
-
-    @property
-    def has_kvm(self) -> bool:
-        return self.nested_virtualization or bool(re.search(r"\.metal(-|$)", self.instance_type))
-
-    @property
-    def architecture(self) -> str:
-        """`arm64` for Graviton families (a `g` after the generation: m7g, c7gn), else `x86_64`."""
-        return "arm64" if re.match(r"^[a-z]+[0-9]+g", self.instance_type) else "x86_64"
 
     def aws_host_problems(self, floating_ip_count: int, limits: InstanceLimits | None, eips: int) -> list[str]:
         """Zone in the region, a real instance type that takes two ENIs and the floating IPs, a key

@@ -182,6 +182,83 @@ def test_prepare_compute_rejects_bad_parameters_before_any_change(tmp_path, stdi
     assert _snapshot(root) == before and not (tmp_path / "state").exists()
 
 
+# prepare-compute's apply/remove sourced, with the commands that would change this machine recorded
+# (lib.sh's cloud-init wait, package install and stack user, shared with prepare-host) and the
+# file part (covered above under a temp root) replaced.
+PREPARE = """set -euo pipefail
+. "$1"
+SUDOERS=$2
+write_config() { echo write_config >>"$CALLS"; install -d -m 0700 "$STATE"; }
+remove_config() { echo remove_config >>"$CALLS"; }
+"$3"
+"""
+
+
+def _prepare(
+    tmp: Path, action: str, stdin: str = "", cloud_init_status: int = 0
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    fakebin = tmp / "bin"
+    fakebin.mkdir(exist_ok=True)
+    for name in ("cloud-init", "hostname", "apt-get", "useradd", "userdel", "pkill", "chmod"):
+        (fakebin / name).write_text(f'#!/bin/sh\necho "{name} $*" >>"$CALLS"\n')
+        (fakebin / name).chmod(0o755)
+    (fakebin / "ip").write_text('#!/bin/sh\necho "ip $*" >>"$CALLS"\necho "2: ens5    inet 10.42.1.11/24 brd x"\n')
+    (fakebin / "ip").chmod(0o755)
+    (fakebin / "cloud-init").write_text(f'#!/bin/sh\necho "cloud-init $*" >>"$CALLS"\nexit {cloud_init_status}\n')
+    (fakebin / "id").write_text("#!/bin/sh\nexit 1\n")  # no `stack` user yet
+    (fakebin / "id").chmod(0o755)
+    if not (fakebin / "visudo").exists():
+        (fakebin / "visudo").symlink_to("/bin/true")
+    env = {"PATH": f"{fakebin}:/usr/bin:/bin", "OOA_STATE": str(tmp / "state"), "CALLS": str(tmp / "calls")}
+    proc = subprocess.run(
+        ["bash", "-c", PREPARE, "_", str(STEPS / "prepare-compute.sh"), str(tmp / "sudoers"), action],
+        input=stdin, env=env, capture_output=True, text=True, check=False,
+    )
+    calls = tmp / "calls"
+    return proc, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_prepare_compute_apply_then_remove(tmp_path):
+    proc, calls = _prepare(tmp_path, "apply", "NODE_HOSTNAME=compute-0\nNODE_IP=10.42.1.11\n")
+    assert proc.returncode == 0, proc.stderr
+    assert calls == [
+        "ip -o -4 addr show",
+        "cloud-init status --wait",
+        "write_config",
+        "hostname compute-0",
+        "apt-get -qq -o DPkg::Lock::Timeout=600 update",
+        "apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git jq iproute2 python3 sudo",
+        "useradd --system --create-home --home-dir /opt/stack --shell /bin/bash stack",
+        "chmod 0755 /opt/stack",
+    ]
+    assert proc.stderr.splitlines() == [
+        "[prepare-compute] waiting for cloud-init to finish",
+        "[prepare-compute] host name: compute-0 (10.42.1.11)",
+        "[prepare-compute] installing packages: git jq iproute2 python3 sudo",
+        "[prepare-compute] done",
+    ]
+    state = tmp_path / "state" / "prepare-compute"
+    assert (state / "created-user").exists()
+    assert (tmp_path / "sudoers").read_text() == "stack ALL=(ALL) NOPASSWD: ALL\n"
+    assert (state / "params").read_text() == "NODE_HOSTNAME=compute-0\nNODE_IP=10.42.1.11\n"
+
+    (tmp_path / "calls").unlink()
+    proc, calls = _prepare(tmp_path, "remove")
+    assert proc.returncode == 0, proc.stderr
+    assert calls == ["remove_config", "pkill -u stack", "userdel --remove stack"]  # the user it created
+    assert not (tmp_path / "sudoers").exists() and not state.exists()
+
+
+@pytest.mark.parametrize(("status", "ok"), [(1, False), (2, True)])  # 2: degraded, usable
+def test_prepare_compute_stops_when_cloud_init_failed(tmp_path, status, ok):
+    proc, calls = _prepare(tmp_path, "apply", "NODE_HOSTNAME=compute-0\nNODE_IP=10.42.1.11\n", status)
+    assert (proc.returncode == 0) == ok, proc.stderr
+    failed = f"[prepare-compute] error: cloud-init failed (status {status}): see /var/log/cloud-init.log"
+    assert (failed in proc.stderr) != ok
+    if not ok:
+        assert calls == ["ip -o -4 addr show", "cloud-init status --wait"]  # nothing changed
+
+
 def test_prepare_compute_refuses_a_machine_without_the_nodes_ip(tmp_path):
     proc = run("prepare-compute.sh", "apply", "NODE_HOSTNAME=compute-0\nNODE_IP=192.0.2.77\n", tmp_path)
     assert proc.returncode != 0 and "does not hold NODE_IP 192.0.2.77: wrong host?" in proc.stderr

@@ -14,6 +14,7 @@ The scripts are sourced (they only define their functions then) and the function
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -83,8 +84,9 @@ def _devstack(tmp: Path) -> tuple[Path, Path]:
     return devstack, logs
 
 
-def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None):
-    """run_stack against the fake: (status, [(seconds since start, line the user sees)], stdout, logs)."""
+def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None, script: str = "install-openstack.sh"):
+    """run_stack (as SCRIPT has it) against the fake: (status, [(seconds since start, line the user
+    sees)], stdout, logs)."""
     devstack, logs = _devstack(tmp)
     env = {
         "PATH": BASE_PATH,
@@ -96,7 +98,7 @@ def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None
     }
     start = time.monotonic()
     proc = subprocess.Popen(
-        ["bash", "-c", RUN_STACK, "_", str(STEPS / "install-openstack.sh"), str(logs), str(devstack)],
+        ["bash", "-c", RUN_STACK, "_", str(STEPS / script), str(logs), str(devstack)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -109,11 +111,11 @@ def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None
     return status, seen, stdout, logs
 
 
-def _progress(lines: list[str]) -> list[tuple[int, str]]:
+def _progress(lines: list[str], pattern: re.Pattern[str] = PROGRESS) -> list[tuple[int, str]]:
     """The progress lines: (elapsed seconds shown, text)."""
     out = []
     for line in lines:
-        m = PROGRESS.match(line)
+        m = pattern.match(line)
         if m:
             out.append((int(m[1]) * 60 + int(m[2]), m[3]))
     return out
@@ -216,6 +218,128 @@ def test_failure_before_the_log_shows_the_masked_tail_of_its_output(tmp_path):
     assert PASSWORD not in "\n".join(lines)
     assert lines[-1] == "[install-openstack] error: DevStack install failed before it started its log"
     assert not _progress(lines)
+
+
+# --- 1b. install-compute: a compute node's stack.sh runs the same way (lib.sh's run_stack) ---
+
+COMPUTE = _settings_of("install-compute.sh", "STACK_LOG", "PROGRESS_LINES", "TAIL_LINES", "STACK_TIMEOUT")
+COMPUTE_PROGRESS = re.compile(r"^\[install-compute\] \+(\d\d):(\d\d) (.*)$")
+
+
+def test_install_compute_has_the_same_settings_but_its_own_timeout():
+    assert {k: v for k, v in COMPUTE.items() if k != "STACK_TIMEOUT"} == {
+        k: v for k, v in INSTALL.items() if k != "STACK_TIMEOUT"
+    }
+    assert (COMPUTE["STACK_TIMEOUT"], INSTALL["STACK_TIMEOUT"]) == ("50m", "80m")  # each within its Pulumi timeout
+
+
+def test_install_compute_shows_the_summary_lines_not_stack_sh_output(tmp_path):
+    status, seen, stdout, logs = _run_stack(tmp_path, "ok", script="install-compute.sh")
+    lines = [line for _, line in seen]
+    assert status == 0, lines
+    assert stdout == ""
+    assert lines[0] == f"[install-compute] running stack.sh (timeout 50m); full log: {logs}/stack.sh.log"
+    progress = _progress(lines, COMPUTE_PROGRESS)
+    assert len(progress) == len(lines) - 1  # no xtrace, no banner
+    assert [text for _, text in progress][1:5] == [
+        "Installing package prerequisites",
+        "Installing OpenStack project source",
+        "Starting Keystone",
+        "Starting Nova",
+    ]
+    assert PASSWORD not in "\n".join(lines)
+    assert not (tmp_path / "state" / "install-compute" / "output").exists()
+
+
+def test_install_compute_failure_shows_the_masked_tail_of_this_runs_log(tmp_path):
+    status, seen, stdout, logs = _run_stack(tmp_path, "fail", script="install-compute.sh")
+    lines = [line for _, line in seen]
+    assert status == 1 and stdout == ""
+    header = lines.index(f"[install-compute] stack.sh failed (1); last 80 lines of {logs}/stack.sh.log:")
+    log = (logs / "stack.sh.log").resolve().read_text().splitlines()
+    assert lines[header + 1 : -1] == [line.replace(PASSWORD, MASKED) for line in log[-80:]]
+    assert lines[-1] == f"[install-compute] error: DevStack install failed; see {logs}/stack.sh.log on the host"
+    assert PASSWORD not in "\n".join(lines)
+
+
+# --- 1c. install_devstack (lib.sh, both install steps): clone, stamp, re-run only on a change ---
+
+# `sudo -n -u stack -H cmd...` runs cmd as is (the test user stands in for `stack`); chown: recorded.
+FAKE_SUDO = """#!/usr/bin/env bash
+while [ $# -gt 0 ]; do case $1 in -n | -H) shift ;; -u) shift 2 ;; *) break ;; esac; done
+exec "$@"
+"""
+# The step's apply, after its checks: "current" when nothing is to do, else install_devstack.
+INSTALL_DEVSTACK = """set -euo pipefail
+. "$1"
+DEVSTACK=$2 STACK_LOG=$3/stack.sh.log STACK_SUMMARY=$3/stack.sh.log.summary AS_STACK=() PROGRESS_POLL=0.2
+BRANCH=master
+conf=$(cat "$4")
+if devstack_is_current "$conf"; then echo current; exit 0; fi
+install_devstack "$conf"
+echo installed
+"""
+
+
+def _install_devstack(tmp: Path, conf: str, script: str) -> subprocess.CompletedProcess[str]:
+    fakebin = tmp / "bin"
+    if not fakebin.exists():
+        fakebin.mkdir()
+        (fakebin / "sudo").write_text(FAKE_SUDO)
+        (fakebin / "chown").write_text('#!/bin/sh\necho "chown $*" >>"$CALLS"\n')
+        for name in ("sudo", "chown"):
+            (fakebin / name).chmod(0o755)
+        repo = tmp / "repo"  # DevStack's repository: the fake stack.sh, an unstack.sh that says it ran
+        repo.mkdir()
+        shutil.copy(FAKE_STACK, repo / "stack.sh")
+        (repo / "unstack.sh").write_text('#!/bin/sh\necho unstack >>"$CALLS"\n')
+        (repo / "unstack.sh").chmod(0o755)
+        git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+        subprocess.run([*git, "init", "-q", "-b", "master"], check=True)
+        subprocess.run([*git, "add", "."], check=True)
+        subprocess.run([*git, "commit", "-qm", "fake devstack"], check=True)
+    (tmp / "local.conf").write_text(conf)
+    env = {
+        "PATH": f"{fakebin}:{BASE_PATH}",
+        "HOME": str(tmp),
+        "OOA_STATE": str(tmp / "state"),
+        "ADMIN_PASSWORD": PASSWORD,
+        "DEVSTACK_REPO": str(tmp / "repo"),
+        "CALLS": str(tmp / "calls"),
+        "FAKE_STEP": "0",
+    }
+    args = [str(STEPS / script), str(tmp / "devstack"), str(tmp / "logs"), str(tmp / "local.conf")]
+    return subprocess.run(["bash", "-c", INSTALL_DEVSTACK, "_", *args], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(("script", "step"), [("install-openstack.sh", "install-openstack"),
+                                              ("install-compute.sh", "install-compute")])
+def test_install_devstack_runs_stack_sh_once_per_branch_and_local_conf(tmp_path, script, step):
+    (tmp_path / "conf").mkdir()
+    devstack, _ = _devstack(tmp_path / "conf")  # the rendered local.conf, its LOGFILE moved below
+    conf = (devstack / "local.conf").read_text().replace(str(tmp_path / "conf" / "logs"), str(tmp_path / "logs"))
+    conf = conf.rstrip("\n")  # as the steps have it: decoded with $(...)
+    first = _install_devstack(tmp_path, conf, script)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "installed\n"
+    assert (tmp_path / "devstack" / "local.conf").read_text() == conf + "\n"
+    assert (tmp_path / "devstack" / "local.conf").stat().st_mode & 0o777 == 0o600
+    stamp = tmp_path / "state" / step / "stamp"
+    assert stamp.read_text() == hashlib.sha256(f"master\n{conf}\n".encode()).hexdigest() + "\n"
+    assert "Starting Nova" in first.stderr and PASSWORD not in first.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == [f"chown stack: {tmp_path}/devstack/local.conf"]
+
+    # The same branch and local.conf: nothing runs.
+    again = _install_devstack(tmp_path, conf, script)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "current\n", "")
+
+    # Another local.conf: the previous run is unstacked, the clone updated, stack.sh runs again.
+    (tmp_path / "calls").unlink()
+    changed = _install_devstack(tmp_path, conf + "\n# changed", script)
+    assert changed.returncode == 0 and changed.stdout == "installed\n", changed.stderr
+    assert f"[{step}] settings changed: unstacking the previous run first" in changed.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == ["unstack", f"chown stack: {tmp_path}/devstack/local.conf"]
+    assert stamp.read_text() != hashlib.sha256(f"master\n{conf}\n".encode()).hexdigest() + "\n"
 
 
 # --- 2. prepare-host: what the step runs itself is installed before it runs it ---

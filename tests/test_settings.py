@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config.settings import InstanceLimits, SettingsError, load_settings
+from config.compute import ComputeNodes
+from config.host import InstanceTypeTraits
+from config.settings import InstanceLimits, Settings, SettingsError, load_settings
 
 NS = "openstack-on-aws"
 BASE = {"aws:region": "eu-west-1", f"{NS}:allowedCidrs": '["203.0.113.0/24"]'}
@@ -180,6 +182,11 @@ def test_virtualization_follows_the_instance_type(instance_type, nested, kvm, ar
     assert bool(qemu_warning) == (not kvm)
     if qemu_warning:
         assert qemu_warning[0].startswith(f"{NS}:instanceType:")
+    # The compute nodes take the controller's rules: one piece of code (InstanceTypeTraits).
+    nodes = ComputeNodes.model_validate({"instanceType": instance_type})
+    assert (nodes.nested_virtualization, nodes.has_kvm, nodes.architecture) == (nested, kvm, arch)
+    for rule in ("nested_virtualization", "has_kvm", "architecture"):
+        assert getattr(ComputeNodes, rule) is getattr(InstanceTypeTraits, rule) is getattr(Settings, rule)
 
 
 def test_more_elastic_ips_than_the_quota_is_refused_naming_the_keys():

@@ -1,5 +1,9 @@
 # shellcheck shell=bash
 # Helpers shared by the remote steps; sourced, never run. Installed beside the step scripts.
+# Sections: parameters and checks (all steps); re-apply helpers (gateway-mac, port-forwards); host
+# helpers (prepare-host, install-openstack, external-gateway); preparation helpers (prepare-host,
+# prepare-compute); DevStack helpers (install-openstack, install-compute). A change here changes
+# every step's command text (remote.py uploads lib.sh with each step).
 
 # Where steps keep their state: saved parameters and what `remove` must undo (root only).
 OOA_STATE=${OOA_STATE:-/var/lib/openstack-on-aws}
@@ -189,4 +193,221 @@ in_cidr() {
   ip=$(ip_to_int "$1") net=$(ip_to_int "${2%/*}") bits=${2#*/}
   mask=$(((0xffffffff << (32 - bits)) & 0xffffffff))
   (((ip & mask) == (net & mask)))
+}
+
+# --- preparation helpers (prepare-host, prepare-compute) ---
+# They use the step's STATE (its state directory), PACKAGES (what apt installs) and NEEDS (this
+# step's own commands that a minimal image may lack, each with the package that has it).
+
+SUDOERS=/etc/sudoers.d/50-openstack-on-aws-stack
+STACK_HOME=/opt/stack
+
+# wait_for_cloud_init : until cloud-init is done (it runs apt and writes netplan too).
+wait_for_cloud_init() {
+  command -v cloud-init >/dev/null || return 0
+  log "waiting for cloud-init to finish"
+  local rc=0
+  cloud-init status --wait >/dev/null || rc=$?
+  # 2: finished with recoverable errors (degraded) - the host is usable.
+  ((rc == 0 || rc == 2)) || die "cloud-init failed (status $rc): see /var/log/cloud-init.log"
+}
+
+# install_packages : PACKAGES (apt), then check that this step's own commands (NEEDS) are there.
+install_packages() {
+  local cmd
+  log "installing packages: ${PACKAGES[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -qq -o DPkg::Lock::Timeout=600 update
+  apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${PACKAGES[@]}" >/dev/null
+  for cmd in "${!NEEDS[@]}"; do
+    command -v "$cmd" >/dev/null || die "$cmd not found after installing ${NEEDS[$cmd]}: this step needs it"
+  done
+}
+
+# ensure_stack_user : the `stack` user DevStack runs as, with passwordless sudo.
+ensure_stack_user() {
+  if ! id stack >/dev/null 2>&1; then
+    useradd --system --create-home --home-dir "$STACK_HOME" --shell /bin/bash stack
+    touch "$STATE/created-user"
+  fi
+  chmod 0755 "$STACK_HOME"
+  (umask 0227 && printf 'stack ALL=(ALL) NOPASSWD: ALL\n' >"$SUDOERS.tmp")
+  visudo -cqf "$SUDOERS.tmp" || die "invalid sudoers entry"
+  mv "$SUDOERS.tmp" "$SUDOERS"
+}
+
+# remove_stack_user : undo ensure_stack_user (the user only if this step created it).
+remove_stack_user() {
+  rm -f "$SUDOERS"
+  if [ -f "$STATE/created-user" ]; then
+    pkill -u stack || true
+    userdel --remove stack 2>/dev/null || userdel stack
+  fi
+}
+
+# prepare_main ACTION : the entry points both prepare steps have: apply, remove, and config /
+# unconfig (only the file part, under $OOA_ROOT: the step's read_params + write_config / remove_config).
+prepare_main() {
+  case ${1:-} in
+    apply) apply ;;
+    remove) remove ;;
+    config) read_params && write_config ;;
+    unconfig) remove_config && rm -rf "$STATE" ;;
+    *) die "usage: $0 apply|remove|config|unconfig (parameters on stdin)" ;;
+  esac
+}
+
+# --- DevStack helpers (install-openstack, install-compute) ---
+# They use the step's STATE, its parameters BRANCH and ADMIN_PASSWORD, and STACK_TIMEOUT (each
+# step's own: within its Pulumi step's timeout).
+
+DEVSTACK_REPO=${DEVSTACK_REPO:-https://opendev.org/openstack/devstack}
+DEVSTACK=/opt/stack/devstack
+# stack.sh (stable/2026.1 and master) with LOGFILE set logs to $LOGFILE.<time>, its phase lines
+# (echo_summary) to $LOGFILE.<time>.summary.<time> through tools/outfilter.py, which puts
+# "YYYY-mm-dd HH:MM:SS.mmm | " in front, and links $LOGFILE and $LOGFILE.summary to this run's files.
+STACK_LOG=/opt/stack/logs/stack.sh.log # LOGFILE in local.conf (a link to the newest log)
+STACK_SUMMARY=$STACK_LOG.summary       # the link to the newest summary log
+AS_STACK=(sudo -n -u stack -H)         # how stack.sh is run (as the `stack` user)
+PROGRESS_LINES=200                     # summary lines shown at most (a run writes about 30)
+PROGRESS_POLL=2                        # seconds between looks at the summary log
+TAIL_LINES=80
+
+# check_devstack_params : BRANCH is a DevStack branch, ADMIN_PASSWORD one DevStack can take.
+check_devstack_params() {
+  [[ $BRANCH =~ ^(master|stable/20[0-9]{2}\.[12])$ ]] || die "parameter BRANCH is not a DevStack branch: '$BRANCH'"
+  # DevStack puts the password unquoted into URLs and config files: letters, digits, _ and - only.
+  [[ $ADMIN_PASSWORD =~ ^[A-Za-z0-9_-]{12,128}$ ]] ||
+    die "parameter ADMIN_PASSWORD must be 12-128 letters, digits, '_' or '-' (value not shown)"
+}
+
+# decode_local_conf NAME : the parameter LOCAL_CONF (base64) decoded into the variable NAME; dies
+# unless it is a DevStack local.conf.
+decode_local_conf() {
+  local text
+  text=$(printf '%s' "$LOCAL_CONF" | base64 -d 2>/dev/null) || die "parameter LOCAL_CONF is not base64"
+  [[ $text == *"[[local|localrc]]"* ]] || die "parameter LOCAL_CONF is not a DevStack local.conf"
+  printf -v "$1" '%s' "$text"
+}
+
+# need_placeholders CONF PLACEHOLDER... : die unless CONF has each PLACEHOLDER.
+need_placeholders() {
+  local conf=$1 placeholder
+  shift
+  for placeholder in "$@"; do
+    [[ $conf == *"$placeholder"* ]] || die "parameter LOCAL_CONF lacks the placeholder $placeholder"
+  done
+}
+
+# libvirt_type : kvm where /dev/kvm exists, else qemu (LIBVIRT_TYPE in local.conf).
+libvirt_type() { if [ -e /dev/kvm ]; then echo kvm; else echo qemu; fi; }
+
+# devstack_stamp CONF : what a successful run records: a hash of BRANCH and the filled local.conf.
+devstack_stamp() { printf '%s\n%s\n' "$BRANCH" "$1" | sha256sum | cut -d' ' -f1; }
+
+# devstack_is_current CONF : the last successful run used this BRANCH and CONF (the filled local.conf).
+devstack_is_current() { [ "$(cat "$STATE/stamp" 2>/dev/null)" = "$(devstack_stamp "$1")" ]; }
+
+# install_devstack CONF : DevStack at BRANCH in $DEVSTACK (unstacking a previous run with other
+# settings first) with CONF as its local.conf, stack.sh run (run_stack); the stamp of BRANCH and
+# CONF is recorded once stack.sh succeeded (and is gone meanwhile).
+install_devstack() {
+  local conf=$1 stamp
+  stamp=$(devstack_stamp "$conf")
+  install -d -m 0700 "$STATE"
+  if [ -d "$DEVSTACK/.git" ]; then
+    if [ -f "$STATE/stamp" ]; then
+      log "settings changed: unstacking the previous run first"
+      sudo -n -u stack -H bash -c "cd $DEVSTACK && ./unstack.sh" </dev/null >/dev/null 2>&1 || true
+    fi
+    sudo -n -u stack -H git -C "$DEVSTACK" fetch -q origin "$BRANCH"
+    sudo -n -u stack -H git -C "$DEVSTACK" checkout -q --force FETCH_HEAD
+  else
+    sudo -n -u stack -H git clone -q --branch "$BRANCH" "$DEVSTACK_REPO" "$DEVSTACK"
+  fi
+  (umask 077 && printf '%s\n' "$conf" >"$DEVSTACK/local.conf")
+  chown stack: "$DEVSTACK/local.conf"
+  rm -f "$STATE/stamp"
+  run_stack "$DEVSTACK"
+  printf '%s\n' "$stamp" >"$STATE/stamp"
+}
+
+mask() { # mask: stdin to stdout with the admin password replaced
+  local line
+  while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "${line//"$ADMIN_PASSWORD"/********}"; done
+}
+
+# show_progress PID : until PID ends, show each new complete line of $STACK_SUMMARY as
+# "[<step>] +MM:SS <line>" (time since the call; DevStack's own timestamp dropped),
+# masked, at most PROGRESS_LINES of them. Reads the file once more after PID ended. (stack.sh
+# writes whole lines there when its stdout is not a terminal - here a pipe - else a spinner.)
+show_progress() {
+  local pid=$1 start now seen=0 shown=0 n line ended=
+  printf -v start '%(%s)T' -1
+  while :; do
+    kill -0 "$pid" 2>/dev/null || ended=1
+    if [ -r "$STACK_SUMMARY" ]; then
+      n=0
+      while IFS= read -r line; do # a last line without its newline yet waits for the next look
+        ((++n > seen)) || continue
+        ((++shown <= PROGRESS_LINES)) || { ((shown > PROGRESS_LINES + 1)) || log "(more in $STACK_SUMMARY)"; continue; }
+        [[ $line =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}\ [0-9:.]+\ \|\ (.*)$ ]] && line=${BASH_REMATCH[1]}
+        printf -v now '%(%s)T' -1
+        printf '[%s] +%02d:%02d %s\n' "$OOA_STEP" $(((now - start) / 60)) $(((now - start) % 60)) \
+          "${line//"$ADMIN_PASSWORD"/********}" >&2
+      done <"$STACK_SUMMARY"
+      seen=$n
+    fi
+    [ -z "$ended" ] || return 0
+    sleep "$PROGRESS_POLL"
+  done
+}
+
+# run_stack DIR : run DIR/stack.sh as `stack`, showing its progress (show_progress). Its own
+# output (xtrace until its logging starts, the summary lines again, the closing banner with the
+# password) is not shown: its last TAIL_LINES lines are kept, masked, for a failure before the log.
+# On failure: the tail of $STACK_LOG (or of that output), then die.
+run_stack() {
+  local dir=$1 rc pid
+  # The links to the previous run's log and summary go: stack.sh makes new ones once it logs.
+  rm -f "$STACK_LOG" "$STACK_SUMMARY" "$STATE/rc"
+  log "running stack.sh (timeout $STACK_TIMEOUT); full log: $STACK_LOG"
+  {
+    rc=0
+    # shellcheck disable=SC2016 # $1 is expanded by the inner bash (DIR as its argument)
+    timeout --kill-after=2m "$STACK_TIMEOUT" "${AS_STACK[@]}" bash -c 'cd "$1" && ./stack.sh' stack.sh "$dir" \
+      </dev/null 2>&1 || rc=$?
+    echo "$rc" >"$STATE/rc"
+  } | mask | tail -n "$TAIL_LINES" >"$STATE/output" &
+  pid=$!
+  show_progress "$pid"
+  wait "$pid" || true
+  rc=$(cat "$STATE/rc")
+  rm -f "$STATE/rc"
+  if ((rc != 0)); then
+    ((rc != 124)) || log "stack.sh did not finish within $STACK_TIMEOUT"
+    if [ -e "$STACK_LOG" ]; then
+      log "stack.sh failed ($rc); last $TAIL_LINES lines of $STACK_LOG:"
+      tail -n "$TAIL_LINES" "$STACK_LOG" | mask >&2 || true
+      rm -f "$STATE/output"
+      die "DevStack install failed; see $STACK_LOG on the host"
+    fi
+    log "stack.sh failed ($rc) before it started its log; its last output:"
+    cat "$STATE/output" >&2
+    rm -f "$STATE/output"
+    die "DevStack install failed before it started its log"
+  fi
+  rm -f "$STATE/output"
+}
+
+# clean_devstack MESSAGE : DevStack's clean.sh (unstack + what stack.sh installed), logging
+# MESSAGE first; then the clone and this step's state go (the step's `remove`).
+clean_devstack() {
+  if [ -x "$DEVSTACK/clean.sh" ]; then
+    log "$1"
+    sudo -n -u stack -H bash -c "cd $DEVSTACK && ./clean.sh" </dev/null >/dev/null 2>&1 ||
+      log "clean.sh reported errors (continuing)"
+  fi
+  rm -rf "$DEVSTACK" "$STATE"
+  log "removed"
 }

@@ -11,6 +11,7 @@
 #
 # Parameters (KEY=value lines on stdin, apply and config): NODE_HOSTNAME NODE_IP.
 # Entry points: apply, remove, config, unconfig. State: $OOA_STATE/prepare-compute/.
+# Sourced (tests/test_compute_steps.py), it only defines its settings and functions.
 set -euo pipefail
 OOA_STEP=prepare-compute
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -22,9 +23,8 @@ HOSTS=$ROOT/etc/hosts
 HOSTNAME_FILE=$ROOT/etc/hostname
 CLOUD_INIT_CFG=$ROOT/etc/cloud/cloud.cfg.d/99-openstack-on-aws-hostname.cfg
 MARK="# openstack-on-aws compute node"
-SUDOERS=/etc/sudoers.d/50-openstack-on-aws-stack
-STACK_HOME=/opt/stack
 PACKAGES=(git jq iproute2 python3 sudo)
+declare -A NEEDS=() # none of its commands checked after the install (lib.sh install_packages)
 
 # read_params: NODE_HOSTNAME and NODE_IP from stdin, checked.
 read_params() {
@@ -64,27 +64,6 @@ remove_config() {
   fi
 }
 
-# wait_for_cloud_init: the instance has finished its first boot.
-wait_for_cloud_init() {
-  command -v cloud-init >/dev/null || return 0
-  log "waiting for cloud-init to finish"
-  local rc=0
-  cloud-init status --wait >/dev/null || rc=$?
-  ((rc == 0 || rc == 2)) || die "cloud-init failed (status $rc): see /var/log/cloud-init.log"
-}
-
-# ensure_stack_user: the `stack` user with password-less sudo (DevStack's requirement).
-ensure_stack_user() {
-  if ! id stack >/dev/null 2>&1; then
-    useradd --system --create-home --home-dir "$STACK_HOME" --shell /bin/bash stack
-    touch "$STATE/created-user"
-  fi
-  chmod 0755 "$STACK_HOME"
-  (umask 0227 && printf 'stack ALL=(ALL) NOPASSWD: ALL\n' >"$SUDOERS.tmp")
-  visudo -cqf "$SUDOERS.tmp" || die "invalid sudoers entry"
-  mv "$SUDOERS.tmp" "$SUDOERS"
-}
-
 apply() {
   read_params
   [ -z "$ROOT" ] || die "apply changes the running host; OOA_ROOT is only for config/unconfig"
@@ -93,10 +72,7 @@ apply() {
   write_config
   hostname "$NODE_HOSTNAME"
   log "host name: $NODE_HOSTNAME ($NODE_IP)"
-  log "installing packages: ${PACKAGES[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -qq -o DPkg::Lock::Timeout=600 update
-  apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${PACKAGES[@]}" >/dev/null
+  install_packages
   ensure_stack_user
   save_params "$STATE/params" NODE_HOSTNAME NODE_IP
   log "done"
@@ -106,19 +82,10 @@ remove() {
   [ -z "$ROOT" ] || die "remove changes the running host; OOA_ROOT is only for config/unconfig"
   if [ -s "$STATE/hostname.orig" ]; then hostname "$(head -n1 "$STATE/hostname.orig")"; fi
   remove_config
-  rm -f "$SUDOERS"
-  if [ -f "$STATE/created-user" ]; then
-    pkill -u stack || true
-    userdel --remove stack 2>/dev/null || userdel stack
-  fi
+  remove_stack_user
   rm -rf "$STATE"
   log "removed"
 }
 
-case ${1:-} in
-  apply) apply ;;
-  remove) remove ;;
-  config) read_params && write_config ;;
-  unconfig) remove_config && rm -rf "$STATE" ;;
-  *) die "usage: $0 apply|remove|config|unconfig (parameters on stdin)" ;;
-esac
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
+prepare_main "$@"

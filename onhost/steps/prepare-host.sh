@@ -25,8 +25,6 @@ NETPLAN_DIR=$ROOT/etc/netplan
 OUR_NETPLAN=$NETPLAN_DIR/90-openstack-on-aws-provider.yaml
 CLOUD_INIT_NETPLAN=$NETPLAN_DIR/50-cloud-init.yaml
 CLOUD_INIT_CFG=$ROOT/etc/cloud/cloud.cfg.d/99-openstack-on-aws-network.cfg
-SUDOERS=/etc/sudoers.d/50-openstack-on-aws-stack
-STACK_HOME=/opt/stack
 PACKAGES=(git jq iproute2 iptables procps python3 python3-yaml sudo)
 # What this step runs that a minimal image may lack, and the package that has it.
 declare -A NEEDS=([ip]=iproute2 [sysctl]=procps [python3]=python3 [visudo]=sudo)
@@ -87,28 +85,6 @@ remove_config() {
   fi
 }
 
-# wait_for_cloud_init : until cloud-init is done (it runs apt and writes netplan too).
-wait_for_cloud_init() {
-  command -v cloud-init >/dev/null || return 0
-  log "waiting for cloud-init to finish"
-  local rc=0
-  cloud-init status --wait >/dev/null || rc=$?
-  # 2: finished with recoverable errors (degraded) - the host is usable.
-  ((rc == 0 || rc == 2)) || die "cloud-init failed (status $rc): see /var/log/cloud-init.log"
-}
-
-# install_packages : PACKAGES (apt), then check that this step's own commands (NEEDS) are there.
-install_packages() {
-  local cmd
-  log "installing packages: ${PACKAGES[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -qq -o DPkg::Lock::Timeout=600 update
-  apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${PACKAGES[@]}" >/dev/null
-  for cmd in "${!NEEDS[@]}"; do
-    command -v "$cmd" >/dev/null || die "$cmd not found after installing ${NEEDS[$cmd]}: this step needs it"
-  done
-}
-
 # runtime_nic NIC : the NIC up, without addresses and IPv6, now (the files do it at boot).
 runtime_nic() {
   local nic=$1
@@ -120,18 +96,6 @@ runtime_nic() {
   sysctl -qw "net.ipv6.conf.$nic.disable_ipv6=1"
   ip -6 addr flush dev "$nic" 2>/dev/null || true
   [ -z "$(ip -o addr show dev "$nic")" ] || die "$nic still has addresses: $(ip -o addr show dev "$nic")"
-}
-
-# ensure_stack_user : the `stack` user DevStack runs as, with passwordless sudo.
-ensure_stack_user() {
-  if ! id stack >/dev/null 2>&1; then
-    useradd --system --create-home --home-dir "$STACK_HOME" --shell /bin/bash stack
-    touch "$STATE/created-user"
-  fi
-  chmod 0755 "$STACK_HOME"
-  (umask 0227 && printf 'stack ALL=(ALL) NOPASSWD: ALL\n' >"$SUDOERS.tmp")
-  visudo -cqf "$SUDOERS.tmp" || die "invalid sudoers entry"
-  mv "$SUDOERS.tmp" "$SUDOERS"
 }
 
 # apply : the whole host preparation (see the header).
@@ -156,21 +120,11 @@ apply() {
 remove() {
   [ -z "$ROOT" ] || die "remove changes the running host; OOA_ROOT is only for config/unconfig"
   remove_config
-  rm -f "$SUDOERS"
-  if [ -f "$STATE/created-user" ]; then
-    pkill -u stack || true
-    userdel --remove stack 2>/dev/null || userdel stack
-  fi
+  remove_stack_user
   rm -rf "$STATE"
   if command -v netplan >/dev/null; then netplan generate; fi
   log "removed; the provider NIC is configured by cloud-init again from the next boot"
 }
 
 [[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
-case ${1:-} in
-  apply) apply ;;
-  remove) remove ;;
-  config) read_params && write_config ;;
-  unconfig) remove_config && rm -rf "$STATE" ;;
-  *) die "usage: $0 apply|remove|config|unconfig (parameters on stdin)" ;;
-esac
+prepare_main "$@"
