@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
+# The lab's real Neutron (tests/lab/requirements-lab.txt) on Debian's python3, as on the hosts.
+LAB_PYTHON ?= /usr/bin/python3
+LAB_VENV ?= .lab-venv
 
-.PHONY: test venv up preview lab render bench lint
+.PHONY: test venv lab-venv up preview lab render bench lint
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -18,8 +21,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	else echo "warning: no Go, actionlint not installed: test_workflow skips (fails when CI=true)" >&2; fi
 	touch $@
 
-test: venv
-	$(PY) -m pytest
+lab-venv: $(LAB_VENV)/.installed
+$(LAB_VENV)/.installed: tests/lab/requirements-lab.txt
+	$(LAB_PYTHON) -m venv $(LAB_VENV)
+	$(LAB_VENV)/bin/pip install -q --disable-pip-version-check -r tests/lab/requirements-lab.txt
+	$(LAB_VENV)/bin/pip check
+	touch $@
+
+test: venv lab-venv
+	OOA_LAB_VENV=$(abspath $(LAB_VENV)) $(PY) -m pytest
 
 up: venv
 	pulumi up --stack $(STACK)
@@ -31,8 +41,8 @@ bench: venv
 	$(PY) bench/bench_program.py
 
 # The lab: the networking steps on real Open vSwitch in network namespaces (root; see README).
-lab: venv
-	$(PY) -m tests.lab.demo
+lab: venv lab-venv
+	OOA_LAB_VENV=$(abspath $(LAB_VENV)) $(PY) -m tests.lab.demo
 
 # Write, without deploying, what each remote step will run on the host: make render STACK=dev OUT=render
 OUT ?= render

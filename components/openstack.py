@@ -26,6 +26,9 @@ from components.remote import command, params
 if TYPE_CHECKING:
     from config.settings import Settings
 
+# The cloud external-gateway acts as: DevStack's admin in the clouds.yaml DevStack writes.
+DEVSTACK_CLOUD = "devstack-admin"
+DEVSTACK_CLOUDS_YAML = "/etc/openstack/clouds.yaml"
 STEPS = ("prepare-host", "install-openstack", "external-gateway", "gateway-mac", "port-forwards")
 # SSH to an instance that is still booting: refused / timed-out dials are retried (about 5 s apart
 # after the first few) until the limit; 120 dials of at most 30 s cover a slow first boot.
@@ -100,6 +103,8 @@ def step_params(args: OpenStackArgs, router_id: object, gateway_port_id: object)
             "GATEWAY_IP": args.provider_ip,
             "TENANT_CIDR": args.tenant_cidr,
             "TENANT_DNS": args.tenant_dns,
+            "CLOUD": DEVSTACK_CLOUD,
+            "CLOUDS_YAML": DEVSTACK_CLOUDS_YAML,
         },
         "gateway-mac": {
             "ROUTER_ID": router_id,

@@ -168,6 +168,8 @@ GATEWAY = {
     "GATEWAY_IP": "10.42.2.10",
     "TENANT_CIDR": "192.168.100.0/24",
     "TENANT_DNS": "10.42.0.2",
+    "CLOUD": "devstack-admin",
+    "CLOUDS_YAML": "/etc/openstack/clouds.yaml",
 }
 
 
@@ -182,6 +184,9 @@ GATEWAY = {
         ({"PROVIDER_CIDR": "10.42.2.0/33"}, "PROVIDER_CIDR is not a valid cidr"),
         ({"TENANT_CIDR": "10.42.2.0/24"}, "overlaps PROVIDER_CIDR"),
         ({"PHYSICAL_NETWORK": "pub lic"}, "not a physnet name"),
+        ({"CLOUD": "devstack admin"}, "parameter CLOUD is not a cloud name"),
+        ({"CLOUDS_YAML": "clouds.yaml"}, "parameter CLOUDS_YAML is not an absolute path"),
+        ({"CLOUDS_YAML": "/etc/openstack/$(reboot).yaml"}, "parameter CLOUDS_YAML is not an absolute path"),
     ],
 )
 def test_external_gateway_rejects_bad_parameters_before_any_change(tmp_path, over, message):

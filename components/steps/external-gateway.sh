@@ -11,8 +11,9 @@
 #   external-gateway.sh remove  deletes what apply created (recorded in its state), newest first.
 #
 # Parameters (KEY=value lines on stdin): PHYSICAL_NETWORK PROVIDER_CIDR VPC_GATEWAY_IP POOL_START
-# POOL_END GATEWAY_IP TENANT_CIDR TENANT_DNS. Runs the openstack CLI as DevStack's admin
-# (cloud `devstack-admin` in /etc/openstack/clouds.yaml): no secret passes through this step.
+# POOL_END GATEWAY_IP TENANT_CIDR TENANT_DNS CLOUD CLOUDS_YAML. Runs the openstack CLI as the cloud
+# CLOUD of the clouds.yaml file CLOUDS_YAML (DevStack's: `devstack-admin` in
+# /etc/openstack/clouds.yaml): no secret passes through this step. remove uses the saved ones.
 set -euo pipefail
 OOA_STEP=external-gateway
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -20,7 +21,8 @@ OOA_STEP=external-gateway
 
 STATE=$OOA_STATE/external-gateway
 CREATED=$STATE/created # "<kind> <name>" lines, in creation order
-PARAMS=(PHYSICAL_NETWORK PROVIDER_CIDR VPC_GATEWAY_IP POOL_START POOL_END GATEWAY_IP TENANT_CIDR TENANT_DNS)
+PARAMS=(PHYSICAL_NETWORK PROVIDER_CIDR VPC_GATEWAY_IP POOL_START POOL_END GATEWAY_IP TENANT_CIDR TENANT_DNS
+  CLOUD CLOUDS_YAML)
 PUBLIC_NET=public
 PUBLIC_SUBNET=public-subnet
 ROUTER=router1
@@ -28,6 +30,8 @@ TENANT_NET=private
 TENANT_SUBNET=private-subnet
 
 validate_params() {
+  [[ $CLOUD =~ ^[A-Za-z0-9_.-]{1,64}$ ]] || die "parameter CLOUD is not a cloud name: '$CLOUD'"
+  [[ $CLOUDS_YAML =~ ^/[A-Za-z0-9_./-]+$ ]] || die "parameter CLOUDS_YAML is not an absolute path: '$CLOUDS_YAML'"
   [[ $PHYSICAL_NETWORK =~ ^[A-Za-z0-9_-]{1,64}$ ]] || die "parameter PHYSICAL_NETWORK is not a physnet name: '$PHYSICAL_NETWORK'"
   need is_cidr PROVIDER_CIDR
   need is_cidr TENANT_CIDR
@@ -47,7 +51,7 @@ validate_params() {
   ! in_cidr "${TENANT_CIDR%/*}" "$PROVIDER_CIDR" || die "TENANT_CIDR $TENANT_CIDR overlaps PROVIDER_CIDR"
 }
 
-os() { openstack --os-cloud devstack-admin "$@"; }
+os() { OS_CLIENT_CONFIG_FILE="$CLOUDS_YAML" openstack --os-cloud "$CLOUD" "$@"; }
 record() { printf '%s %s\n' "$1" "$2" >>"$CREATED"; }
 id_of() { os "$1" show "$2" -f value -c id 2>/dev/null; } # id_of KIND NAME (empty if absent)
 
@@ -62,9 +66,11 @@ apply() {
   load_params - "${PARAMS[@]}"
   validate_params
   command -v openstack >/dev/null || die "no openstack CLI: run install-openstack first"
-  [ -r /etc/openstack/clouds.yaml ] || die "no /etc/openstack/clouds.yaml: run install-openstack first"
+  [ -r "$CLOUDS_YAML" ] || die "no $CLOUDS_YAML: run install-openstack first"
+  os network list -f value -c ID >/dev/null || die "cloud $CLOUD of $CLOUDS_YAML does not answer"
   install -d -m 0700 "$STATE"
   touch "$CREATED"
+  save_params "$STATE/params" "${PARAMS[@]}" # remove needs CLOUD and CLOUDS_YAML, even after a failure
 
   if [ -z "$(id_of network "$PUBLIC_NET")" ]; then
     os network create "$PUBLIC_NET" --external --provider-network-type flat \
@@ -118,6 +124,7 @@ apply() {
 
 remove() {
   [ -f "$CREATED" ] || { log "nothing recorded: nothing to remove"; return 0; }
+  load_params "$STATE/params" "${PARAMS[@]}"
   local kind name
   while read -r kind name; do
     log "deleting $kind $name"
