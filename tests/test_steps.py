@@ -9,8 +9,10 @@ Nitro instance, DevStack's install and the Neutron objects need the EC2 instance
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,7 +55,9 @@ def run(script: str, action: str, stdin: str, tmp: Path, root: Path | None = Non
 
 @pytest.mark.parametrize("script", MINE)
 def test_shellcheck_clean(script):
-    shellcheck = shutil.which("shellcheck")
+    # the pinned one in the test virtualenv first (`make test` does not put .venv/bin on PATH)
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    shellcheck = shutil.which("shellcheck", path=search)
     assert shellcheck, "shellcheck is not installed"
     proc = subprocess.run([shellcheck, "-x", script], cwd=STEPS, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout

@@ -58,6 +58,8 @@ REGISTERED = [
     ("p-peer", PEER_MAC, PEER_IP),
 ]
 CLOUD = "lab"
+PROVIDER_MTU = 9001  # an ENA ENI's link (and VPC peering); the internet path is 1500
+BULK = 4 * 1024 * 1024  # bytes each bulk transfer moves (listeners on the VMs' port 9000 / 9001)
 
 BINARIES = [
     "ip",
@@ -256,6 +258,9 @@ class Lab:
             sh("ip", "link", "set", nic, "address", mac, ns=ns)
             sh("ip", "link", "set", port, "master", br, "up", ns=vpc)
             sh("ip", "link", "set", br, "up", ns=vpc)
+            if br != "vbr-mgmt":
+                for dev, where in ((port, vpc), (br, vpc), (nic, ns)):
+                    sh("ip", "link", "set", dev, "mtu", str(PROVIDER_MTU), ns=where)
         sh("ip", "addr", "add", f"{PEER_IP}/24", "dev", "eth0", ns=self.peer)
         sh("ip", "link", "set", "eth0", "up", ns=self.peer)
         sh("ip", "route", "add", "default", "via", PEER_GW, ns=self.peer)
@@ -521,6 +526,9 @@ table ip ooa_eip {{
                     f"SYSTEM:echo {vm.name}/tcp/{port}/$SOCAT_PEERADDR",
                 )
             self.spawn(vm.ns, "socat", "UDP-RECVFROM:53,fork", f"SYSTEM:echo {vm.name}/udp/53/$SOCAT_PEERADDR")
+            # bulk: 9000 sends BULK bytes, 9001 counts what it receives and says how many
+            self.spawn(vm.ns, "socat", "TCP-LISTEN:9000,reuseaddr,fork", f"SYSTEM:head -c {BULK} /dev/zero")
+            self.spawn(vm.ns, "socat", "TCP-LISTEN:9001,reuseaddr,fork", "SYSTEM:wc -c")
         time.sleep(0.2)
 
     # --- Neutron events ------------------------------------------------------------------------
@@ -632,6 +640,16 @@ table ip ooa_eip {{
             timeout=timeout + 5,
         )
         return p.stdout.strip()
+
+    def download(self, ns: str, ip: str, port: int) -> int:
+        """Bytes received from a bulk listener (BULK when the transfer completes)."""
+        cmd = f"socat -T 20 -u TCP:{ip}:{port},connect-timeout=3 - | wc -c"
+        return int(sh("sh", "-c", cmd, ns=ns, check=False, timeout=60).stdout.strip() or 0)
+
+    def upload(self, ns: str, ip: str, port: int) -> int:
+        """Bytes a bulk sink says it received of BULK sent."""
+        cmd = f"head -c {BULK} /dev/zero | socat -T 20 -t 10 - TCP:{ip}:{port},connect-timeout=3"
+        return int(sh("sh", "-c", cmd, ns=ns, check=False, timeout=60).stdout.strip() or 0)
 
     def ping(self, ns: str, ip: str, count: int = 1) -> bool:
         return sh("ping", "-n", "-q", "-c", str(count), "-W", "1", ip, ns=ns, check=False).returncode == 0

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from tests.lab.net import (
+    BULK,
     FLOATING_EIP,
     FLOATING_IP,
     INTERNET_IP,
@@ -23,6 +24,7 @@ from tests.lab.net import (
     PROVIDER_GW,
     PROVIDER_IP,
     PROVIDER_MAC,
+    PROVIDER_MTU,
     TENANT_CIDR,
     VM1_IP,
     VM2_IP,
@@ -235,6 +237,18 @@ def test_changing_the_forward_list_changes_only_those_rules(clean):
     assert lab.tcp(lab.inet, PROVIDER_EIP, 8080, timeout=1) == ""
     assert lab.udp(lab.inet, PROVIDER_EIP, 5353) == f"vm1/udp/53/{INTERNET_IP}"
     assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
+
+
+def test_multi_mb_transfers_cross_the_9001_provider_link_both_ways(clean):
+    """ENA's 9001-byte provider link, a 1500 internet path: several MB through a forward and through
+    a floating IP, from the internet and from a VPC peer (which also has 9001), each way."""
+    lab = clean
+    assert sh("cat", "/sys/class/net/eth1/mtu", ns=lab.host).stdout.strip() == str(PROVIDER_MTU)
+    apply_both(lab, f"{FORWARDS},tcp:9000:{VM1_IP}:9000,tcp:9001:{VM1_IP}:9001")
+    for src, forward, floating in ((lab.inet, PROVIDER_EIP, FLOATING_EIP), (lab.peer, PROVIDER_IP, FLOATING_IP)):
+        for ip in (forward, floating):
+            assert lab.download(src, ip, 9000) == BULK, f"download from {ip} to {src}"
+            assert lab.upload(src, ip, 9001) == BULK, f"upload from {src} to {ip}"
 
 
 def unordered(snapshot: dict) -> dict:
