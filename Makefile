@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
+# The lab's real Neutron (tests/lab/requirements-lab.txt) on Debian's python3, as on the hosts.
+LAB_PYTHON ?= /usr/bin/python3
+LAB_VENV ?= .lab-venv
 
-.PHONY: test venv up preview lab render bench lint smoke
+.PHONY: test venv lab-venv up preview lab render bench lint smoke
 
 venv: $(VENV)/.installed $(VENV)/bin/sshpin
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -24,8 +27,15 @@ $(VENV)/bin/sshpin: tests/sshpin/main.go tests/sshpin/go.mod tests/sshpin/go.sum
 	if command -v go >/dev/null; then cd tests/sshpin && go build -o $(abspath $@) .; \
 	else echo "warning: no Go, sshpin not built: its host-key tests skip" >&2; fi
 
-test: venv
-	$(PY) -m pytest
+lab-venv: $(LAB_VENV)/.installed
+$(LAB_VENV)/.installed: tests/lab/requirements-lab.txt
+	$(LAB_PYTHON) -m venv $(LAB_VENV)
+	$(LAB_VENV)/bin/pip install -q --disable-pip-version-check -r tests/lab/requirements-lab.txt
+	$(LAB_VENV)/bin/pip check
+	touch $@
+
+test: venv lab-venv
+	OOA_LAB_VENV=$(abspath $(LAB_VENV)) $(PY) -m pytest
 
 up: venv
 	pulumi up --stack $(STACK)
@@ -37,8 +47,8 @@ bench: venv
 	$(PY) bench/bench_program.py
 
 # The lab: the networking steps on real Open vSwitch in network namespaces (root; see README).
-lab: venv
-	$(PY) -m tests.lab.demo
+lab: venv lab-venv
+	OOA_LAB_VENV=$(abspath $(LAB_VENV)) $(PY) -m tests.lab.demo
 
 # Write, without deploying, what each remote step will run on the host: make render STACK=dev OUT=render
 # (or from a config file: make render CONFIG=examples/stacks/existing-machine.yaml)

@@ -66,6 +66,9 @@ def main(argv: list[str]) -> int:
         if name is None:
             return 1
         del table[name]  # type: ignore[arg-type]
+    elif kind == "network" and verb == "list":  # the step's "does the cloud answer" probe
+        for obj in cloud["networks"].values():
+            print(obj["id"])
     elif kind == "subnet" and verb == "list":
         for obj in cloud["subnets"].values():
             if obj["network"] == _opt(rest, "--network") and obj["cidr"] == _opt(rest, "--subnet-range"):

@@ -211,6 +211,9 @@ def test_gateway_mac_sets_the_mac_pins_the_bridge_and_remove_restores_both(net, 
     assert net.mac(dev) == PROVIDER_MAC
     assert net.bridge_hwaddr("br-ex") == out["bridge_mac"] != PROVIDER_MAC
     assert is_local_unicast(out["bridge_mac"]) and out["bridge_mac"] != bridge_hwaddr
+    # the datapath ID is pinned to the one the bridge had, in the same transaction as the MAC (the OVS
+    # agent's flows are keyed by it: a new ID stalls them; the lab proves it on real Open vSwitch)
+    assert (net.ovs / "br-ex.datapath-id").read_text() == "0000a6b1c2d3e4f5\n"
     originals = net.state / "gateway-mac" / "originals"
     assert f"ORIG_DEV_MAC={NEUTRON_MAC}\n" in originals.read_text()
     assert f"ORIG_BRIDGE_HWADDR={bridge_hwaddr or ''}\n" in originals.read_text()
@@ -222,6 +225,7 @@ def test_gateway_mac_sets_the_mac_pins_the_bridge_and_remove_restores_both(net, 
     assert ok(gateway_mac(net, "remove")) == {"removed": True, "namespace": f"qrouter-{ROUTER}", "device": dev}
     assert net.mac(dev) == NEUTRON_MAC
     assert net.bridge_hwaddr("br-ex") == bridge_hwaddr
+    assert not (net.ovs / "br-ex.datapath-id").exists()
     assert not (net.state / "gateway-mac").exists()
 
 

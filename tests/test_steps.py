@@ -186,6 +186,7 @@ GATEWAY = {
         ({"ROUTER": ""}, "parameter ROUTER is not a name"),
         ({"CLOUDS_YAML": "etc/clouds.yaml"}, "CLOUDS_YAML is not an absolute path"),
         ({"CLOUDS_YAML": "/etc/../root/clouds.yaml"}, "CLOUDS_YAML is not an absolute path"),
+        ({"CLOUDS_YAML": "/etc/openstack/$(reboot).yaml"}, "CLOUDS_YAML is not an absolute path"),
     ],
 )
 def test_external_gateway_rejects_bad_parameters_before_any_change(tmp_path, over, message):

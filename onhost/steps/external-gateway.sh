@@ -115,6 +115,8 @@ apply() {
   validate_params
   command -v openstack >/dev/null || die "no openstack CLI on the host (DevStack: run install-openstack first)"
   [ -r "$CLOUDS_YAML" ] || die "no $CLOUDS_YAML (DevStack: run install-openstack first)"
+  # Before anything is saved: a wrong cloud must leave the state of the last good apply as it was.
+  os network list -f value -c ID >/dev/null || die "cloud $CLOUD of $CLOUDS_YAML does not answer"
   install -d -m 0700 "$STATE"
   touch "$CREATED"
   save_params "$STATE/params" "${PARAMS[@]}"

@@ -6,7 +6,12 @@
 #   gateway-mac.sh apply    params on stdin; sets the qg- device's MAC to PROVIDER_MAC and pins the
 #                           external bridge's MAC (other-config:hwaddr) to a random locally
 #                           administered MAC, so the bridge never takes the ENI's MAC as its own;
-#                           the provider NIC's own MAC is left alone (ENA cannot change it).
+#                           the provider NIC's own MAC is left alone (ENA cannot change it). In
+#                           the same transaction it pins the bridge's datapath ID
+#                           (other-config:datapath-id) to the one it has: Open vSwitch derives the
+#                           ID from the bridge MAC, and Neutron's OVS agent, which addresses br-ex
+#                           by that ID, would otherwise block on its next br-ex flow change until
+#                           of_connect_timeout (300 s; seen in the lab as "unknown dpid").
 #   gateway-mac.sh remove   restores the recorded originals and deletes this step's state.
 #   gateway-mac.sh reapply  applies again from the saved parameters (boot / re-created namespace);
 #                           waits quietly (exit 0) while the namespace or device does not exist.
@@ -23,6 +28,7 @@ OOA_STEP=gateway-mac
 
 STATE=$OOA_STATE/gateway-mac
 PARAMS=(ROUTER_ID GATEWAY_PORT_ID PROVIDER_MAC EXTERNAL_BRIDGE VPC_GATEWAY_IP)
+ORIGINALS=(TARGET ORIG_DEV_MAC ORIG_BRIDGE_HWADDR BRIDGE_MAC ORIG_BRIDGE_DPID_PIN BRIDGE_DPID)
 
 validate_params() {
   PROVIDER_MAC=${PROVIDER_MAC,,}
@@ -51,6 +57,8 @@ check_targets() {
 
 current_dev_mac() { ip -n "$NS" -o link show dev "$DEV" | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2; }
 bridge_hwaddr() { ovs-vsctl --if-exists get bridge "$EXTERNAL_BRIDGE" other-config:hwaddr | tr -d '"'; }
+bridge_dpid_pin() { ovs-vsctl --if-exists get bridge "$EXTERNAL_BRIDGE" other-config:datapath-id | tr -d '"'; }
+bridge_dpid() { ovs-vsctl get bridge "$EXTERNAL_BRIDGE" datapath_id | tr -d '"'; }
 
 # Set the qg- MAC and the bridge MAC where they differ from the wanted ones (idempotent).
 converge() {
@@ -58,9 +66,10 @@ converge() {
     ip -n "$NS" link set dev "$DEV" address "$PROVIDER_MAC"
     log "$NS $DEV: MAC set to $PROVIDER_MAC"
   fi
-  if [ "$(bridge_hwaddr)" != "$BRIDGE_MAC" ]; then
-    ovs-vsctl set bridge "$EXTERNAL_BRIDGE" "other-config:hwaddr=\"$BRIDGE_MAC\""
-    log "bridge $EXTERNAL_BRIDGE: MAC pinned to $BRIDGE_MAC"
+  if [ "$(bridge_hwaddr)" != "$BRIDGE_MAC" ] || [ "$(bridge_dpid_pin)" != "$BRIDGE_DPID" ]; then
+    ovs-vsctl set bridge "$EXTERNAL_BRIDGE" "other-config:datapath-id=\"$BRIDGE_DPID\"" \
+      "other-config:hwaddr=\"$BRIDGE_MAC\""
+    log "bridge $EXTERNAL_BRIDGE: MAC pinned to $BRIDGE_MAC, datapath ID kept at $BRIDGE_DPID"
   fi
 }
 
@@ -71,8 +80,8 @@ report() {
 
 # The originals, recorded once per target (router, device, bridge): what remove restores.
 load_originals() {
-  ORIG_DEV_MAC='' ORIG_BRIDGE_HWADDR='' BRIDGE_MAC='' TARGET=''
-  [ -f "$STATE/originals" ] && load_params "$STATE/originals" TARGET ORIG_DEV_MAC ORIG_BRIDGE_HWADDR BRIDGE_MAC
+  ORIG_DEV_MAC='' ORIG_BRIDGE_HWADDR='' BRIDGE_MAC='' TARGET='' ORIG_BRIDGE_DPID_PIN='' BRIDGE_DPID=''
+  [ -f "$STATE/originals" ] && load_params "$STATE/originals" "${ORIGINALS[@]}"
   return 0
 }
 
@@ -86,12 +95,16 @@ restore_originals() {
     log "$NS/$DEV is gone: no MAC to restore"
   fi
   if ovs-vsctl br-exists "$EXTERNAL_BRIDGE" 2>/dev/null; then
-    if [ -n "$ORIG_BRIDGE_HWADDR" ]; then
-      ovs-vsctl set bridge "$EXTERNAL_BRIDGE" "other-config:hwaddr=\"$ORIG_BRIDGE_HWADDR\""
-    else
-      ovs-vsctl remove bridge "$EXTERNAL_BRIDGE" other-config hwaddr
-    fi
-    log "bridge $EXTERNAL_BRIDGE: other-config:hwaddr restored to '${ORIG_BRIDGE_HWADDR:-<unset>}'"
+    # one transaction: the MAC and the datapath ID go back together (the ID stays the same)
+    local args=(-- remove bridge "$EXTERNAL_BRIDGE" other-config hwaddr
+      -- remove bridge "$EXTERNAL_BRIDGE" other-config datapath-id)
+    [ -z "$ORIG_BRIDGE_HWADDR" ] ||
+      args+=(-- set bridge "$EXTERNAL_BRIDGE" "other-config:hwaddr=\"$ORIG_BRIDGE_HWADDR\"")
+    [ -z "$ORIG_BRIDGE_DPID_PIN" ] ||
+      args+=(-- set bridge "$EXTERNAL_BRIDGE" "other-config:datapath-id=\"$ORIG_BRIDGE_DPID_PIN\"")
+    ovs-vsctl "${args[@]}"
+    log "bridge $EXTERNAL_BRIDGE: other-config:hwaddr restored to '${ORIG_BRIDGE_HWADDR:-<unset>}'," \
+      "datapath-id to '${ORIG_BRIDGE_DPID_PIN:-<unset>}'"
   fi
 }
 
@@ -115,8 +128,10 @@ apply() {
   fi
   if [ -z "$TARGET" ]; then
     TARGET=$target ORIG_DEV_MAC=$(current_dev_mac) ORIG_BRIDGE_HWADDR=$(bridge_hwaddr)
+    ORIG_BRIDGE_DPID_PIN=$(bridge_dpid_pin) BRIDGE_DPID=$(bridge_dpid)
+    [[ $BRIDGE_DPID =~ ^[0-9a-f]{16}$ ]] || die "bridge $EXTERNAL_BRIDGE has no datapath ID yet: '$BRIDGE_DPID'"
     BRIDGE_MAC=$(random_local_mac)
-    save_params "$STATE/originals" TARGET ORIG_DEV_MAC ORIG_BRIDGE_HWADDR BRIDGE_MAC
+    save_params "$STATE/originals" "${ORIGINALS[@]}"
   fi
   save_params "$STATE/params" "${PARAMS[@]}"
   converge

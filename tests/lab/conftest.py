@@ -1,4 +1,4 @@
-"""Fixtures for the lab: one emulated VPC + host + router per session, reset around each test."""
+"""Fixtures for the lab: one emulated VPC + host + real Neutron per session, steps removed around each test."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from tests.lab.net import Lab, prerequisites
 
 _started: list[float] = []
 _finished: list[float] = []
+_timings: dict[str, float] = {}
 
 
-# Package scope: built before the first lab test, torn down after the last one, so the wall time
-# below is the lab's own, not the rest of the suite's.
+# Package scope: built before the first lab test, torn down after the last one (also on a failure
+# or an interrupt: Lab.teardown runs from here, from atexit and on SIGTERM), so the wall time below
+# is the lab's own, not the rest of the suite's.
 @pytest.fixture(scope="package")
-def lab(tmp_path_factory):
+def lab():
     problems = prerequisites()
     if problems:
         reason = "the lab cannot run here: " + "; ".join(problems)
@@ -24,8 +26,10 @@ def lab(tmp_path_factory):
             pytest.fail(f"{reason} (CI=true: a missing prerequisite is a failure, not a skip)")
         pytest.skip(reason)
     _started.append(time.monotonic())
-    built = Lab(tmp_path_factory.mktemp("lab")).build()
+    built = Lab()
     try:
+        built.build()
+        _timings.update(built.timings)
         yield built
     finally:
         built.teardown()
@@ -34,7 +38,8 @@ def lab(tmp_path_factory):
 
 @pytest.fixture
 def clean(lab):
-    """Each test starts and ends with neither step applied (remove is what a destroy runs)."""
+    """Each test starts and ends with neither gateway-mac nor port-forwards applied (remove is what
+    a destroy runs); external-gateway stays applied for the whole session."""
     _remove_all(lab)
     yield lab
     _remove_all(lab)
@@ -51,5 +56,6 @@ def _remove_all(lab: Lab) -> None:
 def pytest_terminal_summary(terminalreporter):
     if _started and _finished:
         terminalreporter.write_line(
-            f"lab suite wall time: {_finished[-1] - _started[0]:.1f} s (build, tests, teardown)"
+            f"lab suite wall time: {_finished[-1] - _started[0]:.1f} s (build, tests, teardown); "
+            + ", ".join(f"{k}: {v:.1f} s" for k, v in _timings.items())
         )

@@ -1,12 +1,11 @@
-"""`make lab`: build the emulated VPC, show reachability before and after the two networking steps
-(run over SSH exactly as Pulumi sends them), remove them, tear everything down."""
+"""`make lab`: build the emulated VPC around a host running real Neutron (external-gateway has made
+the router through the API), show reachability before and after the two networking steps (run over
+SSH exactly as Pulumi sends them), remove them, tear everything down."""
 
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from tests.lab.net import (
     FLOATING_EIP,
@@ -44,31 +43,32 @@ def main() -> int:
         print("the lab cannot run here: " + "; ".join(problems), file=sys.stderr)
         return 2
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="ooa-lab-") as tmp:
-        lab = Lab(Path(tmp))
-        try:
-            lab.build()
-            print(
-                f"lab {lab.tag}: vpc, internet, host (Open vSwitch, sshd), {lab.router.ns}, vm1 {VM1_IP}, "
-                f"vm2 {VM2_IP} (floating IP)"
-            )
-            show("before the fix:", lab)
-            for step, params in (
-                ("gateway-mac", lab.gateway_mac_params()),
-                ("port-forwards", lab.port_forwards_params(FORWARDS)),
-            ):
-                p = lab.step(step, "apply", params)
-                print(f"\n{step} apply -> {p.returncode}: {p.stdout.strip()}")
-                if p.returncode != 0:
-                    print(p.stderr, file=sys.stderr)
-                    return 1
-            show("after gateway-mac and port-forwards:", lab)
-            for step in ("port-forwards", "gateway-mac"):
-                p = lab.step(step, "remove")
-                print(f"\n{step} remove -> {p.returncode}: {p.stdout.strip()}")
-            show("after remove:", lab)
-        finally:
-            lab.teardown()
+    lab = Lab()
+    try:
+        lab.build()
+        print(
+            f"lab {lab.tag}: vpc, internet, VPC peer, host (Open vSwitch, sshd, Neutron 28.0.2: API, RPC "
+            f"server, periodic workers, OVS/L3/DHCP agents), {lab.router.ns} made by external-gateway, "
+            f"vm1 {VM1_IP}, vm2 {VM2_IP} (floating IP), addresses from Neutron's DHCP agent"
+        )
+        print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in lab.timings.items()))
+        show("before the fix:", lab)
+        for step, params in (
+            ("gateway-mac", lab.gateway_mac_params()),
+            ("port-forwards", lab.port_forwards_params(FORWARDS)),
+        ):
+            p = lab.step(step, "apply", params)
+            print(f"\n{step} apply -> {p.returncode}: {p.stdout.strip()}")
+            if p.returncode != 0:
+                print(p.stderr, file=sys.stderr)
+                return 1
+        show("after gateway-mac and port-forwards:", lab)
+        for step in ("port-forwards", "gateway-mac"):
+            p = lab.step(step, "remove")
+            print(f"\n{step} remove -> {p.returncode}: {p.stdout.strip()}")
+        show("after remove:", lab)
+    finally:
+        lab.teardown()
     print(f"\nbuilt, checked and torn down in {time.monotonic() - started:.1f} s")
     return 0
 

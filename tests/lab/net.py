@@ -1,35 +1,46 @@
-"""The emulated AWS VPC lab: network namespaces, nftables, real Open vSwitch (userspace datapath), sshd.
+"""The emulated AWS VPC around a host that runs real Neutron (tests/lab/neutron.py).
 
     internet ns                vpc ns                                host ns (the EC2 instance)
     eth0 198.51.100.10 ── inet0 198.51.100.1                        sshd on eth0 10.0.1.10
                           1:1 NAT elastic IP <-> registered IP       eth0 ── p-mgmt (vbr-mgmt 10.0.1.1)
-                          vbr-prov 10.0.2.1: bridge that drops       eth1 (no IP, arp off) in br-ex
-                          frames whose (port, MAC, IP) is not        br-ex ══ phy-br-ex/int-br-ex ══ br-int
-                          registered to an ENI ── p-prov ── eth1     br-int: qg- (VLAN 1), qr-/tap- (VLAN 2)
+                          vbr-prov 10.0.2.1: bridge that drops       eth1 (no IP, arp off): the provider
+                          frames whose (port, MAC, IP) is not        ENI, a port of br-ex (Open vSwitch,
+                          registered to an ENI ── p-prov ── eth1     userspace datapath); Neutron's
+    peer ns (a VPC peer)  vbr-peer 10.0.3.1 ── p-peer ── eth0        control plane and agents
+    eth0 10.0.3.20
 
-    qrouter-<id> ns: qg-<port id[:11]> 10.0.2.10/24 + floating 10.0.2.11/32, qr- 192.168.100.1/24,
-                     the L3 agent's iptables (SNAT to the gateway IP, the floating IP's DNAT/SNAT)
-    vm1 ns: 192.168.100.10 (no floating IP)      vm2 ns: 192.168.100.20 (floating IP 10.0.2.11)
+    Neutron, driven by the external-gateway step over SSH: provider network `public` (flat, physnet
+    public = br-ex), router1 with its gateway fixed IP 10.0.2.10 (qrouter-<id>, qg-<port id[:11]>),
+    tenant network `private` 192.168.100.0/24; vm1 192.168.100.10 and vm2 192.168.100.20 are Neutron
+    ports plugged as Neutron's fullstack tests plug them, addressed by the DHCP agent's dnsmasq;
+    vm2 has the floating IP 10.0.2.11.
 
-The provider ENI has the primary IP 10.0.2.10 (elastic IP 203.0.113.20) and the secondary IP
-10.0.2.11 (elastic IP 203.0.113.21); the management ENI 10.0.1.10 (elastic IP 203.0.113.10), which
-is where the steps' SSH goes, from the internet namespace, as pulumi-command's would.
+The provider ENI has the primary IP 10.0.2.10 (elastic IP 203.0.113.20) and the secondary IPs
+10.0.2.11 and 10.0.2.12 (elastic IPs 203.0.113.21, 203.0.113.22): Neutron's floating IP pool. The
+management ENI 10.0.1.10 (elastic IP 203.0.113.10) is where the steps' SSH goes, from the internet
+namespace, as pulumi-command's would.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from components.contract import contract_for_render
+from components.openstack import args_from_settings, selected_steps, step_inputs
+from config.settings import NAMESPACE, Settings, load_settings
 from onhost import remote
+from tests.lab import neutron
+from tests.lab.neutron import wait_for
 
 INTERNET_IP = "198.51.100.10"
 VPC_OUTER_IP = "198.51.100.1"
@@ -37,14 +48,21 @@ MGMT_GW, MGMT_IP, MGMT_EIP, MGMT_MAC = "10.0.1.1", "10.0.1.10", "203.0.113.10", 
 PROVIDER_GW, PROVIDER_MAC = "10.0.2.1", "0e:00:00:00:02:10"
 PROVIDER_IP, PROVIDER_EIP = "10.0.2.10", "203.0.113.20"
 FLOATING_IP, FLOATING_EIP = "10.0.2.11", "203.0.113.21"
+LATER_IP, LATER_EIP = "10.0.2.12", "203.0.113.22"  # the floating IP a test adds later
+PROVIDER_CIDR, TENANT_CIDR = "10.0.2.0/24", "192.168.100.0/24"
+PEER_GW, PEER_IP, PEER_MAC = "10.0.3.1", "10.0.3.20", "0e:00:00:00:03:20"
 TENANT_GW, VM1_IP, VM2_IP = "192.168.100.1", "192.168.100.10", "192.168.100.20"
-ELASTIC = {MGMT_EIP: MGMT_IP, PROVIDER_EIP: PROVIDER_IP, FLOATING_EIP: FLOATING_IP}
+ELASTIC = {MGMT_EIP: MGMT_IP, PROVIDER_EIP: PROVIDER_IP, FLOATING_EIP: FLOATING_IP, LATER_EIP: LATER_IP}
 REGISTERED = [
     ("p-mgmt", MGMT_MAC, MGMT_IP),
     ("p-prov", PROVIDER_MAC, PROVIDER_IP),
     ("p-prov", PROVIDER_MAC, FLOATING_IP),
+    ("p-prov", PROVIDER_MAC, LATER_IP),
+    ("p-peer", PEER_MAC, PEER_IP),
 ]
-EXT_VLAN, TENANT_VLAN = 1, 2
+CLOUD = "lab"
+PROVIDER_MTU = 9001  # an ENA ENI's link (and VPC peering); the internet path is 1500
+BULK = 4 * 1024 * 1024  # bytes each bulk transfer moves (listeners on the VMs' port 9000 / 9001)
 
 BINARIES = [
     "ip",
@@ -65,6 +83,8 @@ BINARIES = [
     "ssh-keygen",
     "sudo",
     "flock",
+    "jq",
+    "mount",
 ]
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
@@ -79,7 +99,7 @@ def prerequisites() -> list[str]:
         problems.append("missing binaries: " + " ".join(missing))
     if not OVS_SCHEMA.exists():
         problems.append(f"missing {OVS_SCHEMA} (package openvswitch-switch)")
-    return problems
+    return problems + neutron.prerequisites()
 
 
 def sh(
@@ -99,10 +119,6 @@ def sh(
     return p
 
 
-def neutron_mac() -> str:
-    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in os.urandom(3))
-
-
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
@@ -116,14 +132,10 @@ def _interrupt(signum, frame):
 
 @dataclass
 class Router:
-    """What Neutron's L3 agent builds for a router; re-created by `build_router`."""
+    """The router external-gateway made, as the L3 agent builds it."""
 
     router_id: str
     gw_port_id: str
-    qr_port_id: str
-    # Neutron ports keep their MACs when the agent re-creates the router's devices.
-    gw_mac: str = field(default_factory=lambda: neutron_mac())
-    qr_mac: str = field(default_factory=lambda: neutron_mac())
 
     @property
     def ns(self) -> str:
@@ -133,24 +145,44 @@ class Router:
     def qg(self) -> str:
         return f"qg-{self.gw_port_id[:11]}"
 
+
+@dataclass
+class Vm:
+    """A tenant VM: a Neutron port plugged into br-int and moved into the namespace `ns`."""
+
+    name: str
+    ns: str
+    ip: str
+    port_id: str = ""
+    mac: str = ""
+
     @property
-    def qr(self) -> str:
-        return f"qr-{self.qr_port_id[:11]}"
+    def dev(self) -> str:
+        return f"tap{self.port_id[:11]}"
 
 
 class Lab:
-    def __init__(self, workdir: Path):
+    def __init__(self, keep: bool = False):
         self.tag = f"ooa{os.getpid() % 100000}{os.urandom(2).hex()}"
-        self.work = Path(workdir)
+        # A world-traversable folder: dnsmasq drops to its own user and then reads Neutron's DHCP
+        # host files under it (in pytest's 0700 tmp folder it serves no lease at all).
+        self.work = Path(tempfile.mkdtemp(prefix="ooa-lab-"))
+        self.work.chmod(0o755)
+        self.keep = keep or os.environ.get("OOA_LAB_KEEP") == "1"
         self.run = self.work / "ovs"
         self.prefix = self.work / "prefix"
         self.state = self.work / "state"
-        self.vpc, self.inet, self.host = (f"{self.tag}-{n}" for n in ("vpc", "inet", "host"))
-        self.vm1, self.vm2 = f"{self.tag}-vm1", f"{self.tag}-vm2"
-        self.router = Router(str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()))
+        self.bin = self.work / "bin"
+        self.clouds_yaml = self.work / "clouds.yaml"
+        self.vpc, self.inet, self.host, self.peer = (f"{self.tag}-{n}" for n in ("vpc", "inet", "host", "peer"))
+        self.vms = [Vm("vm1", f"{self.tag}-vm1", VM1_IP), Vm("vm2", f"{self.tag}-vm2", VM2_IP)]
+        self.vm1, self.vm2 = (vm.ns for vm in self.vms)
+        self.neutron = neutron.Neutron(self.work / "neutron", self.host, self.run)
+        self.router = Router("", "")
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self.key = self.work / "id_ed25519"
+        self.timings: dict[str, float] = {}
         self._down = False
 
     # --- helpers -----------------------------------------------------------------------------
@@ -177,20 +209,33 @@ class Lab:
 
     # --- build -------------------------------------------------------------------------------
     def build(self) -> Lab:
+        """The VPC, the host with Open vSwitch, sshd and Neutron, the external-gateway step (over
+        SSH, against the API), the tenant VMs with their DHCP leases, a floating IP on vm2."""
         atexit.register(self.teardown)
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, _interrupt)  # so finally/teardown run on `kill`
+        t0 = time.monotonic()
         try:
-            self.work.mkdir(parents=True, exist_ok=True)
-            for ns in (self.vpc, self.inet, self.host, self.vm1, self.vm2):
+            for ns in (self.vpc, self.inet, self.host, self.peer, self.vm1, self.vm2):
                 self.netns(ns)
             self._build_vpc()
             self._build_host()
             self._build_ovs()
-            self._build_vms()
-            self.build_router()
             self._build_sshd()
+            self.neutron.up()
+            self.timings["neutron up"] = self.neutron.timings["neutron up"]
+            t = time.monotonic()
+            out = self.step("external-gateway", "apply", self.external_gateway_params())
+            if out.returncode != 0:
+                raise RuntimeError(f"external-gateway apply failed: {out.stderr}")
+            ids = json.loads(out.stdout.strip().splitlines()[-1])
+            self.router = Router(ids["router_id"], ids["gateway_port_id"])
+            self.timings["external-gateway"] = time.monotonic() - t
+            self.wait_router()
+            self._build_vms()
+            self.floating_ip(FLOATING_IP, self.vms[1])
             self._listeners()
+            self.timings["lab built"] = time.monotonic() - t0
         except BaseException:
             self.teardown()
             raise
@@ -205,17 +250,25 @@ class Lab:
         sh("ip", "addr", "add", f"{INTERNET_IP}/24", "dev", "eth0", ns=self.inet)
         sh("ip", "link", "set", "eth0", "up", ns=self.inet)
         sh("ip", "route", "add", "default", "via", VPC_OUTER_IP, ns=self.inet)
-        for br, gw, port, nic, mac in (
-            ("vbr-mgmt", MGMT_GW, "p-mgmt", "eth0", MGMT_MAC),
-            ("vbr-prov", PROVIDER_GW, "p-prov", "eth1", PROVIDER_MAC),
+        for br, gw, port, nic, mac, ns in (
+            ("vbr-mgmt", MGMT_GW, "p-mgmt", "eth0", MGMT_MAC, self.host),
+            ("vbr-prov", PROVIDER_GW, "p-prov", "eth1", PROVIDER_MAC, self.host),
+            ("vbr-peer", PEER_GW, "p-peer", "eth0", PEER_MAC, self.peer),
         ):
             sh("ip", "link", "add", br, "type", "bridge", ns=vpc)
             sh("ip", "addr", "add", f"{gw}/24", "dev", br, ns=vpc)
-            sh("ip", "link", "add", port, "netns", vpc, "type", "veth", "peer", "name", nic, "netns", self.host)
-            sh("ip", "link", "set", nic, "address", mac, ns=self.host)
+            sh("ip", "link", "add", port, "netns", vpc, "type", "veth", "peer", "name", nic, "netns", ns)
+            sh("ip", "link", "set", nic, "address", mac, ns=ns)
             sh("ip", "link", "set", port, "master", br, "up", ns=vpc)
             sh("ip", "link", "set", br, "up", ns=vpc)
-        # TCP through the userspace datapath fails with checksum offload on the VPC side.
+            if br != "vbr-mgmt":
+                for dev, where in ((port, vpc), (br, vpc), (nic, ns)):
+                    sh("ip", "link", "set", dev, "mtu", str(PROVIDER_MTU), ns=where)
+        sh("ip", "addr", "add", f"{PEER_IP}/24", "dev", "eth0", ns=self.peer)
+        sh("ip", "link", "set", "eth0", "up", ns=self.peer)
+        sh("ip", "route", "add", "default", "via", PEER_GW, ns=self.peer)
+        # TCP through the userspace datapath fails with checksum offload on the VPC side: the
+        # provider NIC is an AF_PACKET port of ovs-vswitchd, which gets partial checksums.
         sh("ethtool", "-K", "p-prov", "tx", "off", ns=vpc)
         registered = ", ".join(f'"{p}" . {m} . {i}' for p, m, i in REGISTERED)
         dnat = ", ".join(f"{e} : {i}" for e, i in ELASTIC.items())
@@ -256,6 +309,8 @@ table ip ooa_eip {{
         sh("ip", "link", "set", "eth1", "arp", "off", "up", ns=h)
 
     def _build_ovs(self) -> None:
+        """ovsdb-server and ovs-vswitchd of this lab; br-ex with the provider NIC, as DevStack
+        makes it. br-int, br-tun and every flow are the OVS agent's."""
         self.run.mkdir(parents=True)
         db, sock = self.run / "conf.db", f"unix:{self.run}/db.sock"
         sh("ovsdb-tool", "create", str(db), str(OVS_SCHEMA))
@@ -270,6 +325,15 @@ table ip ooa_eip {{
         )
         self.ovs("ovs-vsctl", "--no-wait", "init")
         self.ovs(
+            "ovs-vsctl",
+            "--no-wait",
+            "set",
+            "Open_vSwitch",
+            ".",
+            f"external_ids:system-id={neutron.HOSTNAME}",
+            f"external_ids:hostname={neutron.HOSTNAME}",
+        )
+        self.ovs(
             "ovs-vswitchd",
             sock,
             f"--pidfile={self.run}/ovs-vswitchd.pid",
@@ -277,152 +341,9 @@ table ip ooa_eip {{
             f"--log-file={self.run}/ovs-vswitchd.log",
             "--detach",
         )
-        for br in ("br-int", "br-ex"):
-            self.ovs("ovs-vsctl", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev", "fail_mode=secure")
-        self.ovs("ovs-vsctl", "add-port", "br-ex", "eth1")
-        self.ovs(
-            "ovs-vsctl",
-            "add-port",
-            "br-int",
-            "int-br-ex",
-            "--",
-            "set",
-            "interface",
-            "int-br-ex",
-            "type=patch",
-            "options:peer=phy-br-ex",
-            "--",
-            "add-port",
-            "br-ex",
-            "phy-br-ex",
-            "--",
-            "set",
-            "interface",
-            "phy-br-ex",
-            "type=patch",
-            "options:peer=int-br-ex",
-        )
-        # The flows Neutron's OVS agent installs for a flat provider network on local VLAN EXT_VLAN.
-        for br, flows in (
-            (
-                "br-ex",
-                [
-                    f"priority=4,in_port=phy-br-ex,dl_vlan={EXT_VLAN},actions=strip_vlan,NORMAL",
-                    "priority=2,in_port=phy-br-ex,actions=drop",
-                    "priority=0,actions=NORMAL",
-                ],
-            ),
-            (
-                "br-int",
-                [
-                    f"priority=3,in_port=int-br-ex,vlan_tci=0x0000/0x1fff,actions=mod_vlan_vid:{EXT_VLAN},NORMAL",
-                    "priority=2,in_port=int-br-ex,actions=drop",
-                    "priority=0,actions=NORMAL",
-                ],
-            ),
-        ):
-            for flow in flows:
-                self.ovs("ovs-ofctl", "add-flow", br, flow)
+        self.ovs("ovs-vsctl", "--timeout=10", "add-br", "br-ex", "--", "set", "bridge", "br-ex", "datapath_type=netdev")
+        self.ovs("ovs-vsctl", "--timeout=10", "add-port", "br-ex", "eth1")
         sh("ip", "link", "set", "br-ex", "up", ns=self.host)
-
-    def _internal_port(self, name: str, vlan: int, ns: str, mac: str, port_id: str) -> None:
-        self.ovs(
-            "ovs-vsctl",
-            "add-port",
-            "br-int",
-            name,
-            f"tag={vlan}",
-            "--",
-            "set",
-            "interface",
-            name,
-            "type=internal",
-            f"external_ids:iface-id={port_id}",
-            f"external_ids:attached-mac={mac}",
-        )
-        for _ in range(50):  # the userspace datapath creates the tap device asynchronously
-            if sh("ip", "link", "show", name, ns=self.host, check=False).returncode == 0:
-                break
-            time.sleep(0.05)
-        sh("ip", "link", "set", name, "netns", ns, ns=self.host)
-        sh("ip", "link", "set", name, "address", mac, "up", ns=ns)
-
-    def _build_vms(self) -> None:
-        for ns, ip in ((self.vm1, VM1_IP), (self.vm2, VM2_IP)):
-            tap = f"tap{uuid.uuid4().hex[:11]}"
-            self._internal_port(tap, TENANT_VLAN, ns, neutron_mac(), str(uuid.uuid4()))
-            sh("ip", "addr", "add", f"{ip}/24", "dev", tap, ns=ns)
-            sh("ip", "route", "add", "default", "via", TENANT_GW, ns=ns)
-            sh("ethtool", "-K", tap, "tx", "off", ns=ns)
-
-    def build_router(self) -> None:
-        """What the L3 agent does for the router: namespace, qg-/qr- ports, addresses, iptables."""
-        r = self.router
-        self.netns(r.ns)
-        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=r.ns)
-        self._internal_port(r.qg, EXT_VLAN, r.ns, r.gw_mac, r.gw_port_id)
-        self._internal_port(r.qr, TENANT_VLAN, r.ns, r.qr_mac, r.qr_port_id)
-        sh("ip", "addr", "add", f"{PROVIDER_IP}/24", "dev", r.qg, ns=r.ns)
-        sh("ip", "addr", "add", f"{FLOATING_IP}/32", "dev", r.qg, ns=r.ns)
-        sh("ip", "addr", "add", f"{TENANT_GW}/24", "dev", r.qr, ns=r.ns)
-        sh("ip", "route", "add", "default", "via", PROVIDER_GW, ns=r.ns)
-        for dev in (r.qg, r.qr):
-            sh("ethtool", "-K", dev, "tx", "off", ns=r.ns)
-        sh("iptables-restore", "-n", ns=r.ns, input=self.l3_rules())
-
-    def l3_rules(self) -> str:
-        """The mangle and nat rules the L3 agent's iptables_manager builds for this router."""
-        r = self.router
-        a = "neutron-l3-agent"
-        rules = f"""*mangle
-:{a}-PREROUTING - [0:0]
-:{a}-mark - [0:0]
--A PREROUTING -j {a}-PREROUTING
--A {a}-PREROUTING -j {a}-mark
--A {a}-mark -i {r.qg} -j MARK --set-xmark 0x2/0xffff
-COMMIT
-*nat
-:{a}-OUTPUT - [0:0]
-:{a}-POSTROUTING - [0:0]
-:{a}-PREROUTING - [0:0]
-:{a}-float-snat - [0:0]
-:{a}-snat - [0:0]
-:neutron-postrouting-bottom - [0:0]
--A PREROUTING -j {a}-PREROUTING
--A OUTPUT -j {a}-OUTPUT
--A POSTROUTING -j {a}-POSTROUTING
--A POSTROUTING -j neutron-postrouting-bottom
--A {a}-OUTPUT -d {FLOATING_IP}/32 -j DNAT --to-destination {VM2_IP}
--A {a}-POSTROUTING ! -o {r.qg} -m conntrack ! --ctstate DNAT -j ACCEPT
--A {a}-PREROUTING -d {FLOATING_IP}/32 -j DNAT --to-destination {VM2_IP}
--A {a}-float-snat -s {VM2_IP}/32 -j SNAT --to-source {FLOATING_IP}
--A {a}-snat -j {a}-float-snat
--A {a}-snat -o {r.qg} -j SNAT --to-source {PROVIDER_IP}
--A {a}-snat -m mark ! --mark 0x2/0xffff -m conntrack --ctstate DNAT -j SNAT --to-source {PROVIDER_IP}
--A neutron-postrouting-bottom -m comment --comment "Perform source NAT on outgoing traffic." -j {a}-snat
-COMMIT
-"""
-        return rules
-
-    def rewrite_l3_chains(self) -> None:
-        """Re-write every neutron-* chain in one iptables-restore -n, a superset of what
-        iptables_manager does on a resync (it sends only the diff of its own chains)."""
-        own = [
-            ln
-            for ln in self.l3_rules().splitlines()
-            if not ln.startswith(("-A PREROUTING", "-A OUTPUT", "-A POSTROUTING"))
-        ]
-        sh("iptables-restore", "-n", ns=self.router.ns, input="\n".join(own) + "\n")
-
-    def delete_router(self) -> None:
-        """As a reboot or an agent resync that re-creates the router does: ports and namespace go."""
-        r = self.router
-        self.ovs(
-            "ovs-vsctl", "--if-exists", "del-port", "br-int", r.qg, "--", "--if-exists", "del-port", "br-int", r.qr
-        )
-        if r.ns in self.namespaces:
-            sh("ip", "netns", "del", r.ns, check=False)
-            self.namespaces.remove(r.ns)
 
     def _build_sshd(self) -> None:
         w = self.work
@@ -435,16 +356,27 @@ COMMIT
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             "X11Forwarding no\nAllowTcpForwarding no\n"
         )
+        # The host's openstack CLI (DevStack puts it in /usr/local/bin) and the clouds.yaml that
+        # reaches this lab's noauth API: what external-gateway is given as CLOUD and CLOUDS_YAML.
+        self.bin.mkdir()
+        cli = self.bin / "openstack"
+        cli.write_text(f'#!/bin/sh\nexec "{neutron.LAB_VENV}/bin/openstack" "$@"\n')
+        cli.chmod(0o755)
+        self.clouds_yaml.write_text(
+            f"clouds:\n  {CLOUD}:\n    auth_type: none\n    auth:\n      endpoint: {neutron.API}\n"
+        )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-        # Give the SSH sessions this lab's Open vSwitch at the default path, as on a real host: a
-        # bind mount private to sshd's mount namespace (ip netns exec makes one). The empty
-        # /run/openvswitch it mounts over is left in place (the openvswitch package owns it).
+        # Give the SSH sessions this lab's Open vSwitch at the default path and the CLI in
+        # /usr/local/bin, as on a real host: bind mounts private to sshd's mount namespace (ip
+        # netns exec makes one). The empty /run/openvswitch it mounts over is left in place (the
+        # openvswitch package owns it).
         Path("/run/openvswitch").mkdir(mode=0o755, exist_ok=True)
         self.spawn(
             self.host,
             "sh",
             "-c",
-            f'mount --bind "{self.run}" /run/openvswitch && exec /usr/sbin/sshd -D -e -f "{w}/sshd_config"',
+            f'mount --bind "{self.run}" /run/openvswitch && mount --bind "{self.bin}" /usr/local/bin'
+            f' && exec /usr/sbin/sshd -D -e -f "{w}/sshd_config"',
         )
         for _ in range(100):
             if self.ssh("true", check=False).returncode == 0:
@@ -452,19 +384,181 @@ COMMIT
             time.sleep(0.1)
         raise RuntimeError("sshd in the host namespace does not answer")
 
+    def router_ready(self) -> bool:
+        lines = self.router_addrs().splitlines()
+        qg = any(ln.split()[1] == self.router.qg and f" {PROVIDER_IP}/24 " in ln for ln in lines)
+        qr = any(ln.split()[1].startswith("qr-") and f" {TENANT_GW}/24 " in ln for ln in lines)
+        return qg and qr
+
+    def wait_router(self, timeout: float = 60) -> float:
+        """Until the L3 agent has the router's namespace with qg- (gateway IP) and qr- (tenant
+        gateway), and the OVS agent has wired both ports (local VLAN tag, port ACTIVE)."""
+        t = time.monotonic()
+        wait_for(f"router {self.router.ns}", self.router_ready, timeout)
+
+        def wired() -> bool:
+            ports = self.neutron.find("ports", device_id=self.router.router_id)
+            prefix = {"network:router_gateway": "qg-", "network:router_interface": "qr-"}
+            devices = [prefix[p["device_owner"]] + p["id"][:11] for p in ports]
+            tags = [self.ovs("ovs-vsctl", "get", "Port", d, "tag", check=False).stdout.strip() for d in devices]
+            seen[:] = [(d, p["status"], tag) for d, p, tag in zip(devices, ports, tags, strict=True)]
+            return len(ports) == 2 and all(p["status"] == "ACTIVE" for p in ports) and "[]" not in tags
+
+        seen: list[tuple[str, str, str]] = []
+        try:
+            wait_for(f"router {self.router.ns} ports wired", wired, timeout)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; last seen (device, status, tag): {seen}") from None
+        return time.monotonic() - t
+
+    def _build_vms(self) -> None:
+        """Tenant VMs as Neutron ports, plugged as Neutron's fullstack tests plug them, addressed by DHCP."""
+        api = self.neutron
+        net = api.find("networks", name="private")[0]
+        subnet = api.find("subnets", name="private-subnet")[0]
+        sg = api.find("security-groups", name="default", project_id=net["project_id"])[0]
+        for proto in ("tcp", "udp", "icmp"):  # what the README tells users to open, and more
+            api.api(
+                "POST",
+                "security-group-rules",
+                {"security_group_rule": {"security_group_id": sg["id"], "direction": "ingress", "protocol": proto}},
+                ok=(201, 409),
+            )
+        script = self.work / "udhcpc.sh"  # apply the lease: address, default route
+        script.write_text(
+            '#!/bin/sh\ncase "$1" in bound|renew)\n  ip addr flush dev "$interface"\n'
+            '  ip addr add "$ip/$mask" dev "$interface"\n  ip route replace default via "$router"\n;; esac\n'
+        )
+        script.chmod(0o755)
+        for vm in self.vms:
+            port = api.api(
+                "POST",
+                "ports",
+                {
+                    "port": {
+                        "name": f"{vm.name}-port",
+                        "network_id": net["id"],
+                        "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": vm.ip}],
+                        "device_owner": "compute:nova",
+                        "device_id": f"{self.tag}-{vm.name}",
+                        "binding:host_id": neutron.HOSTNAME,
+                    }
+                },
+            )["port"]
+            vm.port_id, vm.mac = port["id"], port["mac_address"]
+            self.ovs(
+                "ovs-vsctl",
+                "--",
+                "--may-exist",
+                "add-port",
+                "br-int",
+                vm.dev,
+                "--",
+                "set",
+                "Interface",
+                vm.dev,
+                "type=internal",
+                f"external_ids:iface-id={vm.port_id}",
+                "external_ids:iface-status=active",
+                f"external_ids:attached-mac={vm.mac}",
+            )
+            # the userspace datapath creates the tap device asynchronously
+            wait_for(f"{vm.dev}", lambda d=vm.dev: self.link_exists(d), 10, 0.05)  # type: ignore[misc]
+            sh("ip", "link", "set", vm.dev, "address", vm.mac, "netns", vm.ns, ns=self.host)
+            sh("ip", "link", "set", vm.dev, "up", ns=vm.ns)
+            sh("ethtool", "-K", vm.dev, "tx", "off", ns=vm.ns)
+        for vm in self.vms:
+            wait_for(f"port {vm.name} ACTIVE", lambda v=vm: self.port_status(v.port_id) == "ACTIVE", 60)  # type: ignore[misc]
+        t = time.monotonic()
+        for vm in self.vms:
+            dhcp = ("busybox", "udhcpc", "-i", vm.dev, "-n", "-q", "-f", "-t", "10", "-T", "1", "-s", str(script))
+            sh(*dhcp, ns=vm.ns, timeout=30)
+            got = sh("ip", "-4", "-o", "addr", "show", "dev", vm.dev, ns=vm.ns).stdout
+            if f"{vm.ip}/24" not in got:
+                raise RuntimeError(f"{vm.name}: DHCP gave {got.strip()!r}, not {vm.ip}")
+        self.timings["DHCP"] = time.monotonic() - t
+
+    def br_ex_dpid(self) -> str:
+        """br-ex's OpenFlow datapath ID: the OVS agent finds the bridge by it."""
+        return self.ovs("ovs-vsctl", "get", "bridge", "br-ex", "datapath_id").stdout.strip().strip('"')
+
+    def link_exists(self, dev: str) -> bool:
+        return sh("ip", "link", "show", dev, ns=self.host, check=False).returncode == 0
+
+    def port_status(self, port_id: str) -> str:
+        return self.neutron.api("GET", f"ports/{port_id}")["port"]["status"]
+
+    def floating_ip(self, address: str, vm: Vm) -> dict:
+        """A floating IP from the provider network's pool (the ENI's secondary IPs), on `vm`'s port;
+        returns when the L3 agent has put it on the gateway device."""
+        public = self.neutron.find("networks", name="public")[0]
+        fip = self.neutron.api(
+            "POST",
+            "floatingips",
+            {
+                "floatingip": {
+                    "floating_network_id": public["id"],
+                    "floating_ip_address": address,
+                    "port_id": vm.port_id,
+                }
+            },
+        )["floatingip"]
+        wait_for(f"floating IP {address} on {self.router.qg}", lambda: f"{address}/32" in self.router_addrs(), 60)
+        return fip
+
+    def delete_floating_ip(self, fip: dict) -> None:
+        self.neutron.api("DELETE", f"floatingips/{fip['id']}")
+        address = fip["floating_ip_address"]
+        wait_for(f"floating IP {address} gone", lambda: f"{address}/32" not in self.router_addrs(), 60)
+
+    def router_exists(self) -> bool:
+        return self.router.ns in neutron.netns_list()
+
+    def router_addrs(self) -> str:
+        return sh("ip", "-4", "-o", "addr", "show", ns=self.router.ns, check=False).stdout
+
     def _listeners(self) -> None:
         """Tenant services and an internet service that tells each client its source address."""
         self.spawn(self.inet, "socat", "TCP-LISTEN:8000,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR")
-        for ns, name in ((self.vm1, "vm1"), (self.vm2, "vm2")):
+        for vm in self.vms:
             for port in (22, 80):
                 self.spawn(
-                    ns, "socat", f"TCP-LISTEN:{port},reuseaddr,fork", f"SYSTEM:echo {name}/tcp/{port}/$SOCAT_PEERADDR"
+                    vm.ns,
+                    "socat",
+                    f"TCP-LISTEN:{port},reuseaddr,fork",
+                    f"SYSTEM:echo {vm.name}/tcp/{port}/$SOCAT_PEERADDR",
                 )
-            self.spawn(ns, "socat", "UDP-RECVFROM:53,fork", f"SYSTEM:echo {name}/udp/53/$SOCAT_PEERADDR")
+            self.spawn(vm.ns, "socat", "UDP-RECVFROM:53,fork", f"SYSTEM:echo {vm.name}/udp/53/$SOCAT_PEERADDR")
+            # bulk: 9000 sends BULK bytes, 9001 counts what it receives and says how many
+            self.spawn(vm.ns, "socat", "TCP-LISTEN:9000,reuseaddr,fork", f"SYSTEM:head -c {BULK} /dev/zero")
+            self.spawn(vm.ns, "socat", "TCP-LISTEN:9001,reuseaddr,fork", "SYSTEM:wc -c")
         time.sleep(0.2)
 
+    # --- Neutron events ------------------------------------------------------------------------
+    def restart_agent(self, agent: str) -> float:
+        """Stop the agent (SIGKILL after a grace period), start it; the seconds until it reports alive."""
+        api = self.neutron
+        binary = {"ovs-agent": "neutron-openvswitch-agent", "l3-agent": "neutron-l3-agent"}[agent]
+        t = time.monotonic()
+        api.stop(agent, grace=3)
+        log = api.log / f"{agent}.log"
+        mark = log.stat().st_size
+        api.start_agent(agent)
+
+        def resynced() -> bool:
+            text = log.read_bytes()[mark:].decode(errors="replace")
+            if agent == "l3-agent":
+                return f"Finished a router update for {self.router.router_id}" in text
+            return "Agent out of sync with plugin!" in text or "Agent rpc_loop - iteration:1 completed" in text
+
+        wait_for(f"{binary} to resync", resynced, 90)
+        return time.monotonic() - t
+
+    def set_router(self, **attrs: object) -> None:
+        self.neutron.api("PUT", f"routers/{self.router.router_id}", {"router": attrs})
+
     # --- use ---------------------------------------------------------------------------------
-    def ssh(self, command: str, input: str = "", check: bool = True, timeout: float = 60):
+    def ssh(self, command: str, input: str = "", check: bool = True, timeout: float = 120):
         """Run `command` as the SSH exec command on the host, from the internet, as pulumi-command does."""
         return sh(
             "ssh",
@@ -493,18 +587,45 @@ COMMIT
         text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state))
         return self.ssh(text, input=remote.params(params or {}), check=False)
 
+    def settings(self) -> Settings:
+        """The lab host as a stack config describes it: an existing machine that already runs
+        OpenStack (`host: {kind: existing}`, `openstack: {install: existing}`), the mode whose chain
+        (external-gateway, gateway-mac, port-forwards) the lab runs."""
+        return load_settings(
+            {
+                f"{NAMESPACE}:host": json.dumps({
+                    "kind": "existing", "address": MGMT_EIP, "user": "root", "managementIp": MGMT_IP,
+                    "providerMac": PROVIDER_MAC, "providerCidr": PROVIDER_CIDR, "providerGateway": PROVIDER_GW,
+                    "providerIp": PROVIDER_IP, "providerPublicIp": PROVIDER_EIP, "dnsServer": PROVIDER_GW,
+                    "floatingIps": {FLOATING_IP: FLOATING_EIP, LATER_IP: LATER_EIP},
+                }),
+                f"{NAMESPACE}:sshPrivateKey": "<the lab's key>",
+                f"{NAMESPACE}:openstack": json.dumps({
+                    "install": "existing", "cloud": CLOUD, "cloudsYaml": str(self.clouds_yaml),
+                    "physicalNetwork": neutron.PHYSNET, "externalBridge": "br-ex",
+                }),
+                f"{NAMESPACE}:tenantCidr": TENANT_CIDR,
+            }
+        )
+
+    def chain_params(self, step: str, forwards: str = "") -> dict:
+        """A step's stdin exactly as the program builds it from the step table for that config,
+        with the router ids external-gateway printed (`FORWARDS` as the test gives it)."""
+        settings = self.settings()
+        args = args_from_settings(settings, contract_for_render(settings, "<the lab's key>"), None)
+        (row,) = [r for r in selected_steps(args) if r.name == step]
+        emitted = {"router_id": self.router.router_id, "gateway_port_id": self.router.gw_port_id}
+        values = {k: str(v) for k, v in row.params(step_inputs(args, emitted)).items()}
+        return {**values, "FORWARDS": forwards} if step == "port-forwards" else values
+
+    def external_gateway_params(self, **override: str) -> dict:
+        return {**self.chain_params("external-gateway"), **override}
+
     def gateway_mac_params(self, **override: str) -> dict:
-        return {
-            "ROUTER_ID": self.router.router_id,
-            "GATEWAY_PORT_ID": self.router.gw_port_id,
-            "PROVIDER_MAC": PROVIDER_MAC,
-            "EXTERNAL_BRIDGE": "br-ex",
-            "VPC_GATEWAY_IP": PROVIDER_GW,
-            **override,
-        }
+        return {**self.chain_params("gateway-mac"), **override}
 
     def port_forwards_params(self, forwards: str, **override: str) -> dict:
-        return {"ROUTER_ID": self.router.router_id, "GATEWAY_IP": PROVIDER_IP, "FORWARDS": forwards, **override}
+        return {**self.chain_params("port-forwards", forwards), **override}
 
     def tcp(self, ns: str, ip: str, port: int, timeout: float = 3) -> str:
         """Connect, return what the server says ('' when nothing gets through)."""
@@ -535,6 +656,16 @@ COMMIT
         )
         return p.stdout.strip()
 
+    def download(self, ns: str, ip: str, port: int) -> int:
+        """Bytes received from a bulk listener (BULK when the transfer completes)."""
+        cmd = f"socat -T 20 -u TCP:{ip}:{port},connect-timeout=3 - | wc -c"
+        return int(sh("sh", "-c", cmd, ns=ns, check=False, timeout=60).stdout.strip() or 0)
+
+    def upload(self, ns: str, ip: str, port: int) -> int:
+        """Bytes a bulk sink says it received of BULK sent."""
+        cmd = f"head -c {BULK} /dev/zero | socat -T 20 -t 10 - TCP:{ip}:{port},connect-timeout=3"
+        return int(sh("sh", "-c", cmd, ns=ns, check=False, timeout=60).stdout.strip() or 0)
+
     def ping(self, ns: str, ip: str, count: int = 1) -> bool:
         return sh("ping", "-n", "-q", "-c", str(count), "-W", "1", ip, ns=ns, check=False).returncode == 0
 
@@ -550,6 +681,7 @@ COMMIT
         r = self.router
         mac = sh("cat", f"/sys/class/net/{r.qg}/address", ns=r.ns).stdout.strip()
         hwaddr = self.ovs("ovs-vsctl", "--if-exists", "get", "bridge", "br-ex", "other-config:hwaddr").stdout.strip()
+        dpid_pin = self.ovs("ovs-vsctl", "--if-exists", "get", "bridge", "br-ex", "other-config:datapath-id").stdout
         tables = {}
         for table in ("nat", "mangle", "filter"):
             lines = sh("iptables-save", "-t", table, ns=r.ns).stdout.splitlines()
@@ -557,10 +689,13 @@ COMMIT
         return {
             "qg_mac": mac,
             "br_ex_hwaddr": hwaddr,
+            "br_ex_dpid_pin": dpid_pin.strip(),
+            "br_ex_dpid": self.br_ex_dpid(),
             "iptables": tables,
             "state": {
                 str(p.relative_to(self.state)): p.read_text() if p.is_file() else "dir"
                 for p in sorted(self.state.rglob("*"))
+                if not str(p.relative_to(self.state)).startswith("external-gateway")
             }
             if self.state.exists()
             else {},
@@ -579,6 +714,19 @@ COMMIT
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+        try:
+            self.neutron.down()
+        finally:
+            self._stop_ovs()
+            for ns in reversed(self.namespaces):
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            self.namespaces.clear()
+            if self.keep:
+                print(f"lab files kept in {self.work} (OOA_LAB_KEEP)")
+            else:
+                shutil.rmtree(self.work, ignore_errors=True)
+
+    def _stop_ovs(self) -> None:
         pids = []
         for daemon in ("ovs-vswitchd", "ovsdb-server"):
             pidfile = self.run / f"{daemon}.pid"
@@ -594,6 +742,3 @@ COMMIT
                 if not _alive(pid):
                     break
                 time.sleep(0.02)
-        for ns in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        self.namespaces.clear()

@@ -1,4 +1,8 @@
-"""The gateway-mac and port-forwards steps, run over SSH exactly as Pulumi sends them, on the lab."""
+"""The steps, run over SSH exactly as Pulumi sends them, against real Neutron in the emulated VPC.
+
+external-gateway has already run (the session's lab is built with it); these tests check what it
+made, then gateway-mac and port-forwards on the real L3 agent's router, and what the agents do to
+them (restarts, a router that goes down and up)."""
 
 from __future__ import annotations
 
@@ -8,15 +12,26 @@ import uuid
 import pytest
 
 from tests.lab.net import (
+    BULK,
     FLOATING_EIP,
+    FLOATING_IP,
     INTERNET_IP,
+    LATER_EIP,
+    LATER_IP,
+    PEER_IP,
+    PROVIDER_CIDR,
     PROVIDER_EIP,
+    PROVIDER_GW,
+    PROVIDER_IP,
     PROVIDER_MAC,
+    PROVIDER_MTU,
+    TENANT_CIDR,
     VM1_IP,
     VM2_IP,
     Lab,
     sh,
 )
+from tests.lab.neutron import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -38,16 +53,63 @@ def nat(snapshot: dict) -> list[str]:
     return snapshot["iptables"]["nat"]
 
 
-def test_before_the_fix_tenant_traffic_is_dropped_by_the_vpc(clean):
+def test_before_the_fix_nothing_passes_the_vpc_and_after_it_everything_does(clean):
+    """Real Neutron's router as the agents build it is cut off by the VPC; the project's steps fix it."""
     lab = clean
     before = sum(lab.drops().values())
+    assert lab.snapshot()["qg_mac"] != PROVIDER_MAC  # Neutron's own fa:16:3e:… MAC
     assert not lab.ping(lab.vm1, INTERNET_IP)
     assert lab.tcp(lab.vm1, INTERNET_IP, 8000, timeout=1) == ""
+    assert lab.tcp(lab.inet, FLOATING_EIP, 80, timeout=1) == ""
     assert sum(lab.drops().values()) > before, "the VPC did not drop the unregistered (MAC, IP) frames"
+    apply_both(lab)
+    drops = lab.drops()
+    assert lab.tcp(lab.vm1, INTERNET_IP, 8000) == PROVIDER_EIP
+    assert lab.tcp(lab.inet, FLOATING_EIP, 80) == f"vm2/tcp/80/{INTERNET_IP}"
+    assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
+    assert lab.drops() == drops
+
+
+def test_external_gateway_made_the_neutron_objects_through_the_api(lab):
+    api = lab.neutron
+    public = api.find("networks", name="public")[0]
+    assert public["router:external"] is True
+    assert (public["provider:network_type"], public["provider:physical_network"]) == ("flat", "public")
+    sub = api.find("subnets", name="public-subnet")[0]
+    assert (sub["cidr"], sub["gateway_ip"], sub["enable_dhcp"]) == (PROVIDER_CIDR, PROVIDER_GW, False)
+    assert sub["allocation_pools"] == [{"start": PROVIDER_IP, "end": LATER_IP}]  # the ENI's IPs only
+    router = api.api("GET", f"routers/{lab.router.router_id}")["router"]
+    assert router["name"] == "router1"
+    assert [ip["ip_address"] for ip in router["external_gateway_info"]["external_fixed_ips"]] == [PROVIDER_IP]
+    assert api.find("ports", device_owner="network:router_gateway")[0]["id"] == lab.router.gw_port_id
+    assert api.find("subnets", name="private-subnet")[0]["cidr"] == TENANT_CIDR
+    # the agents built it: the router namespace has the gateway IP on the step's qg- device
+    assert f"{PROVIDER_IP}/24" in sh("ip", "-4", "-o", "addr", "show", lab.router.qg, ns=lab.router.ns).stdout
+
+
+def test_external_gateway_apply_twice_equals_once(lab):
+    counts = {k: len(lab.neutron.api("GET", k)[k]) for k in ("networks", "subnets", "routers", "ports")}
+    created = (lab.state / "external-gateway" / "created").read_text()
+    out = ok(lab.step("external-gateway", "apply", lab.external_gateway_params()))
+    assert out == {"router_id": lab.router.router_id, "gateway_port_id": lab.router.gw_port_id}
+    assert {k: len(lab.neutron.api("GET", k)[k]) for k in counts} == counts
+    assert (lab.state / "external-gateway" / "created").read_text() == created
+
+
+def test_external_gateway_with_an_unknown_cloud_fails_clearly_and_changes_nothing(lab):
+    counts = {k: len(lab.neutron.api("GET", k)[k]) for k in ("networks", "subnets", "routers")}
+    p = lab.step("external-gateway", "apply", lab.external_gateway_params(CLOUD="nope"))
+    assert p.returncode != 0 and "cloud nope of" in p.stderr and p.stdout == "", p.stderr
+    p = lab.step("external-gateway", "apply", lab.external_gateway_params(CLOUDS_YAML="/nonexistent/clouds.yaml"))
+    assert p.returncode != 0 and "no /nonexistent/clouds.yaml" in p.stderr, p.stderr
+    assert {k: len(lab.neutron.api("GET", k)[k]) for k in counts} == counts
+    saved = (lab.state / "external-gateway" / "params").read_text()
+    assert "CLOUD=lab\n" in saved  # the state of the good apply is untouched
 
 
 def test_gateway_mac_gives_the_tenant_the_internet_through_the_elastic_ip(clean):
     lab = clean
+    dpid = lab.snapshot()["br_ex_dpid"]
     out = ok(lab.step("gateway-mac", "apply", lab.gateway_mac_params()))
     assert out["device"] == lab.router.qg and out["namespace"] == lab.router.ns
     assert out["mac"] == PROVIDER_MAC == lab.snapshot()["qg_mac"]
@@ -57,6 +119,7 @@ def test_gateway_mac_gives_the_tenant_the_internet_through_the_elastic_ip(clean)
     assert br_ex == out["bridge_mac"] != PROVIDER_MAC  # Open vSwitch took the pinned MAC
     nic = sh("cat", "/sys/class/net/eth1/address", ns=lab.host).stdout.strip()
     assert nic == PROVIDER_MAC  # the provider NIC keeps its own MAC (ENA cannot change it)
+    assert lab.snapshot()["br_ex_dpid"] == dpid, "br-ex's datapath ID changed: the OVS agent loses br-ex"
     assert out["gateway_reachable"] is True
     drops = lab.drops()
     assert lab.ping(lab.vm1, INTERNET_IP)
@@ -66,10 +129,27 @@ def test_gateway_mac_gives_the_tenant_the_internet_through_the_elastic_ip(clean)
 
 def test_floating_ip_from_a_secondary_eni_ip_works_both_ways(clean):
     lab = clean
+    fip = lab.neutron.find("floatingips", floating_ip_address=FLOATING_IP)[0]
+    assert fip["port_id"] == lab.vms[1].port_id  # made through the API, from the ENI's pool
     ok(lab.step("gateway-mac", "apply", lab.gateway_mac_params()))
     assert lab.tcp(lab.vm2, INTERNET_IP, 8000) == FLOATING_EIP  # out through its own elastic IP
     assert lab.tcp(lab.inet, FLOATING_EIP, 80) == f"vm2/tcp/80/{INTERNET_IP}"  # in, unmasqueraded
     assert lab.ping(lab.inet, FLOATING_EIP)
+    assert lab.tcp(lab.peer, FLOATING_IP, 80) == f"vm2/tcp/80/{PEER_IP}"  # a VPC peer, privately
+
+
+def test_a_floating_ip_added_later_works_without_running_any_step(clean):
+    lab = clean
+    apply_both(lab)
+    state = lab.snapshot()["state"]
+    fip = lab.floating_ip(LATER_IP, lab.vms[0])  # through the API only, after the steps
+    try:
+        assert lab.tcp(lab.inet, LATER_EIP, 80) == f"vm1/tcp/80/{INTERNET_IP}"
+        assert lab.tcp(lab.vm1, INTERNET_IP, 8000) == LATER_EIP
+        assert lab.snapshot()["state"] == state  # no step ran
+    finally:
+        lab.delete_floating_ip(fip)
+    assert lab.tcp(lab.vm1, INTERNET_IP, 8000) == PROVIDER_EIP
 
 
 def test_port_forwards_reach_the_tenant_listeners_tcp_and_udp(clean):
@@ -85,6 +165,8 @@ def test_port_forwards_reach_the_tenant_listeners_tcp_and_udp(clean):
     assert lab.tcp(lab.inet, PROVIDER_EIP, 8080) == f"vm2/tcp/80/{INTERNET_IP}"
     assert lab.udp(lab.inet, PROVIDER_EIP, 5353) == f"vm1/udp/53/{INTERNET_IP}"
     assert lab.tcp(lab.inet, PROVIDER_EIP, 80, timeout=1) == "", "only the configured ports are forwarded"
+    assert lab.tcp(lab.peer, PROVIDER_IP, 522) == f"vm1/tcp/22/{PEER_IP}"  # from a VPC peer
+    assert lab.udp(lab.peer, PROVIDER_IP, 5353) == f"vm1/udp/53/{PEER_IP}"
 
 
 def test_apply_twice_equals_once(clean):
@@ -157,33 +239,70 @@ def test_changing_the_forward_list_changes_only_those_rules(clean):
     assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
 
 
-def test_forwards_survive_the_l3_agent_rewriting_its_chains(clean):
-    """iptables_manager re-writes only neutron-* chains (iptables-restore -n); ours stay in place."""
+def test_multi_mb_transfers_cross_the_9001_provider_link_both_ways(clean):
+    """ENA's 9001-byte provider link, a 1500 internet path: several MB through a forward and through
+    a floating IP, from the internet and from a VPC peer (which also has 9001), each way."""
     lab = clean
-    apply_both(lab)
-    ours = [ln for ln in nat(lab.snapshot()) if "OOA-PORTFWD" in ln]
-    lab.rewrite_l3_chains()
-    assert [ln for ln in nat(lab.snapshot()) if "OOA-PORTFWD" in ln] == ours
-    assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
+    assert sh("cat", "/sys/class/net/eth1/mtu", ns=lab.host).stdout.strip() == str(PROVIDER_MTU)
+    apply_both(lab, f"{FORWARDS},tcp:9000:{VM1_IP}:9000,tcp:9001:{VM1_IP}:9001")
+    for src, forward, floating in ((lab.inet, PROVIDER_EIP, FLOATING_EIP), (lab.peer, PROVIDER_IP, FLOATING_IP)):
+        for ip in (forward, floating):
+            assert lab.download(src, ip, 9000) == BULK, f"download from {ip} to {src}"
+            assert lab.upload(src, ip, 9001) == BULK, f"upload from {src} to {ip}"
 
 
-def test_reapply_restores_connectivity_after_the_router_namespace_is_recreated(clean):
+def unordered(snapshot: dict) -> dict:
+    """The snapshot with each iptables table as a set: an agent's full resync may put its own
+    jumps above ours again (port-forwards.sh explains why the order does not matter)."""
+    return {**snapshot, "iptables": {t: sorted(lines) for t, lines in snapshot["iptables"].items()}}
+
+
+def works(lab: Lab) -> None:
+    """Every path the two steps open: tenant out, a floating IP in, forwards in (TCP and UDP)."""
+    assert lab.tcp(lab.vm1, INTERNET_IP, 8000) == PROVIDER_EIP
+    assert lab.tcp(lab.inet, FLOATING_EIP, 80) == f"vm2/tcp/80/{INTERNET_IP}"
+    assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
+    assert lab.udp(lab.inet, PROVIDER_EIP, 5353) == f"vm1/udp/53/{INTERNET_IP}"
+
+
+def test_a_full_l3_agent_restart_keeps_the_fix(clean):
+    """The agent resyncs the router (iptables_manager rewrites its own chains); ours stay."""
     lab = clean
     apply_both(lab)
-    assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
-    lab.delete_router()
+    once = lab.snapshot()
+    took = lab.restart_agent("l3-agent")
+    print(f"L3 agent restart -> router resynced: {took:.1f} s")
+    assert unordered(lab.snapshot()) == unordered(once)
+    works(lab)
+
+
+def test_an_ovs_agent_restart_keeps_the_fix(clean):
+    lab = clean
+    apply_both(lab)
+    once = lab.snapshot()
+    took = lab.restart_agent("ovs-agent")
+    print(f"OVS agent restart -> resynced: {took:.1f} s")
+    assert unordered(lab.snapshot()) == unordered(once)
+    works(lab)
+
+
+def test_reapply_fixes_the_router_the_agent_recreates_after_admin_state_down_up(clean):
+    lab = clean
+    apply_both(lab)
+    works(lab)
+    lab.set_router(admin_state_up=False)
+    wait_for("the L3 agent to remove the router namespace", lambda: not lab.router_exists(), 60)
     for step in ("gateway-mac", "port-forwards"):  # what the timer runs while the namespace is away
         p = lab.step(step, "reapply")
         assert p.returncode == 0 and "waiting: router namespace" in p.stderr, p.stderr
-    lab.build_router()  # the L3 agent re-creates it: Neutron's MAC, no forwards
-    assert lab.snapshot()["qg_mac"] != PROVIDER_MAC
+    lab.set_router(admin_state_up=True)
+    lab.wait_router()
+    assert lab.snapshot()["qg_mac"] != PROVIDER_MAC  # re-created: Neutron's MAC, no forwards
     assert lab.tcp(lab.vm1, INTERNET_IP, 8000, timeout=1) == ""
     for step in ("gateway-mac", "port-forwards"):
         ok(lab.step(step, "reapply"))
     assert lab.snapshot()["qg_mac"] == PROVIDER_MAC
-    assert lab.tcp(lab.vm1, INTERNET_IP, 8000) == PROVIDER_EIP
-    assert lab.tcp(lab.inet, PROVIDER_EIP, 522) == f"vm1/tcp/22/{INTERNET_IP}"
-    assert lab.udp(lab.inet, PROVIDER_EIP, 5353) == f"vm1/udp/53/{INTERNET_IP}"
+    works(lab)
     once = lab.snapshot()
     for step in ("gateway-mac", "port-forwards"):
         ok(lab.step(step, "reapply"))
