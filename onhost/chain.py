@@ -30,6 +30,12 @@ INSTALL_MODES = frozenset({DEVSTACK, EXISTING})
 PROBE_URL = "http://checkip.amazonaws.com/"
 # The tenant network external-gateway creates (or finds): where the smoke step's VM boots.
 TENANT_NETWORK = "private"
+# The TLS front (tls-front.sh): its port, and the local services it proxies to (components/tls.py).
+HTTPS_PORT = 443
+BACKEND_URL = "http://127.0.0.1:80"
+"""DevStack's Apache, as the TLS front reaches it on the host."""
+NOVNC_URL = "http://127.0.0.1:6080"
+"""nova-novncproxy, as the TLS front reaches it on the host."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,20 @@ class StepInputs:
     """The provider's public IP: the source the internet must see from a tenant VM (None: not known)."""
     emitted: Mapping[str, object] = field(default_factory=dict)
     """What earlier steps printed (their `emits` keys): router_id, gateway_port_id."""
+    management_ip: IPv4Address | None = None
+    """The host's management private IP: where DevStack's Apache serves the internal endpoints."""
+    public_address: object = None
+    """The IPv4 clients reach (the management Elastic IP): the TLS front's IP SAN."""
+    public_dns_name: str = ""
+    """Its optional DNS name (publicDnsName)."""
+    public_base_url: object = None
+    """`https://<DNS name or public address>`: the base of the public endpoints."""
+    ca_certificate: object = None
+    """The stack's CA certificate, base64 of its PEM (components.tls.TlsParts)."""
+    server_certificate: object = None
+    """The TLS front's certificate, base64 of its PEM."""
+    server_private_key: object = None
+    """Its private key, base64 of its PEM: a secret (the tls-front row is `secret`)."""
 
 
 Params = Callable[[StepInputs], dict[str, object]]
@@ -147,6 +167,23 @@ def _smoke(i: StepInputs) -> dict[str, object]:
     }
 
 
+def _tls_front(i: StepInputs) -> dict[str, object]:
+    return {
+        "PUBLIC_ADDRESS": i.public_address,
+        "DNS_NAME": i.public_dns_name,
+        "SERVER_CERT": i.server_certificate,
+        "SERVER_KEY": i.server_private_key,
+        "CA_CERT": i.ca_certificate,
+        "HTTPS_PORT": str(HTTPS_PORT),
+        "BACKEND_URL": BACKEND_URL,
+        "NOVNC_URL": NOVNC_URL,
+    }
+
+
+def _public_endpoints(i: StepInputs) -> dict[str, object]:
+    return {"PUBLIC_BASE_URL": i.public_base_url, "BACKEND_HOST": i.management_ip}
+
+
 CHAIN: tuple[Step, ...] = (
     Step("prepare-host", _prepare_host, after=None, timeout="30m", installs=frozenset({DEVSTACK})),
     # Its stdin holds the admin password; stack.sh's output and log tail are masked on the host,
@@ -160,7 +197,13 @@ CHAIN: tuple[Step, ...] = (
         secret=True,
         installs=frozenset({DEVSTACK}),
     ),
-    Step("external-gateway", _external_gateway, after="install-openstack", emits=("router_id", "gateway_port_id")),
+    # Horizon, the APIs and noVNC on https://<public address>/ (443), proxied to DevStack's Apache.
+    # Its stdin holds the server certificate's private key: secret. A new certificate (renewal, a
+    # new DNS name or address) changes the stdin, so the step re-applies (idempotent, Apache reloaded).
+    Step(
+        "tls-front", _tls_front, after="install-openstack", timeout="10m", secret=True, installs=frozenset({DEVSTACK})
+    ),
+    Step("external-gateway", _external_gateway, after="tls-front", emits=("router_id", "gateway_port_id")),
     Step("gateway-mac", _gateway_mac, after="external-gateway"),
     Step("port-forwards", _port_forwards, after="gateway-mac"),
     # A CirrOS VM proves the cloud at the end of `up` (DevStack uploads CirrOS and its flavors; on an
@@ -175,6 +218,11 @@ CHAIN: tuple[Step, ...] = (
         switch="smokeTest",
         reruns_after=("gateway-mac", "port-forwards"),
     ),
+    # Keystone's public endpoints -> https://<public address>/<path>, internal endpoints on the
+    # management IP for the services. Last: from then on the host's `openstack` CLI must use the
+    # internal interface (the public https URL is neither routed nor trusted on the host), which
+    # this step does itself and the steps above (run before it on create) do not.
+    Step("public-endpoints", _public_endpoints, after="smoke", installs=frozenset({DEVSTACK})),
 )
 STEPS = tuple(s.name for s in CHAIN)
 BY_NAME = {s.name: s for s in CHAIN}

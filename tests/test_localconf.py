@@ -99,19 +99,28 @@ def test_render_tool_writes_every_step(tmp_path):
     assert folders == [
         "1-prepare-host",
         "2-install-openstack",
-        "3-external-gateway",
-        "4-gateway-mac",
-        "5-port-forwards",
-        "6-smoke",
+        "3-tls-front",
+        "4-external-gateway",
+        "5-gateway-mac",
+        "6-port-forwards",
+        "7-smoke",
+        "8-public-endpoints",
     ]
-    smoke = (out / "6-smoke" / "params.env").read_text()
+    smoke = (out / "7-smoke" / "params.env").read_text()
     assert "TENANT_IP=192.168.100.10\n" in smoke and "EXPECTED_PUBLIC_IP=<provider Elastic IP>\n" in smoke
     from onhost.remote import command
 
     assert (out / "2-install-openstack" / "command.sh").read_text() == command("install-openstack", "apply")
     params = (out / "2-install-openstack" / "params.env").read_text()
     assert "ADMIN_PASSWORD=<secret: masked>\n" in params
-    assert "ROUTER_ID=<router id from external-gateway>" in (out / "5-port-forwards" / "params.env").read_text()
+    assert "ROUTER_ID=<router id from external-gateway>" in (out / "6-port-forwards" / "params.env").read_text()
+    # The TLS rows: the server key masked, the certificates and the address as placeholders.
+    front = (out / "3-tls-front" / "params.env").read_text()
+    assert "SERVER_KEY=<secret: masked>\n" in front and "PUBLIC_ADDRESS=<management Elastic IP>\n" in front
+    assert "SERVER_CERT=<server certificate from tls, base64>\n" in front and "HTTPS_PORT=443\n" in front
+    assert "BEGIN" not in front
+    endpoints = (out / "8-public-endpoints" / "params.env").read_text()
+    assert endpoints == "PUBLIC_BASE_URL=https://<management Elastic IP>\nBACKEND_HOST=10.42.1.10\n"
     from config.settings import load_settings
 
     render = _render_module()

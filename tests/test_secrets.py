@@ -13,6 +13,7 @@ through its secret wrappers.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -50,6 +51,8 @@ def _variants(secret: str) -> set[str]:
     """The secret and the forms it may take in a command line or JSON: stripped, one line, escaped."""
     forms = {secret, secret.strip(), json.dumps(secret)[1:-1]}
     forms |= {line for line in secret.splitlines() if len(line) >= MIN_SECRET_LEN and "-----" not in line}
+    # Base64: how the tls-front step carries the server key (one stdin line).
+    forms.add(base64.b64encode(secret.encode()).decode())
     return {f for f in forms if len(f) >= MIN_SECRET_LEN}
 
 
