@@ -373,7 +373,7 @@ PLAIN_ROWS = [s.name for s in (*CHAIN, *compute_chain.NODE_CHAIN) if not s.secre
 
 
 def test_the_table_has_both_kinds_of_rows() -> None:
-    assert SECRET_ROWS == ["install-openstack", "install-compute"] and "compute-record" in PLAIN_ROWS
+    assert SECRET_ROWS == ["install-openstack", "tls-front", "install-compute"] and "compute-record" in PLAIN_ROWS
 
 
 def test_a_compute_node_step_is_found_by_its_row() -> None:

@@ -15,7 +15,8 @@ FWD = {"protocol": "tcp", "publicPort": 522, "tenantIp": "192.168.100.20", "tena
 def test_smoke_runs_last_after_port_forwards_with_its_parameters():
     run = run_program({"portForwards": [FWD]})
     names = [r.name for r in run.of_type(CMD)]
-    assert names[-2:] == ["dev-port-forwards", "dev-smoke"]
+    # then public-endpoints: smoke runs the host's CLI on the catalog's public interface (see onhost/chain.py)
+    assert names[-3:] == ["dev-port-forwards", "dev-smoke", "dev-public-endpoints"]
     assert "dev-port-forwards" in run.depends_on("dev-smoke")
     smoke = run.one("dev-smoke")
     assert smoke.inputs["create"] == command("smoke", "apply") and smoke.inputs["delete"] == command("smoke", "remove")
