@@ -63,4 +63,4 @@ def test_render_leaves_smoke_out_when_it_is_off(tmp_path):
     written = render.render("off", tmp_path / "out", root=tmp_path)
     assert written and not any(p.parent.name.endswith("-smoke") for p in written)
     (tmp_path / "Pulumi.on.yaml").write_text("config:\n  openstack-on-aws:allowedCidrs: ['203.0.113.0/24']\n")
-    assert any(p.parent.name == "6-smoke" for p in render.render("on", tmp_path / "out2", root=tmp_path))
+    assert any(p.parent.name == "7-smoke" for p in render.render("on", tmp_path / "out2", root=tmp_path))
