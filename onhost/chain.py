@@ -7,9 +7,9 @@ how its stdin parameters are built, which step it runs after, its timeouts, whet
 secret, which `openstack.install` modes run it, the config switch that turns it on, which keys of
 its JSON output later steps read, and which earlier steps' runs re-run it.
 
-Adding a step is adding a row (and its script), as the `smoke` step after `port-forwards` is:
+Adding a step is adding a row (and its script), as the `smoke` step after `public-endpoints` is:
 
-    Step("smoke", _smoke, after="port-forwards", timeout="25m", installs=frozenset({DEVSTACK}),
+    Step("smoke", _smoke, after="public-endpoints", timeout="25m", installs=frozenset({DEVSTACK}),
          switch="smokeTest", reruns_after=("gateway-mac", "port-forwards"))
 
 Standard library only, so that the policy pack's own virtualenv can import it.
@@ -122,6 +122,7 @@ def _install_openstack(i: StepInputs) -> dict[str, object]:
         "LOCAL_CONF": base64.b64encode(i.local_conf.encode()).decode(),
         "ADMIN_PASSWORD": i.admin_password,
         "PROVIDER_MAC": i.provider_mac,
+        "PUBLIC_BASE_URL": i.public_base_url,
     }
 
 
@@ -206,23 +207,24 @@ CHAIN: tuple[Step, ...] = (
     Step("external-gateway", _external_gateway, after="tls-front", emits=("router_id", "gateway_port_id")),
     Step("gateway-mac", _gateway_mac, after="external-gateway"),
     Step("port-forwards", _port_forwards, after="gateway-mac"),
+    # Keystone's public endpoints -> https://<public address>/<path>, internal endpoints on the
+    # management IP for the services (local.conf points them there). From then on the host's own
+    # `openstack` calls use the internal interface: lib.sh exports OS_INTERFACE=internal from this
+    # step's state, so later steps and re-runs (smoke, external-gateway, discover-hosts) keep working.
+    Step("public-endpoints", _public_endpoints, after="port-forwards", installs=frozenset({DEVSTACK})),
     # A CirrOS VM proves the cloud at the end of `up` (DevStack uploads CirrOS and its flavors; on an
-    # OpenStack that is not ours the steps create no VM). It runs on create, when its parameters
+    # OpenStack that is not ours the steps create no VM), after the catalog moved: its boot's port
+    # events go from Neutron to Nova through the internal endpoints. It runs on create, when its parameters
     # change, and when gateway-mac or port-forwards ran again.
     Step(
         "smoke",
         _smoke,
-        after="port-forwards",
+        after="public-endpoints",
         timeout="25m",
         installs=frozenset({DEVSTACK}),
         switch="smokeTest",
         reruns_after=("gateway-mac", "port-forwards"),
     ),
-    # Keystone's public endpoints -> https://<public address>/<path>, internal endpoints on the
-    # management IP for the services. Last: from then on the host's `openstack` CLI must use the
-    # internal interface (the public https URL is neither routed nor trusted on the host), which
-    # this step does itself and the steps above (run before it on create) do not.
-    Step("public-endpoints", _public_endpoints, after="smoke", installs=frozenset({DEVSTACK})),
 )
 STEPS = tuple(s.name for s in CHAIN)
 BY_NAME = {s.name: s for s in CHAIN}

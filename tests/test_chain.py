@@ -66,7 +66,7 @@ def test_a_bad_table_is_refused(monkeypatch, row):
 def test_a_switched_row_runs_only_when_its_switch_is_on():
     smoke = chain.BY_NAME["smoke"]
     assert smoke.switch == "smokeTest" and smoke.installs == {"devstack"}
-    assert [s.name for s in chain_for("devstack", {"smokeTest"})][-2:] == ["smoke", "public-endpoints"]
+    assert [s.name for s in chain_for("devstack", {"smokeTest"})][-2:] == ["public-endpoints", "smoke"]
     assert "smoke" not in [s.name for s in chain_for("devstack")]
     assert "smoke" not in [s.name for s in chain_for("existing", {"smokeTest"})]  # DevStack only
     assert smoke.reruns_after == ("gateway-mac", "port-forwards")
@@ -77,7 +77,7 @@ def test_a_new_row_reaches_the_program_and_render(monkeypatch, tmp_path):
     script = tmp_path / "probe.sh"
     script.write_text("#!/usr/bin/env bash\nset -euo pipefail\necho probe \"$1\"\n")
     probe = Step(
-        "probe", lambda i: {"ROUTER_ID": i.emitted["router_id"]}, after="public-endpoints", timeout="20m"
+        "probe", lambda i: {"ROUTER_ID": i.emitted["router_id"]}, after="smoke", timeout="20m"
     )
     monkeypatch.setattr(chain, "CHAIN", (*CHAIN, probe))
     monkeypatch.setattr(chain, "BY_NAME", {**chain.BY_NAME, "probe": probe})
@@ -87,7 +87,7 @@ def test_a_new_row_reaches_the_program_and_render(monkeypatch, tmp_path):
     run = harness.run_program()
     cmd = run.one("dev-probe")
     assert [r.name for r in run.of_type("command:remote:Command")][-1] == "dev-probe"
-    assert "dev-public-endpoints" in run.depends_on("dev-probe")
+    assert "dev-smoke" in run.depends_on("dev-probe")
     assert cmd.inputs["stdin"] == f"ROUTER_ID={harness.MOCK_ROUTER_ID}\n"
     assert cmd.custom_timeouts["create"] == "20m" and "echo probe" in cmd.inputs["create"]
 
@@ -100,17 +100,20 @@ def test_a_new_row_reaches_the_program_and_render(monkeypatch, tmp_path):
 
 def test_the_tls_rows_sit_around_the_steps_that_run_the_hosts_cli():
     """tls-front right after DevStack (its stdin holds the server key: a secret row);
-    public-endpoints after every step that runs `openstack` on the host with the default (public)
-    interface: external-gateway, and smoke when it is on."""
+    public-endpoints after the networking steps (external-gateway's objects exist) and before
+    smoke, which stays last and proves a VM boot with the catalog moved (the host's CLI on the
+    internal interface then: lib.sh, tests/test_catalog_interface.py)."""
     front, endpoints = chain.BY_NAME["tls-front"], chain.BY_NAME["public-endpoints"]
     assert front.secret and not endpoints.secret
     assert front.installs == endpoints.installs == {"devstack"}
     for switches in (set(), {"smokeTest"}):
         names = [s.name for s in chain_for("devstack", switches)]
         assert names.index("tls-front") == names.index("install-openstack") + 1
-        assert names[-1] == "public-endpoints"
+        assert names[-1] == ("smoke" if switches else "public-endpoints")
         selected = chain_for("devstack", switches)
-        assert runs_after(endpoints, selected).name == ("smoke" if switches else "port-forwards")
+        assert runs_after(endpoints, selected).name == "port-forwards"
+        if switches:
+            assert runs_after(chain.BY_NAME["smoke"], selected).name == "public-endpoints"
     assert "tls-front" not in [s.name for s in chain_for("existing", {"smokeTest"})]
     assert "public-endpoints" not in [s.name for s in chain_for("existing", {"smokeTest"})]
 

@@ -453,7 +453,7 @@ def test_render_writes_each_nodes_steps_and_local_conf(tmp_path):
     out = _render(tmp_path, 2)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
         "1-prepare-host", "2-install-openstack", "3-tls-front", "4-external-gateway", "5-gateway-mac",
-        "6-port-forwards", "7-smoke", "8-public-endpoints", "9-discover-hosts", "compute-0", "compute-1",
+        "6-port-forwards", "7-public-endpoints", "8-smoke", "9-discover-hosts", "compute-0", "compute-1",
     ]
     program = run(2)
     for i in range(2):

@@ -173,12 +173,16 @@ def test_the_tls_front_step_installs_the_stacks_certificate_as_a_secret(run):
     assert "Tls" in run.one("dev-server").parent and "Tls" in request.parent
 
 
-def test_public_endpoints_runs_last_with_the_public_base_url(run):
+def test_public_endpoints_runs_before_smoke_with_the_public_base_url(run):
     endpoints = run.one("dev-public-endpoints")
     ip = run.outputs["managementPublicIp"]
     assert endpoints.inputs["stdin"] == f"PUBLIC_BASE_URL=https://{ip}\nBACKEND_HOST=10.42.1.10\n"
-    assert [r.name for r in run.of_type(CMD)][-1] == "dev-public-endpoints"
-    assert "dev-smoke" in run.depends_on("dev-public-endpoints")
+    assert [r.name for r in run.of_type(CMD)][-2:] == ["dev-public-endpoints", "dev-smoke"]
+    assert "dev-port-forwards" in run.depends_on("dev-public-endpoints")
+    assert "dev-public-endpoints" in run.depends_on("dev-smoke")
+    # DevStack's noVNC links: the same public base URL fills local.conf's placeholder on the host
+    install = unwrap_rpc_secret(run.one("dev-install-openstack").inputs["stdin"])
+    assert f"PUBLIC_BASE_URL=https://{ip}\n" in install
 
 
 def test_a_dns_name_goes_into_the_certificate_and_the_urls():

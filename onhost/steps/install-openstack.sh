@@ -12,7 +12,8 @@
 #   install-openstack.sh remove  runs DevStack's clean.sh (unstack + remove what stack.sh installed)
 #                                and deletes the clone and this step's state.
 #
-# Parameters (KEY=value lines on stdin): BRANCH, LOCAL_CONF (base64), ADMIN_PASSWORD, PROVIDER_MAC.
+# Parameters (KEY=value lines on stdin): BRANCH, LOCAL_CONF (base64), ADMIN_PASSWORD, PROVIDER_MAC,
+# PUBLIC_BASE_URL (https://<public address>[:port] of the TLS front: fills @PUBLIC_BASE_URL@).
 # Sourced (tests/test_devstack_run.py), it only defines its settings and functions.
 set -euo pipefail
 OOA_STEP=install-openstack
@@ -102,18 +103,20 @@ run_stack() {
 }
 
 apply() {
-  load_params - BRANCH LOCAL_CONF ADMIN_PASSWORD PROVIDER_MAC
+  load_params - BRANCH LOCAL_CONF ADMIN_PASSWORD PROVIDER_MAC PUBLIC_BASE_URL
   PROVIDER_MAC=${PROVIDER_MAC,,}
   [[ $BRANCH =~ ^(master|stable/20[0-9]{2}\.[12])$ ]] || die "parameter BRANCH is not a DevStack branch: '$BRANCH'"
   # DevStack puts the password unquoted into URLs and config files: letters, digits, _ and - only.
   [[ $ADMIN_PASSWORD =~ ^[A-Za-z0-9_-]{12,128}$ ]] ||
     die "parameter ADMIN_PASSWORD must be 12-128 letters, digits, '_' or '-' (value not shown)"
   need is_mac PROVIDER_MAC
+  [[ $PUBLIC_BASE_URL =~ ^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$ ]] ||
+    die "parameter PUBLIC_BASE_URL is not https://<host>[:port] without a path: '$PUBLIC_BASE_URL'"
   local conf
   conf=$(printf '%s' "$LOCAL_CONF" | base64 -d 2>/dev/null) || die "parameter LOCAL_CONF is not base64"
   [[ $conf == *"[[local|localrc]]"* ]] || die "parameter LOCAL_CONF is not a DevStack local.conf"
   local placeholder
-  for placeholder in @ADMIN_PASSWORD@ @LIBVIRT_TYPE@ @PUBLIC_INTERFACE@; do
+  for placeholder in @ADMIN_PASSWORD@ @LIBVIRT_TYPE@ @PUBLIC_INTERFACE@ @PUBLIC_BASE_URL@; do
     [[ $conf == *"$placeholder"* ]] || die "parameter LOCAL_CONF lacks the placeholder $placeholder"
   done
   id stack >/dev/null 2>&1 || die "no user 'stack': run prepare-host first"
@@ -123,6 +126,7 @@ apply() {
   conf=${conf//@ADMIN_PASSWORD@/$ADMIN_PASSWORD}
   conf=${conf//@LIBVIRT_TYPE@/$libvirt}
   conf=${conf//@PUBLIC_INTERFACE@/$nic}
+  conf=${conf//@PUBLIC_BASE_URL@/$PUBLIC_BASE_URL}
 
   local stamp
   stamp=$(printf '%s\n%s\n' "$BRANCH" "$conf" | sha256sum | cut -d' ' -f1)
