@@ -6,7 +6,8 @@
 Reads the stack's outputs (`pulumi stack output --json`, no secrets needed) and, from this machine:
 GETs `horizonUrl` (must answer below 400 after redirects) and `keystoneAuthUrl` (must answer
 Keystone's v3 version document), over https verified against the stack's `caCertificate` output
-(the TLS front: a certificate the CA did not sign, or that does not name the address, fails), and opens a TCP connection to `providerPublicIp:publicPort` for
+(the TLS front: a certificate the CA did not sign, or that does not name the address, fails),
+and opens a TCP connection to `providerPublicIp:publicPort` for
 each TCP entry of `portForwards`. A forward is `open` (something accepted), `refused` or
 `unreachable` (the path answered, but nothing listens: the router namespace or a VM without a
 listener at the tenant port — a warning, a failure with --strict), or `timeout` (dropped on the way:
