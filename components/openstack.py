@@ -2,9 +2,11 @@
 
 `OpenStack` consumes a `HostContract` (components/contract.py) and nothing else of the host, and
 creates one `pulumi_command.remote.Command` per row of the step table (onhost/chain.py) that its
-`openstack.install` mode selects: prepare-host -> install-openstack -> external-gateway ->
-gateway-mac -> port-forwards (-> smoke, with `smokeTest`) for DevStack, external-gateway ->
-gateway-mac -> port-forwards for an OpenStack already on the host.
+`openstack.install` mode selects: prepare-host -> install-openstack -> tls-front ->
+external-gateway -> gateway-mac -> port-forwards -> public-endpoints (-> smoke, with `smokeTest`)
+for DevStack, external-gateway -> gateway-mac -> port-forwards for an OpenStack already on the host.
+With DevStack, `tls` (`TlsParts`: the `Tls` component's certificates, made in __main__.py) feeds
+tls-front and the https outputs (keystone_auth_url, horizon_url, clouds_yaml, ca_certificate).
 Parameters travel on stdin only: pulumi-command v1.2.1 puts the whole command string into its
 error message, and `environment` needs sshd's AcceptEnv. A Command's delete runs with the stdin,
 connection and command stored in state, so `remove` always gets the parameters its `apply` had.
