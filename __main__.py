@@ -12,7 +12,8 @@ from components.contract import HostContract, known_hosts_line, ssh_command
 from components.existing import ExistingMachine, ExistingMachineArgs
 from components.host import Host, HostArgs
 from components.network import Network, NetworkArgs
-from components.openstack import OpenStack, args_from_settings
+from components.openstack import OpenStack, TlsParts, args_from_settings, tls_names
+from components.tls import Tls, TlsArgs
 from config.secrets import required_secret, secret
 from config.settings import InstanceLimits, SettingsError, load_settings, stack_config
 
@@ -115,8 +116,21 @@ else:
     contract = machine.contract
     key_file = None
 
+# ---- TLS (DevStack): the stack's CA and the certificate of the public address --------------
+tls_parts: TlsParts | None = None
+if not settings.openstack.existing:
+    tls_ip, tls_dns = tls_names(contract, settings.public_dns_name)
+    tls = Tls(name, TlsArgs(public_ip=tls_ip, dns_name=tls_dns))
+    tls_parts = TlsParts(
+        public_ip=tls_ip,
+        ca_certificate=tls.ca_certificate,
+        server_certificate=tls.server_certificate,
+        server_private_key=tls.server_private_key,
+        dns_name=tls_dns,
+    )
+
 # ---- the remote steps: OpenStack and the networking fix on the host ------------------------
-openstack = OpenStack(name, args_from_settings(settings, contract, secret("adminPassword")))
+openstack = OpenStack(name, args_from_settings(settings, contract, secret("adminPassword"), tls_parts))
 
 if compute is not None and openstack.admin_password is not None:
     # ---- the compute nodes' steps: DevStack as compute nodes, then the controller's discovery
@@ -171,11 +185,12 @@ pulumi.export(
     ],
 )
 
-# With DevStack, the service catalog lists the management private IP: from outside, Keystone and
-# Horizon answer on the public address; the other APIs through an SSH tunnel (README "Using the cloud").
+# With DevStack, Horizon and every API answer on https://<public address>/ and the catalog's public
+# endpoints point there: a consumer needs the CA and clouds.yaml, no tunnel (README "Using the cloud").
 if openstack.admin_password is not None:
     pulumi.export("keystoneAuthUrl", openstack.keystone_auth_url)
     pulumi.export("horizonUrl", openstack.horizon_url)
     pulumi.export("adminPassword", openstack.admin_password)
     pulumi.export("cloudsYaml", openstack.clouds_yaml)
+    pulumi.export("caCertificate", openstack.ca_certificate)
 pulumi.export("routerId", openstack.router_id)

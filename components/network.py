@@ -13,8 +13,9 @@ from config.access import DEFAULT_FLOATING_IP_INGRESS, FloatingIpIngress
 from config.forwards import PortForward
 
 # What the management ENI serves to `allowedCidrs`. DevStack puts Horizon and every API behind
-# Apache on port 80 (/dashboard, /identity, /compute, /image, /networking, /placement, ...).
-MANAGEMENT_PORTS = {22: "SSH", 80: "Horizon and the OpenStack APIs", 6080: "noVNC console proxy"}
+# Apache on port 80 (/dashboard, /identity, /compute, /image, /networking, /placement, ...); the
+# tls-front step serves all of it, and noVNC, on 443: 80 and 6080 stay closed from outside.
+MANAGEMENT_PORTS = {22: "SSH", 443: "Horizon, the OpenStack APIs and noVNC over TLS"}
 
 
 @dataclass

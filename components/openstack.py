@@ -2,9 +2,11 @@
 
 `OpenStack` consumes a `HostContract` (components/contract.py) and nothing else of the host, and
 creates one `pulumi_command.remote.Command` per row of the step table (onhost/chain.py) that its
-`openstack.install` mode selects: prepare-host -> install-openstack -> external-gateway ->
-gateway-mac -> port-forwards (-> smoke, with `smokeTest`) for DevStack, external-gateway ->
-gateway-mac -> port-forwards for an OpenStack already on the host.
+`openstack.install` mode selects: prepare-host -> install-openstack -> tls-front ->
+external-gateway -> gateway-mac -> port-forwards -> public-endpoints (-> smoke, with `smokeTest`)
+for DevStack, external-gateway -> gateway-mac -> port-forwards for an OpenStack already on the host.
+With DevStack, `tls` (`TlsParts`: the `Tls` component's certificates, made in __main__.py) feeds
+tls-front and the https outputs (keystone_auth_url, horizon_url, clouds_yaml, ca_certificate).
 Parameters travel on stdin only: pulumi-command v1.2.1 puts the whole command string into its
 error message, and `environment` needs sshd's AcceptEnv. A Command's delete runs with the stdin,
 connection and command stored in state, so `remove` always gets the parameters its `apply` had.
@@ -12,6 +14,7 @@ connection and command stored in state, so `remove` always gets the parameters i
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -67,6 +70,44 @@ class OpenStackArgs:
     """Run the `smoke` step after port-forwards (config key smokeTest; DevStack only)."""
     smoke_tenant_ip: IPv4Address | None = None
     """Where the smoke test's VM boots: a forward's tenant IP, or None to let Neutron choose."""
+    tls: TlsParts | None = None
+    """The TLS front's certificates (install devstack: required; components.tls `Tls`)."""
+
+
+@dataclass(frozen=True)
+class TlsParts:
+    """What the tls-front step installs and the outputs hand out (PEM text; `Tls`'s outputs, or
+    render's placeholders). The public address is the contract's `public_address`."""
+
+    public_ip: pulumi.Input[str]
+    """The IPv4 the certificate names (`tls_names`)."""
+    ca_certificate: pulumi.Input[str]
+    server_certificate: pulumi.Input[str]
+    server_private_key: pulumi.Input[str]
+    """Secret."""
+    dns_name: str | None = None
+    """publicDnsName: the name in the public URLs instead of the address."""
+    encode: bool = True
+    """Base64 the PEMs for the step's stdin (the program); False: placeholders shown as they are (render)."""
+
+
+def tls_names(host: HostContract, dns_name: str | None) -> tuple[pulumi.Input[str], str | None]:
+    """(IPv4, DNS name) of the TLS front's certificate: the contract's public address and
+    publicDnsName. An existing machine whose public address is a DNS name: that name (unless
+    publicDnsName is set) and, as the IP, its management IP (the only address it surely has)."""
+    address = host.public_address
+    # A string that is not an IPv4: a DNS name (render's `<management Elastic IP>` stands for an IP).
+    if isinstance(address, str) and not address.startswith("<"):
+        try:
+            IPv4Address(address)
+        except ValueError:
+            return str(host.management_ip), dns_name or address
+    return address, dns_name
+
+
+def public_base_url(parts: TlsParts) -> pulumi.Output[str]:
+    """`https://<DNS name or public address>`: the public endpoints', keystoneAuthUrl's and horizonUrl's base."""
+    return pulumi.Output.concat("https://", parts.dns_name or parts.public_ip)
 
 
 def selected_steps(args: OpenStackArgs) -> list[Step]:
@@ -85,10 +126,37 @@ def local_conf_for(host: HostContract) -> str:
     )
 
 
+def _b64(pem: pulumi.Input[str]) -> pulumi.Output[str]:
+    return pulumi.Output.from_input(pem).apply(lambda text: base64.b64encode(text.encode()).decode())
+
+
+def _tls_inputs(args: OpenStackArgs) -> dict[str, object]:
+    """The TLS fields of `StepInputs` (none for an OpenStack that is not ours)."""
+    parts = args.tls
+    if args.install != DEVSTACK:
+        return {}
+    if parts is None:
+        raise ValueError("OpenStackArgs.tls is required with install devstack (the tls-front step)")
+    host = args.host
+    pems = (parts.ca_certificate, parts.server_certificate, parts.server_private_key)
+    ca, cert, key = (_b64(p) for p in pems) if parts.encode else pems
+    return {
+        "management_ip": host.management_ip,
+        "public_address": parts.public_ip,
+        "public_dns_name": parts.dns_name or "",
+        # Render shows the URL with its placeholder: a plain string there.
+        "public_base_url": public_base_url(parts) if parts.encode else f"https://{parts.dns_name or parts.public_ip}",
+        "ca_certificate": ca,
+        "server_certificate": cert,
+        "server_private_key": pulumi.Output.secret(key) if parts.encode else key,
+    }
+
+
 def step_inputs(args: OpenStackArgs, emitted: dict[str, object]) -> StepInputs:
     """What the step table's parameter builders read, from the contract and the OpenStack settings."""
     host = args.host
     return StepInputs(
+        **_tls_inputs(args),  # type: ignore[arg-type]
         provider_mac=host.provider_mac,
         provider_cidr=host.provider_cidr,
         provider_gateway=host.provider_gateway,
@@ -203,14 +271,24 @@ class OpenStack(pulumi.ComponentResource):
         self.keystone_auth_url: pulumi.Output[str] | None = None
         self.horizon_url: pulumi.Output[str] | None = None
         self.clouds_yaml: pulumi.Output[str] | None = None
-        if self.admin_password is not None:
-            # DevStack: Keystone and Horizon answer on the host's public address (port 80).
-            self.keystone_auth_url = pulumi.Output.concat("http://", host.public_address, "/identity/v3")
-            self.horizon_url = pulumi.Output.concat("http://", host.public_address, "/dashboard")
+        self.ca_certificate: pulumi.Output[str] | None = None
+        if self.admin_password is not None and args.tls is not None:
+            # DevStack: Horizon and every API on https://<public address>/ (the tls-front step), the
+            # catalog's public endpoints there too (public-endpoints): no tunnel from outside.
+            from components.tls import clouds_yaml as tls_clouds_yaml  # components.tls imports this module
+
+            base = public_base_url(args.tls)
+            self.keystone_auth_url = pulumi.Output.concat(base, "/identity/v3")
+            self.horizon_url = pulumi.Output.concat(base, "/dashboard")
+            self.ca_certificate = pulumi.Output.from_input(args.tls.ca_certificate)
             self.clouds_yaml = pulumi.Output.secret(
-                pulumi.Output.all(self.keystone_auth_url, self.admin_password).apply(lambda v: clouds_yaml(*v))
+                pulumi.Output.all(self.keystone_auth_url, self.admin_password).apply(lambda v: tls_clouds_yaml(*v))
             )
-            outputs |= {"keystone_auth_url": self.keystone_auth_url, "horizon_url": self.horizon_url}
+            outputs |= {
+                "keystone_auth_url": self.keystone_auth_url,
+                "horizon_url": self.horizon_url,
+                "ca_certificate": self.ca_certificate,
+            }
         self.register_outputs(outputs)
 
 
@@ -232,7 +310,7 @@ def clouds_yaml(auth_url: str, password: str) -> str:
 
 
 def args_from_settings(
-    settings: Settings, host: HostContract, admin_password: pulumi.Input[str] | None
+    settings: Settings, host: HostContract, admin_password: pulumi.Input[str] | None, tls: TlsParts | None = None
 ) -> OpenStackArgs:
     """OpenStackArgs from the settings' OpenStack side and forwards plus the host's contract."""
     section = settings.openstack
@@ -251,4 +329,5 @@ def args_from_settings(
         external_bridge=section.external_bridge,
         smoke_test=settings.smoke_test,
         smoke_tenant_ip=settings.port_forwards[0].tenant_ip if settings.port_forwards else None,
+        tls=tls,
     )

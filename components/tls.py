@@ -28,6 +28,7 @@ import pulumi
 import pulumi_tls as tls
 
 from components import openstack
+from onhost.chain import BACKEND_URL, HTTPS_PORT, NOVNC_URL
 
 KEY_ALGORITHM = "ECDSA"
 ECDSA_CURVE = "P256"
@@ -139,11 +140,6 @@ class Tls(pulumi.ComponentResource):
 
 CA_FILE = "openstack-on-aws-ca.pem"
 """Where clouds.yaml expects the CA (`cacert` is a path): `pulumi stack output caCertificate > …`."""
-HTTPS_PORT = 443
-BACKEND_URL = "http://127.0.0.1:80"
-"""DevStack's Apache, as the TLS front reaches it on the host."""
-NOVNC_URL = "http://127.0.0.1:6080"
-"""nova-novncproxy, as the TLS front reaches it on the host."""
 
 
 def _b64(pem: pulumi.Input[str]) -> pulumi.Output[str]:

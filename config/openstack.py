@@ -15,7 +15,7 @@ NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 # What DevStack's own set-up fixes (components' local.conf); refused with `install: devstack`.
 EXISTING_ONLY = ("cloud", "cloudsYaml", "physicalNetwork", "externalBridge")
 # Keys of the DevStack install, refused with `install: existing`.
-DEVSTACK_KEYS = ("openstackBranch", "adminPassword", "smokeTest")
+DEVSTACK_KEYS = ("openstackBranch", "adminPassword", "smokeTest", "publicDnsName")
 DEVSTACK_CLOUD = "devstack-admin"
 DEVSTACK_CLOUDS_YAML = "/etc/openstack/clouds.yaml"
 
@@ -70,6 +70,11 @@ class OpenStackSettings(Model):
     smoke_test: bool = Field(
         True, description="Run the `smoke` step at the end of `up` (DevStack only: it boots DevStack's CirrOS)."
     )
+    public_dns_name: str | None = Field(
+        None,
+        description="DevStack only: a DNS name of the public address (the management Elastic IP): "
+        "in the TLS certificate and, instead of the address, in the public URLs and outputs.",
+    )
     openstack: OpenStackSection = Field(
         default_factory=lambda: OpenStackSection.model_validate({}), description="How OpenStack is there."
     )
@@ -81,6 +86,14 @@ class OpenStackSettings(Model):
             r"[A-Za-z0-9_-]+", self.admin_password.get_secret_value()
         ):
             problems.append(f"{key('adminPassword')}: use only A-Z a-z 0-9 _ - (DevStack does not quote it)")
+        if self.public_dns_name is not None:
+            from components.tls import _is_dns_name  # lazy: components import the config modules
+
+            if not _is_dns_name(self.public_dns_name):
+                problems.append(
+                    f"{key('publicDnsName')}: {self.public_dns_name!r} is not a DNS name "
+                    "(labels of letters, digits and '-', at least two, not an IP address)"
+                )
         section = self.openstack
         given = {type(section).model_fields[n].alias or n for n in section.model_fields_set}
         at = f"{key('openstack')}."

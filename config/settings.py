@@ -105,6 +105,25 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
             + self.compute_warnings(controller.vcpus if controller else None, context.get("compute_limits"))
         )
 
+    def tls_address_problems(self) -> list[str]:
+        """DevStack on an existing machine: the address users reach is an IPv4 or a DNS name the TLS
+        front's certificate can name (components.openstack `tls_names`)."""
+        if self.host is None or self.openstack.existing:
+            return []
+        from components.tls import _is_dns_name  # lazy: components import the config modules
+
+        address = self.host.reachable_address
+        try:
+            IPv4Address(address)
+        except ValueError:
+            if not _is_dns_name(address):
+                which = "publicAddress" if self.host.public_address else "address"
+                return [
+                    f"{key('host')}.{which}: {address!r} is neither an IPv4 nor a DNS name (dotted) that "
+                    "DevStack's TLS certificate can name"
+                ]
+        return []
+
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Settings:
         """Every section's validators, for the mode the `host` and `openstack` keys select."""
@@ -119,6 +138,7 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
         else:
             problems += self.existing_host_problems(given, AWS_ONLY_KEYS, self.tenant_cidr)
             problems += self.tenant_size_problems()
+            problems += self.tls_address_problems()
         access = self.access_problems(aws)
         forwards = self.forward_problems(self.tenant_cidr, aws)
         problems += access + self.openstack_problems(given, self.existing_host) + forwards

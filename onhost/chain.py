@@ -7,9 +7,9 @@ how its stdin parameters are built, which step it runs after, its timeouts, whet
 secret, which `openstack.install` modes run it, the config switch that turns it on, which keys of
 its JSON output later steps read, and which earlier steps' runs re-run it.
 
-Adding a step is adding a row (and its script), as the `smoke` step after `port-forwards` is:
+Adding a step is adding a row (and its script), as the `smoke` step after `public-endpoints` is:
 
-    Step("smoke", _smoke, after="port-forwards", timeout="25m", installs=frozenset({DEVSTACK}),
+    Step("smoke", _smoke, after="public-endpoints", timeout="25m", installs=frozenset({DEVSTACK}),
          switch="smokeTest", reruns_after=("gateway-mac", "port-forwards"))
 
 Standard library only, so that the policy pack's own virtualenv can import it.
@@ -30,6 +30,12 @@ INSTALL_MODES = frozenset({DEVSTACK, EXISTING})
 PROBE_URL = "http://checkip.amazonaws.com/"
 # The tenant network external-gateway creates (or finds): where the smoke step's VM boots.
 TENANT_NETWORK = "private"
+# The TLS front (tls-front.sh): its port, and the local services it proxies to (components/tls.py).
+HTTPS_PORT = 443
+BACKEND_URL = "http://127.0.0.1:80"
+"""DevStack's Apache, as the TLS front reaches it on the host."""
+NOVNC_URL = "http://127.0.0.1:6080"
+"""nova-novncproxy, as the TLS front reaches it on the host."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,20 @@ class StepInputs:
     """The provider's public IP: the source the internet must see from a tenant VM (None: not known)."""
     emitted: Mapping[str, object] = field(default_factory=dict)
     """What earlier steps printed (their `emits` keys): router_id, gateway_port_id."""
+    management_ip: IPv4Address | None = None
+    """The host's management private IP: where DevStack's Apache serves the internal endpoints."""
+    public_address: object = None
+    """The IPv4 clients reach (the management Elastic IP): the TLS front's IP SAN."""
+    public_dns_name: str = ""
+    """Its optional DNS name (publicDnsName)."""
+    public_base_url: object = None
+    """`https://<DNS name or public address>`: the base of the public endpoints."""
+    ca_certificate: object = None
+    """The stack's CA certificate, base64 of its PEM (components.tls.TlsParts)."""
+    server_certificate: object = None
+    """The TLS front's certificate, base64 of its PEM."""
+    server_private_key: object = None
+    """Its private key, base64 of its PEM: a secret (the tls-front row is `secret`)."""
 
 
 Params = Callable[[StepInputs], dict[str, object]]
@@ -102,6 +122,7 @@ def _install_openstack(i: StepInputs) -> dict[str, object]:
         "LOCAL_CONF": base64.b64encode(i.local_conf.encode()).decode(),
         "ADMIN_PASSWORD": i.admin_password,
         "PROVIDER_MAC": i.provider_mac,
+        "PUBLIC_BASE_URL": i.public_base_url,
     }
 
 
@@ -147,6 +168,23 @@ def _smoke(i: StepInputs) -> dict[str, object]:
     }
 
 
+def _tls_front(i: StepInputs) -> dict[str, object]:
+    return {
+        "PUBLIC_ADDRESS": i.public_address,
+        "DNS_NAME": i.public_dns_name,
+        "SERVER_CERT": i.server_certificate,
+        "SERVER_KEY": i.server_private_key,
+        "CA_CERT": i.ca_certificate,
+        "HTTPS_PORT": str(HTTPS_PORT),
+        "BACKEND_URL": BACKEND_URL,
+        "NOVNC_URL": NOVNC_URL,
+    }
+
+
+def _public_endpoints(i: StepInputs) -> dict[str, object]:
+    return {"PUBLIC_BASE_URL": i.public_base_url, "BACKEND_HOST": i.management_ip}
+
+
 CHAIN: tuple[Step, ...] = (
     Step("prepare-host", _prepare_host, after=None, timeout="30m", installs=frozenset({DEVSTACK})),
     # Its stdin holds the admin password; stack.sh's output and log tail are masked on the host,
@@ -160,16 +198,28 @@ CHAIN: tuple[Step, ...] = (
         secret=True,
         installs=frozenset({DEVSTACK}),
     ),
-    Step("external-gateway", _external_gateway, after="install-openstack", emits=("router_id", "gateway_port_id")),
+    # Horizon, the APIs and noVNC on https://<public address>/ (443), proxied to DevStack's Apache.
+    # Its stdin holds the server certificate's private key: secret. A new certificate (renewal, a
+    # new DNS name or address) changes the stdin, so the step re-applies (idempotent, Apache reloaded).
+    Step(
+        "tls-front", _tls_front, after="install-openstack", timeout="10m", secret=True, installs=frozenset({DEVSTACK})
+    ),
+    Step("external-gateway", _external_gateway, after="tls-front", emits=("router_id", "gateway_port_id")),
     Step("gateway-mac", _gateway_mac, after="external-gateway"),
     Step("port-forwards", _port_forwards, after="gateway-mac"),
+    # Keystone's public endpoints -> https://<public address>/<path>, internal endpoints on the
+    # management IP for the services (local.conf points them there). From then on the host's own
+    # `openstack` calls use the internal interface: lib.sh exports OS_INTERFACE=internal from this
+    # step's state, so later steps and re-runs (smoke, external-gateway, discover-hosts) keep working.
+    Step("public-endpoints", _public_endpoints, after="port-forwards", installs=frozenset({DEVSTACK})),
     # A CirrOS VM proves the cloud at the end of `up` (DevStack uploads CirrOS and its flavors; on an
-    # OpenStack that is not ours the steps create no VM). It runs on create, when its parameters
+    # OpenStack that is not ours the steps create no VM), after the catalog moved: its boot's port
+    # events go from Neutron to Nova through the internal endpoints. It runs on create, when its parameters
     # change, and when gateway-mac or port-forwards ran again.
     Step(
         "smoke",
         _smoke,
-        after="port-forwards",
+        after="public-endpoints",
         timeout="25m",
         installs=frozenset({DEVSTACK}),
         switch="smokeTest",

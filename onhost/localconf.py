@@ -17,6 +17,20 @@ from ipaddress import IPv4Address, IPv4Network
 PASSWORD_PLACEHOLDER = "@ADMIN_PASSWORD@"
 LIBVIRT_PLACEHOLDER = "@LIBVIRT_TYPE@"
 INTERFACE_PLACEHOLDER = "@PUBLIC_INTERFACE@"
+# https://<public address or DNS name> of the TLS front (tls-front): the management Elastic IP is
+# assigned at deploy time, so install-openstack fills it from its PUBLIC_BASE_URL parameter.
+PUBLIC_URL_PLACEHOLDER = "@PUBLIC_BASE_URL@"
+# The services' own calls go to the catalog's internal endpoints (public-endpoints creates them and
+# moves the public ones to the public https address, neither routed nor trusted from the host):
+# the options of the services that pick the public interface by default (docs/tls.md, checked in
+# nova 34.0.0, neutron 29.0.0, cinder 29.0.0). Nova's other clients already try internal first.
+INTERNAL_CATALOG_POST_CONFIG = (
+    ("$NEUTRON_CONF", "nova", "endpoint_type", "internal"),  # VM-boot port events to Nova
+    ("$NEUTRON_CONF", "placement", "endpoint_type", "internal"),
+    ("$NOVA_CONF", "cinder", "catalog_info", "volumev3::internalURL"),
+    ("$CINDER_CONF", "nova", "interface", "internal"),
+    ("$CINDER_CONF", "DEFAULT", "glance_catalog_info", "image:glance:internalURL"),
+)
 # DevStack's names for the provider side (its defaults, spelled out so the steps agree).
 PUBLIC_BRIDGE = "br-ex"
 PHYSICAL_NETWORK = "public"
@@ -89,8 +103,30 @@ def render_local_conf(
         # The external-gateway step creates (and removes) the networks and the router itself,
         # with the router gateway on the provider ENI's registered IP.
         "NEUTRON_CREATE_INITIAL_NETWORKS=False",
+        # The console links nova hands out: noVNC through the TLS front (tls-front.sh's /novnc/).
+        f"NOVNCPROXY_URL={PUBLIC_URL_PLACEHOLDER}/novnc/vnc_lite.html",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + post_config_lines(INTERNAL_CATALOG_POST_CONFIG)) + "\n"
+
+
+def post_config_lines(options: tuple[tuple[str, str, str, str], ...]) -> list[str]:
+    """`[[post-config|$FILE]]` meta-sections of local.conf, grouped by file then section, in order."""
+    lines: list[str] = []
+    current: tuple[str, str] | None = None
+    for file, section, option, value in options:
+        if current is None or current[0] != file:
+            lines.append(f"[[post-config|{file}]]")
+            current = None
+        if current != (file, section):
+            lines.append(f"[{section}]")
+            current = (file, section)
+        lines.append(f"{option} = {value}")
+    return lines
+
+
+def post_config_files(text: str) -> list[str]:
+    """The DevStack variables naming the files of a local.conf's post-config sections (`$NOVA_CONF` -> NOVA_CONF)."""
+    return [line[len("[[post-config|$") : -2] for line in text.splitlines() if line.startswith("[[post-config|$")]
 
 
 def local_conf_variables(text: str) -> list[str]:

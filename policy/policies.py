@@ -279,6 +279,36 @@ def validate_no_world_ingress(args: ResourceValidationArgs, report_violation: Re
             )
 
 
+# The host's clear-text ports (issue 13): DevStack's Apache (Horizon and the APIs) and nova-novncproxy.
+# The tls-front step serves both on 443; a rule opening them lets passwords and tokens cross in clear.
+CLEARTEXT_HOST_PORTS = {80: "Horizon and the OpenStack APIs in plain HTTP", 6080: "the noVNC console proxy"}
+
+
+def validate_no_cleartext_host_ingress(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type not in (SG_INGRESS_RULE, SG_RULE, SECURITY_GROUP):
+        return
+    for rule in _ingress_rules(args):
+        description = str(rule["description"])
+        # Port forwards and floating-IP ingress reach tenant VMs (a web server on 80), not the host;
+        # a rule without CIDRs names a security group (the compute nodes' cluster rule): inside the VPC.
+        if description.startswith((FORWARD_DESCRIPTION, FLOATING_DESCRIPTION)) or not rule["cidrs"]:
+            continue
+        protocol = _protocol(rule["protocol"])
+        if protocol in ("-1", "all"):
+            covered = sorted(CLEARTEXT_HOST_PORTS)
+        elif protocol == "tcp" and rule["from"] is not None and rule["to"] is not None:
+            low, high = int(rule["from"]), int(rule["to"])
+            covered = [p for p in sorted(CLEARTEXT_HOST_PORTS) if low <= p <= high]
+        else:
+            covered = []
+        for port in covered:
+            report_violation(
+                f"{args.name}: ingress tcp/{port} ({CLEARTEXT_HOST_PORTS[port]}) opens the host in clear text; "
+                "Horizon, the APIs and noVNC are served over TLS on 443 (the tls-front step)",
+                None,
+            )
+
+
 def validate_provider_eni(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type != ENI or not is_provider_eni(args.props):
         return
@@ -405,6 +435,13 @@ POLICIES = [
         description="No security-group ingress from 0.0.0.0/0 or ::/0 except the configured port forwards "
         "and floating-IP ingress.",
         validate=validate_no_world_ingress,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="no-cleartext-host-ingress",
+        description="No security-group ingress to the host's plain HTTP (80) or noVNC (6080) ports: the TLS "
+        "front serves them on 443 (port forwards and floating-IP ingress, which reach tenant VMs, excepted).",
+        validate=validate_no_cleartext_host_ingress,
         enforcement_level=EnforcementLevel.MANDATORY,
     ),
     ResourceValidationPolicy(

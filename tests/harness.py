@@ -80,6 +80,24 @@ def fake(kind: str, name: str) -> str:
     return digest.hex()[:17]
 
 
+# The stack's TLS (components/tls.py), as pulumi-tls returns it: one PEM per certificate, and a
+# private key per key name (the server's is a secret the tls-front step carries on its stdin).
+MOCK_CA_PEM = "-----BEGIN CERTIFICATE-----\nbW9jay1jYS1jZXJ0\n-----END CERTIFICATE-----\n"
+MOCK_SERVER_PEM = "-----BEGIN CERTIFICATE-----\nbW9jay1zZXJ2ZXItY2VydA==\n-----END CERTIFICATE-----\n"
+SECRET_TLS_KEYS = {
+    suffix: f"-----BEGIN EC PRIVATE KEY-----\n{fake('id', suffix)}\n-----END EC PRIVATE KEY-----\n"
+    for suffix in ("-ca-key", "-server-key")
+}
+
+
+def _private_key(name: str) -> dict[str, str]:
+    for suffix, pem in SECRET_TLS_KEYS.items():
+        if name.endswith(suffix):
+            return {"privateKeyPem": pem, "publicKeyPem": "public of " + name}
+    private, public = mock_host_key(name) if name.endswith("-host-key") else (SECRET_PRIVATE_KEY, MOCK_PUBLIC_KEY)
+    return {"privateKeyOpenssh": private, "privateKeyPem": private, "publicKeyOpenssh": public}
+
+
 # Computed outputs per resource type: (name, inputs) -> extra outputs.
 COMPUTED: dict[str, Any] = {
     "aws:ec2/networkInterface:NetworkInterface": lambda n, i: {
@@ -89,11 +107,10 @@ COMPUTED: dict[str, Any] = {
     "aws:ec2/eip:Eip": lambda n, i: {"publicIp": fake("ip", n), "allocationId": "eipalloc-" + fake("id", n)},
     "aws:ec2/instance:Instance": lambda n, i: {"arn": "arn:aws:ec2:::instance/" + n},
     "aws:ec2/keyPair:KeyPair": lambda n, i: {"keyName": n},
-    "tls:index/privateKey:PrivateKey": lambda n, i: {
-        "privateKeyOpenssh": mock_host_key(n)[0] if n.endswith("-host-key") else SECRET_PRIVATE_KEY,
-        "privateKeyPem": mock_host_key(n)[0] if n.endswith("-host-key") else SECRET_PRIVATE_KEY,
-        "publicKeyOpenssh": mock_host_key(n)[1] if n.endswith("-host-key") else MOCK_PUBLIC_KEY,
-    },
+    "tls:index/privateKey:PrivateKey": lambda n, i: _private_key(n),
+    "tls:index/selfSignedCert:SelfSignedCert": lambda n, i: {"certPem": MOCK_CA_PEM},
+    "tls:index/certRequest:CertRequest": lambda n, i: {"certRequestPem": "csr of " + n},
+    "tls:index/locallySignedCert:LocallySignedCert": lambda n, i: {"certPem": MOCK_SERVER_PEM},
 }
 
 

@@ -453,8 +453,8 @@ def _render(tmp_path: Path, count: int) -> Path:
 def test_render_writes_each_nodes_steps_and_local_conf(tmp_path):
     out = _render(tmp_path, 2)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
-        "1-prepare-host", "2-install-openstack", "3-external-gateway", "4-gateway-mac", "5-port-forwards",
-        "6-smoke", "7-discover-hosts", "compute-0", "compute-1",
+        "1-prepare-host", "2-install-openstack", "3-tls-front", "4-external-gateway", "5-gateway-mac",
+        "6-port-forwards", "7-public-endpoints", "8-smoke", "9-discover-hosts", "compute-0", "compute-1",
     ]
     program = run(2)
     for i in range(2):
@@ -478,7 +478,7 @@ def test_render_writes_each_nodes_steps_and_local_conf(tmp_path):
                 assert rendered.pop("ADMIN_PASSWORD") == "<secret: masked>"
                 sent.pop("ADMIN_PASSWORD")
             assert rendered == sent, step.name
-    assert (out / "7-discover-hosts" / "params.env").read_text() == (
+    assert (out / "9-discover-hosts" / "params.env").read_text() == (
         "NODES=compute-0,compute-1\nCLOUD=devstack-admin\nCLOUDS_YAML=/etc/openstack/clouds.yaml\n"
     )
 

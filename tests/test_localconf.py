@@ -69,6 +69,28 @@ def test_networking_values():
     assert c["NEUTRON_CREATE_INITIAL_NETWORKS"] == "False"
 
 
+def test_the_services_use_the_internal_catalog_and_novnc_the_tls_front():
+    """issue 13: noVNC links on https://<public address>/novnc/ (filled on the host), and the
+    services that pick the catalog's public interface by default told to use the internal one;
+    every post-config file is a DevStack variable, like the localrc variables above."""
+    from onhost.localconf import post_config_files
+
+    c = conf()
+    assert c["NOVNCPROXY_URL"] == "@PUBLIC_BASE_URL@/novnc/vnc_lite.html"
+    text = local_conf_for(settings())
+    assert text.endswith(
+        "[[post-config|$NEUTRON_CONF]]\n[nova]\nendpoint_type = internal\n[placement]\nendpoint_type = internal\n"
+        "[[post-config|$NOVA_CONF]]\n[cinder]\ncatalog_info = volumev3::internalURL\n"
+        "[[post-config|$CINDER_CONF]]\n[nova]\ninterface = internal\n"
+        "[DEFAULT]\nglance_catalog_info = image:glance:internalURL\n"
+    )
+    known = {line.strip() for line in DEVSTACK_VARIABLES.read_text().splitlines() if not line.startswith("#")}
+    files = post_config_files(text)
+    assert files == ["NEUTRON_CONF", "NOVA_CONF", "CINDER_CONF"] and set(files) <= known
+    # the localrc part ends before the first meta-section: the variables stay DevStack's
+    assert text.index("NOVNCPROXY_URL=") < text.index("[[post-config|")
+
+
 def test_placeholders_filled_on_the_host():
     c = conf()
     assert c["ADMIN_PASSWORD"] == "@ADMIN_PASSWORD@"
@@ -99,19 +121,29 @@ def test_render_tool_writes_every_step(tmp_path):
     assert folders == [
         "1-prepare-host",
         "2-install-openstack",
-        "3-external-gateway",
-        "4-gateway-mac",
-        "5-port-forwards",
-        "6-smoke",
+        "3-tls-front",
+        "4-external-gateway",
+        "5-gateway-mac",
+        "6-port-forwards",
+        "7-public-endpoints",
+        "8-smoke",
     ]
-    smoke = (out / "6-smoke" / "params.env").read_text()
+    smoke = (out / "8-smoke" / "params.env").read_text()
     assert "TENANT_IP=192.168.100.10\n" in smoke and "EXPECTED_PUBLIC_IP=<provider Elastic IP>\n" in smoke
     from onhost.remote import command
 
     assert (out / "2-install-openstack" / "command.sh").read_text() == command("install-openstack", "apply")
     params = (out / "2-install-openstack" / "params.env").read_text()
     assert "ADMIN_PASSWORD=<secret: masked>\n" in params
-    assert "ROUTER_ID=<router id from external-gateway>" in (out / "5-port-forwards" / "params.env").read_text()
+    assert "PUBLIC_BASE_URL=https://<management Elastic IP>\n" in params
+    assert "ROUTER_ID=<router id from external-gateway>" in (out / "6-port-forwards" / "params.env").read_text()
+    # The TLS rows: the server key masked, the certificates and the address as placeholders.
+    front = (out / "3-tls-front" / "params.env").read_text()
+    assert "SERVER_KEY=<secret: masked>\n" in front and "PUBLIC_ADDRESS=<management Elastic IP>\n" in front
+    assert "SERVER_CERT=<server certificate from tls, base64>\n" in front and "HTTPS_PORT=443\n" in front
+    assert "BEGIN" not in front
+    endpoints = (out / "7-public-endpoints" / "params.env").read_text()
+    assert endpoints == "PUBLIC_BASE_URL=https://<management Elastic IP>\nBACKEND_HOST=10.42.1.10\n"
     from config.settings import load_settings
 
     render = _render_module()
@@ -134,4 +166,5 @@ def test_render_takes_encrypted_secrets_without_decrypting_them(tmp_path):
     (tmp_path / "Pulumi.sec.yaml").write_text(stack)
     _render_module().render("sec", tmp_path / "out", root=tmp_path)
     params = (tmp_path / "out" / "2-install-openstack" / "params.env").read_text()
-    assert "ADMIN_PASSWORD=<secret: masked>\n" in params and "AAABAMockCiphertext" not in params
+    assert "ADMIN_PASSWORD=<secret: masked>\n" in params
+    assert "PUBLIC_BASE_URL=https://<management Elastic IP>\n" in params and "AAABAMockCiphertext" not in params

@@ -5,6 +5,7 @@ resource; the example stack config of each mode validates and renders.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -60,7 +61,9 @@ COMMON = {"managementPrivateIp", "managementPublicIp", "sshCommand", "providerMa
           "floatingIps", "routerId", "portForwards"}
 HOST_KEY_OUT = {"sshHostKey", "sshKnownHosts"}  # AWS: always (generated); existing: with host.hostKey
 PROVIDER_PUBLIC = {"providerPublicIp"}
-DEVSTACK = {"keystoneAuthUrl", "horizonUrl", "adminPassword", "cloudsYaml"}
+DEVSTACK = {"keystoneAuthUrl", "horizonUrl", "adminPassword", "cloudsYaml", "caCertificate"}
+# The Tls component's resources whose PEMs the tls-front step carries.
+TLS_PEMS = {"dev-ca", "dev-server", "dev-server-key"}
 AWS = {"region", "availabilityZone", "vpcId", "managementSubnetId", "providerSubnetId", "instanceId",
        "sshPrivateKey", "providerEniId"}
 
@@ -118,7 +121,8 @@ def test_the_mode_selects_its_rows_of_the_chain(case, install, request):
     for before, after in zip(steps, steps[1:], strict=False):
         assert f"dev-{before}" in run.depends_on(f"dev-{after}")
         # only earlier steps (their outputs) and the generated password: nothing of a host
-        assert run.depends_on(f"dev-{after}") <= {f"dev-{s}" for s in steps} | {"dev-admin-password"}
+        # (with DevStack, the TLS front's certificate and key: the Tls component's, not the host's)
+        assert run.depends_on(f"dev-{after}") <= {f"dev-{s}" for s in steps} | {"dev-admin-password"} | TLS_PEMS
     assert run.depends_on(f"dev-{steps[0]}") == set()  # nothing to wait for on an existing machine
     for r in run.of_type(CMD):
         step = r.name.removeprefix("dev-")
@@ -180,7 +184,12 @@ def test_outputs_per_mode(machine, cloud):
     assert out["providerPublicIp"] == "198.51.100.21"
     assert out["floatingIps"] == {"10.0.2.21": "198.51.100.22", "10.0.2.22": "198.51.100.23"}
     assert out["sshCommand"] == "ssh -p 2222 -J ops@198.51.100.5 admin@198.51.100.20"
-    assert out["keystoneAuthUrl"] == "http://cloud.example.org/identity/v3"
+    # host.publicAddress is a DNS name: the certificate names it (and the management IP), the URLs use it
+    assert out["keystoneAuthUrl"] == "https://cloud.example.org/identity/v3"
+    assert out["horizonUrl"] == "https://cloud.example.org/dashboard"
+    request = machine.one("dev-server-request").inputs
+    assert request["dnsNames"] == ["cloud.example.org"] and request["ipAddresses"] == ["10.0.1.15"]
+    assert "DNS_NAME=cloud.example.org\n" in unwrap_rpc_secret(machine.one("dev-tls-front").inputs["stdin"])
     # the key the steps pin, for the address and port they dial (behind the jump host)
     assert out["sshHostKey"] == HOST_KEY and out["sshKnownHosts"] == f"[198.51.100.20]:2222 {HOST_KEY}"
     assert out["portForwards"] == [FORWARD] == cloud.outputs["portForwards"]
@@ -322,7 +331,8 @@ def test_each_existing_example_runs_under_mocks_without_aws(name):
     config = yaml.safe_load((EXAMPLES / name).read_text())["config"]
     run = harness.run_program({**config, "sshPrivateKey": PRIVATE_KEY}, secret_keys=["sshPrivateKey"], base={})
     assert run.invokes == [] and not [r for r in run.resources if r.type.startswith("aws:")]
-    assert len(run.of_type(CMD)) == (6 if name == "existing-machine.yaml" else 3)  # DevStack: + smoke
+    # DevStack: + smoke, tls-front and public-endpoints
+    assert len(run.of_type(CMD)) == (8 if name == "existing-machine.yaml" else 3)
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLE_MODES))
@@ -365,6 +375,11 @@ def test_render_and_the_program_send_the_same_parameters(machine, tmp_path):
         sent = sent.replace(harness.MOCK_ROUTER_ID, "<router id from external-gateway>")
         sent = sent.replace(harness.MOCK_GATEWAY_PORT_ID, "<gateway port id from external-gateway>")
         sent = sent.replace(f"ADMIN_PASSWORD={harness.MOCK_ADMIN_PASSWORD}", "ADMIN_PASSWORD=<secret: masked>")
+        pems = {"SERVER_CERT": (harness.MOCK_SERVER_PEM, "<server certificate from tls, base64>"),
+                "CA_CERT": (harness.MOCK_CA_PEM, "<CA certificate from tls, base64>"),
+                "SERVER_KEY": (harness.SECRET_TLS_KEYS["-server-key"], "<secret: masked>")}
+        for key, (pem, shown) in pems.items():
+            sent = sent.replace(f"{key}={base64.b64encode(pem.encode()).decode()}\n", f"{key}={shown}\n")
         assert written == sent, step.name
     assert json.dumps(machine.outputs["floatingIps"])
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 
 import pytest
 from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
 from onhost.chain import STEPS
 from onhost.remote import command
+from tests import harness
 from tests.harness import MOCK_ADMIN_PASSWORD, MOCK_ROUTER_ID, SECRET_PRIVATE_KEY, run_program, strings
 
 CMD = "command:remote:Command"
@@ -64,6 +67,8 @@ def test_step_timeouts(run):
         "gateway-mac": short,
         "port-forwards": short,
         "smoke": {"create": "25m", "update": "25m", "delete": "15m"},
+        "tls-front": {"create": "10m", "update": "10m", "delete": "15m"},
+        "public-endpoints": short,
     }
 
 
@@ -87,7 +92,9 @@ def test_secrets_only_on_stdin(config, secret):
     for r in run.of_type(CMD):
         for key in ("create", "update", "delete", "environment", "triggers"):
             for _, text in strings(r.inputs.get(key)):
-                assert secret not in text and "PRIVATE KEY" not in text, (r.name, key)
+                # A PEM private key (the tls-front script only names the armour in a pattern).
+                assert secret not in text and not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text), (r.name, key)
+                assert not any(k.strip() in text for k in harness.SECRET_TLS_KEYS.values()), (r.name, key)
         if f"ADMIN_PASSWORD={secret}\n" in unwrap_rpc_secret(r.inputs["stdin"]):
             seen_on_stdin = True
             assert is_rpc_secret(r.inputs["stdin"]), r.name
@@ -134,6 +141,55 @@ def test_changing_only_the_forwards_changes_only_port_forwards():
 
 def test_outputs(run):
     ip = run.outputs["managementPublicIp"]
-    assert run.outputs["keystoneAuthUrl"] == f"http://{ip}/identity/v3"
-    assert run.outputs["horizonUrl"] == f"http://{ip}/dashboard"
-    assert f"auth_url: http://{ip}/identity/v3" in run.outputs["cloudsYaml"]
+    assert run.outputs["keystoneAuthUrl"] == f"https://{ip}/identity/v3"
+    assert run.outputs["horizonUrl"] == f"https://{ip}/dashboard"
+    assert f"auth_url: https://{ip}/identity/v3" in run.outputs["cloudsYaml"]
+    # A consumer's clouds.yaml: the catalog's public interface, verified against the stack's CA.
+    assert "    interface: public\n    cacert: openstack-on-aws-ca.pem\n    verify: true\n" in run.outputs["cloudsYaml"]
+    assert run.outputs["caCertificate"] == harness.MOCK_CA_PEM
+    assert "caCertificate" not in run.secret_outputs and "cloudsYaml" in run.secret_outputs
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_the_tls_front_step_installs_the_stacks_certificate_as_a_secret(run):
+    """tls-front runs after DevStack with the Tls component's PEMs (base64) on a secret stdin; its
+    stdout/stderr are secret too; the certificate names the management Elastic IP."""
+    front = run.one("dev-tls-front")
+    assert is_rpc_secret(front.inputs["stdin"])
+    assert {"stdout", "stderr"} <= set(front.additional_secret_outputs)
+    stdin = unwrap_rpc_secret(front.inputs["stdin"])
+    ip = run.outputs["managementPublicIp"]
+    server_key = next(v for k, v in harness.SECRET_TLS_KEYS.items() if k == "-server-key")
+    assert f"PUBLIC_ADDRESS={ip}\n" in stdin and "DNS_NAME=\n" in stdin
+    assert f"SERVER_KEY={_b64(server_key)}\n" in stdin
+    assert f"SERVER_CERT={_b64(harness.MOCK_SERVER_PEM)}\n" in stdin
+    assert f"CA_CERT={_b64(harness.MOCK_CA_PEM)}\n" in stdin
+    assert "dev-install-openstack" in run.depends_on("dev-tls-front")
+    assert "dev-tls-front" in run.depends_on("dev-external-gateway")
+    request = run.one("dev-server-request")
+    assert request.inputs["ipAddresses"] == [ip] and request.inputs.get("dnsNames", []) == []
+    assert "Tls" in run.one("dev-server").parent and "Tls" in request.parent
+
+
+def test_public_endpoints_runs_before_smoke_with_the_public_base_url(run):
+    endpoints = run.one("dev-public-endpoints")
+    ip = run.outputs["managementPublicIp"]
+    assert endpoints.inputs["stdin"] == f"PUBLIC_BASE_URL=https://{ip}\nBACKEND_HOST=10.42.1.10\n"
+    assert [r.name for r in run.of_type(CMD)][-2:] == ["dev-public-endpoints", "dev-smoke"]
+    assert "dev-port-forwards" in run.depends_on("dev-public-endpoints")
+    assert "dev-public-endpoints" in run.depends_on("dev-smoke")
+    # DevStack's noVNC links: the same public base URL fills local.conf's placeholder on the host
+    install = unwrap_rpc_secret(run.one("dev-install-openstack").inputs["stdin"])
+    assert f"PUBLIC_BASE_URL=https://{ip}\n" in install
+
+
+def test_a_dns_name_goes_into_the_certificate_and_the_urls():
+    run = run_program({"publicDnsName": "cloud.example.org"})
+    assert run.one("dev-server-request").inputs["dnsNames"] == ["cloud.example.org"]
+    assert run.outputs["keystoneAuthUrl"] == "https://cloud.example.org/identity/v3"
+    assert run.outputs["horizonUrl"] == "https://cloud.example.org/dashboard"
+    assert "DNS_NAME=cloud.example.org\n" in unwrap_rpc_secret(run.one("dev-tls-front").inputs["stdin"])
+    assert "PUBLIC_BASE_URL=https://cloud.example.org\n" in run.one("dev-public-endpoints").inputs["stdin"]

@@ -189,10 +189,11 @@ def test_world_ingress_violates() -> None:
     assert names(analyze(policies.SG_INGRESS_RULE, other)) == {"no-world-ingress"}
     legacy_rule = {"type": "ingress", "protocol": "-1", "fromPort": 0, "toPort": 0,
                    "cidrBlocks": ["0.0.0.0/0"], "securityGroupId": "sg-1"}
-    assert names(analyze(policies.SG_RULE, legacy_rule)) == {"no-world-ingress"}
+    # (every protocol, and tcp/80 to the host: clear text too since the TLS front, issue 13)
+    assert names(analyze(policies.SG_RULE, legacy_rule)) == {"no-world-ingress", "no-cleartext-host-ingress"}
     inline = {"vpcId": "vpc-1", "ingress": [{"protocol": "tcp", "fromPort": 80, "toPort": 80,
                                              "ipv6CidrBlocks": ["::/0"]}]}
-    assert names(analyze(policies.SECURITY_GROUP, inline)) == {"no-world-ingress"}
+    assert names(analyze(policies.SECURITY_GROUP, inline)) == {"no-world-ingress", "no-cleartext-host-ingress"}
 
 
 def test_a_world_open_forward_range_passes_only_if_every_port_is_forwarded_from_the_world() -> None:
@@ -373,7 +374,7 @@ PLAIN_ROWS = [s.name for s in (*CHAIN, *compute_chain.NODE_CHAIN) if not s.secre
 
 
 def test_the_table_has_both_kinds_of_rows() -> None:
-    assert SECRET_ROWS == ["install-openstack", "install-compute"] and "compute-record" in PLAIN_ROWS
+    assert SECRET_ROWS == ["install-openstack", "tls-front", "install-compute"] and "compute-record" in PLAIN_ROWS
 
 
 def test_a_compute_node_step_is_found_by_its_row() -> None:
@@ -475,3 +476,27 @@ def test_an_existing_machine_complies() -> None:
     assert len(commands) == len(CHAIN)
     for r in commands:
         assert analyze(r.type, r.inputs, r.name) == [], r.name
+
+
+# ---- no-cleartext-host-ingress (issue 13: the TLS front serves Horizon, the APIs and noVNC on 443) ----
+
+MANAGEMENT_RULE = {"securityGroupId": "sg-m", "ipProtocol": "tcp", "cidrIpv4": "203.0.113.0/24"}
+
+
+@pytest.mark.parametrize(("low", "high", "flagged"), [
+    (80, 80, True), (6080, 6080, True), (1, 1024, True), (6000, 6100, True),
+    (443, 443, False), (22, 22, False), (81, 6079, False),
+])
+def test_the_hosts_cleartext_ports_are_refused_from_any_cidr(low, high, flagged) -> None:
+    rule = {**MANAGEMENT_RULE, "fromPort": low, "toPort": high, "description": "Horizon"}
+    assert ("no-cleartext-host-ingress" in names(analyze(policies.SG_INGRESS_RULE, rule))) is flagged
+
+
+def test_tenant_rules_and_rules_between_groups_may_use_port_80() -> None:
+    """A floating-IP web server and a port forward to a VM's port 80 reach tenants, not the host;
+    a rule from another security group (the compute cluster) stays inside the VPC."""
+    web = {**MANAGEMENT_RULE, "fromPort": 80, "toPort": 80, "description": "floating IP ingress: tcp/80"}
+    fwd = {**web, "description": "forward to 192.168.100.10:80"}
+    cluster = {"securityGroupId": "sg-m", "ipProtocol": "-1", "referencedSecurityGroupId": "sg-m"}
+    for rule in (web, fwd, cluster):
+        assert "no-cleartext-host-ingress" not in names(analyze(policies.SG_INGRESS_RULE, rule)), rule

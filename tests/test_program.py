@@ -41,8 +41,10 @@ CONTRACT = {
     "providerMac", "providerPrivateIp", "providerPublicIp", "floatingIps", "sshHostKey", "sshKnownHosts",
     "portForwards",
     # the OpenStack side (components/openstack.py)
-    "keystoneAuthUrl", "horizonUrl", "routerId", "adminPassword", "cloudsYaml",
+    "keystoneAuthUrl", "horizonUrl", "routerId", "adminPassword", "cloudsYaml", "caCertificate",
 }
+# The Tls component's (components/tls.py) keys: the stack's CA and the TLS front's server key.
+TLS_KEYS = ("dev-ca-key", "dev-server-key")
 
 
 @pytest.fixture(scope="module")
@@ -57,19 +59,31 @@ def props(result, name):
 def test_resource_graph_types_and_counts(default):
     counts = Counter(r.type for r in default.resources)
     for kind, n in {"vpc": 1, "igw": 1, "subnet": 2, "rt": 1, "route": 1, "rta": 2, "sg": 2, "egress": 2,
-                    "eni": 2, "attach": 1, "eip": 4, "instance": 1, "keypair": 1, "tlskey": 2}.items():
+                    "eni": 2, "attach": 1, "eip": 4, "instance": 1, "keypair": 1, "tlskey": 4}.items():
         assert counts[T[kind]] == n, kind
     assert counts["openstack-on-aws:network:Network"] == 1
     assert counts["openstack-on-aws:host:Host"] == 1
+    # TLS (issue 13): a CA, a server certificate signed by it, for the management Elastic IP.
+    assert counts["openstack-on-aws:tls:Tls"] == 1
+    assert counts["tls:index/selfSignedCert:SelfSignedCert"] == 1
+    assert counts["tls:index/certRequest:CertRequest"] == 1
+    assert counts["tls:index/locallySignedCert:LocallySignedCert"] == 1
+    request = default.one("dev-server-request").inputs
+    assert request["ipAddresses"] == [default.outputs["managementPublicIp"]]
+    assert default.one("dev-ca").inputs["isCaCertificate"] is True
 
 
 def test_every_aws_resource_is_parented_to_its_component(default):
     network_urn = next(u for u, n in default.urns.items() if "network:Network" in u)
     host_urn = next(u for u, n in default.urns.items() if "host:Host" in u)
+    tls_urn = next(u for u, n in default.urns.items() if "tls:Tls" in u)
     network_kinds = {"vpc", "igw", "subnet", "rt", "route", "rta", "sg", "ingress", "egress"}
     for r in default.resources:
         kind = next((k for k, t in T.items() if t == r.type), None)
         if kind is None:
+            continue
+        if r.name in TLS_KEYS:
+            assert r.parent == tls_urn, r.name
             continue
         assert r.parent == (network_urn if kind in network_kinds else host_urn), r.name
         assert r.name.startswith("dev-"), r.name
@@ -149,7 +163,9 @@ def test_security_group_rules_follow_the_settings(default):
     }
     cidr = "203.0.113.0/24"
     assert by_sg["management"] == sorted(
-        [("tcp", 22, cidr), ("tcp", 80, cidr), ("tcp", 6080, cidr), ("icmp", -1, cidr)])
+        [("tcp", 22, cidr), ("tcp", 443, cidr), ("icmp", -1, cidr)])
+    # Horizon, the APIs and noVNC only through the TLS front: port 80 and 6080 stay closed from outside.
+    assert not [r for r in rules.values() if r["fromPort"] in (80, 6080)]
     assert by_sg["provider"] == sorted(
         [("tcp", 522, cidr), ("udp", 5353, "0.0.0.0/0"), ("icmp", -1, cidr), ("tcp", 22, cidr)])
     for r in rules.values():
@@ -164,8 +180,8 @@ def test_rules_scale_with_cidrs_and_forwards():
     result = run_program({"allowedCidrs": ["203.0.113.0/24", "198.51.100.7/32"], "floatingIpCount": 0,
                           "portForwards": [FWD_TCP]})
     rules = [r.inputs for r in result.of_type(T["ingress"])]
-    # 2 CIDRs x (3 management ports + 2 pings) + 1 forward x 2 CIDRs; no SSH to floating IPs.
-    assert len(rules) == 2 * 5 + 2
+    # 2 CIDRs x (2 management ports + 2 pings) + 1 forward x 2 CIDRs; no SSH to floating IPs.
+    assert len(rules) == 2 * 4 + 2
     assert not any(r["fromPort"] == 22 and r["securityGroupId"] == "dev-provider-sg-id" for r in rules)
     assert len(result.of_type(T["eip"])) == 2
 
@@ -194,7 +210,8 @@ def test_nothing_secret_is_exported_in_plain(default):
 def test_a_user_key_pair_is_used_and_its_private_half_never_exported():
     result = run_program({"sshPublicKey": USER_KEY, "sshPrivateKey": USER_PRIVATE},
                          secret_keys=["sshPrivateKey"])
-    assert [r.name for r in result.of_type(T["tlskey"])] == ["dev-host-key"]  # no login key generated
+    # no login key generated (the Tls component's keys are not SSH keys)
+    assert [r.name for r in result.of_type(T["tlskey"]) if r.name not in TLS_KEYS] == ["dev-host-key"]
     assert props(result, "dev-key")["publicKey"] == USER_KEY
     assert "sshPrivateKey" not in result.outputs
     assert "user-secret-key-material" not in repr(result.outputs)

@@ -13,6 +13,7 @@ through its secret wrappers.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -50,6 +51,8 @@ def _variants(secret: str) -> set[str]:
     """The secret and the forms it may take in a command line or JSON: stripped, one line, escaped."""
     forms = {secret, secret.strip(), json.dumps(secret)[1:-1]}
     forms |= {line for line in secret.splitlines() if len(line) >= MIN_SECRET_LEN and "-----" not in line}
+    # Base64: how the tls-front step carries the server key (one stdin line).
+    forms.add(base64.b64encode(secret.encode()).decode())
     return {f for f in forms if len(f) >= MIN_SECRET_LEN}
 
 
@@ -158,13 +161,16 @@ def test_generated_secrets_stay_secret(generated: harness.Result) -> None:
     # The generated key pair and admin password, secret as their providers mark them.
     assert {harness.SECRET_PRIVATE_KEY, harness.MOCK_ADMIN_PASSWORD} <= generated.generated_secrets
     assert harness.SECRET_HOST_PRIVATE_KEY in generated.generated_secrets  # the host key pair's private half
+    # the TLS front's server key (tls-front carries it base64 on its stdin) and the CA's key
+    assert set(harness.SECRET_TLS_KEYS.values()) <= generated.generated_secrets
     assert plain_leaks(generated, secret_values(generated, set())) == []
 
 
 def test_configured_secrets_stay_secret(configured: harness.Result) -> None:
     # Both secrets are configured: the only one generated is the instance's SSH host key (always made
     # by the program, installed by cloud-init), and it stays secret too (plain_leaks below).
-    assert configured.generated_secrets == {harness.SECRET_HOST_PRIVATE_KEY}
+    # The Tls component's keys (the CA's, the TLS front's server key) are generated in every mode.
+    assert configured.generated_secrets == {harness.SECRET_HOST_PRIVATE_KEY, *harness.SECRET_TLS_KEYS.values()}
     secrets = secret_values(configured, {CONFIG_PRIVATE_KEY, CONFIG_ADMIN_PASSWORD})
     assert plain_leaks(configured, secrets) == []
 
@@ -188,3 +194,14 @@ def test_a_bad_secret_setting_is_not_echoed() -> None:
         harness.run_program({"adminPassword": short}, secret_keys=SECRET_KEYS)
     assert "adminPassword" in str(err.value)
     assert short not in str(err.value)
+
+
+def test_the_scanner_finds_the_server_key_in_base64_outside_a_secret_stdin() -> None:
+    """Self-check: tls-front carries the server key base64-encoded on one stdin line; the same
+    stdin unwrapped (not a Pulumi secret) is a leak the scan reports."""
+    key = harness.SECRET_TLS_KEYS["-server-key"]
+    line = "SERVER_KEY=" + base64.b64encode(key.encode()).decode() + "\n"
+    plain = harness.Result(resources=[_fake_command({"stdin": line})], urns={})
+    wrapped = harness.Result(resources=[_fake_command({"stdin": wrap_rpc_secret(line)})], urns={})
+    assert plain_leaks(plain, {key}) == ["command:remote:Command leaky input .stdin"]
+    assert plain_leaks(wrapped, {key}) == []

@@ -192,3 +192,61 @@ def test_stack_outputs_come_from_the_pulumi_cli(monkeypatch):
     monkeypatch.setattr(smoke.subprocess, "run", fake_run)
     assert smoke.stack_outputs("dev") == {"horizonUrl": "h"}
     assert calls == [["pulumi", "stack", "output", "--json", "--stack", "dev"]]  # no --show-secrets
+
+
+# ---- over TLS (issue 13): Horizon and Keystone verified against the stack's caCertificate ----------
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def tls_pki(tmp_path_factory) -> Path:
+    """Two CAs (the stack's and another) and a server certificate for 127.0.0.1 signed by the first."""
+    d = tmp_path_factory.mktemp("smoke-pki")
+    for ca in ("ca", "other-ca"):
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                 f"{ca}.key", "-out", f"{ca}.crt", "-days", "30", "-subj", f"/CN={ca}",
+                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign", cwd=d)
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+             "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)
+    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "30", "-extfile", "server.ext", "-out", "server.crt", cwd=d)
+    return d
+
+
+@pytest.fixture
+def tls_cloud(tls_pki) -> Iterator[int]:
+    import ssl
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeCloud)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_pki / "server.crt", tls_pki / "server.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def tls_outputs(port: int, ca_pem: str) -> dict:
+    return {
+        "horizonUrl": f"https://127.0.0.1:{port}/dashboard",
+        "keystoneAuthUrl": f"https://127.0.0.1:{port}/identity/v3",
+        "caCertificate": ca_pem,
+        "providerPublicIp": "127.0.0.1",
+        "portForwards": [],
+        "routerId": "ignored",
+    }
+
+
+def test_https_with_the_stacks_ca_passes(tmp_path, tls_cloud, tls_pki):
+    rc, lines, report = run_tool(tmp_path, tls_outputs(tls_cloud, (tls_pki / "ca.crt").read_text()))
+    assert rc == 0 and by_name(report) == {"horizon": "ok", "keystone": "ok"}, lines
+
+
+def test_https_signed_by_another_ca_fails(tmp_path, tls_cloud, tls_pki):
+    rc, lines, report = run_tool(tmp_path, tls_outputs(tls_cloud, (tls_pki / "other-ca.crt").read_text()))
+    assert rc == 1 and by_name(report) == {"horizon": "fail", "keystone": "fail"}
+    assert all("CERTIFICATE_VERIFY_FAILED" in c["detail"] for c in report["checks"]), lines

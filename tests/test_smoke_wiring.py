@@ -15,8 +15,9 @@ FWD = {"protocol": "tcp", "publicPort": 522, "tenantIp": "192.168.100.20", "tena
 def test_smoke_runs_last_after_port_forwards_with_its_parameters():
     run = run_program({"portForwards": [FWD]})
     names = [r.name for r in run.of_type(CMD)]
-    assert names[-2:] == ["dev-port-forwards", "dev-smoke"]
-    assert "dev-port-forwards" in run.depends_on("dev-smoke")
+    # public-endpoints between them: smoke proves the cloud with the catalog moved (onhost/chain.py)
+    assert names[-3:] == ["dev-port-forwards", "dev-public-endpoints", "dev-smoke"]
+    assert "dev-public-endpoints" in run.depends_on("dev-smoke")
     smoke = run.one("dev-smoke")
     assert smoke.inputs["create"] == command("smoke", "apply") and smoke.inputs["delete"] == command("smoke", "remove")
     stdin = smoke.inputs["stdin"]
@@ -62,4 +63,4 @@ def test_render_leaves_smoke_out_when_it_is_off(tmp_path):
     written = render.render("off", tmp_path / "out", root=tmp_path)
     assert written and not any(p.parent.name.endswith("-smoke") for p in written)
     (tmp_path / "Pulumi.on.yaml").write_text("config:\n  openstack-on-aws:allowedCidrs: ['203.0.113.0/24']\n")
-    assert any(p.parent.name == "6-smoke" for p in render.render("on", tmp_path / "out2", root=tmp_path))
+    assert any(p.parent.name == "8-smoke" for p in render.render("on", tmp_path / "out2", root=tmp_path))

@@ -119,6 +119,7 @@ def _install_params(**over) -> str:
         "LOCAL_CONF": base64.b64encode(conf.encode()).decode(),
         "ADMIN_PASSWORD": "Abcdefgh1234-_xyz",
         "PROVIDER_MAC": MAC,
+        "PUBLIC_BASE_URL": "https://203.0.113.7",
         **over,
     }
     return "".join(f"{k}={v}\n" for k, v in values.items())
@@ -134,6 +135,8 @@ def _install_params(**over) -> str:
         ({"LOCAL_CONF": "!!!not base64!!!"}, "LOCAL_CONF is not base64"),
         ({"LOCAL_CONF": base64.b64encode(b"HOST_IP=1.2.3.4\n").decode()}, "not a DevStack local.conf"),
         ({"LOCAL_CONF": base64.b64encode(b"[[local|localrc]]\nLIBVIRT_TYPE=kvm\n").decode()}, "lacks the placeholder"),
+        ({"PUBLIC_BASE_URL": "http://203.0.113.7"}, "PUBLIC_BASE_URL is not https://"),
+        ({"PUBLIC_BASE_URL": "https://203.0.113.7/x;reboot"}, "PUBLIC_BASE_URL is not https://"),
     ],
 )
 def test_install_openstack_rejects_bad_parameters_before_any_change(tmp_path, over, message):

@@ -32,7 +32,14 @@ from components.compute import (  # noqa: E402
     steps_args_from_settings,
 )
 from components.contract import HostContract, contract_for_render  # noqa: E402
-from components.openstack import args_from_settings, local_conf_for, selected_steps, step_inputs  # noqa: E402
+from components.openstack import (  # noqa: E402
+    TlsParts,
+    args_from_settings,
+    local_conf_for,
+    selected_steps,
+    step_inputs,
+    tls_names,
+)
 from config.settings import Settings, SettingsError, load_settings  # noqa: E402
 from onhost.chain import placeholders  # noqa: E402
 from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, discover_params  # noqa: E402
@@ -62,7 +69,17 @@ def render(stack: str | None, out: Path, root: Path = ROOT, config_file: Path | 
     settings = load_settings(stack_config(config_file or root / f"Pulumi.{stack}.yaml"))
     # The same host contract and step rows as the program, with placeholders for deploy-time values.
     contract = contract_for_render(settings, MASK)
-    args = args_from_settings(settings, contract, MASK)
+    # The certificates exist only after deploy; the server key is a secret: masked.
+    tls_ip, tls_dns = tls_names(contract, settings.public_dns_name)
+    tls = TlsParts(
+        public_ip=tls_ip,
+        ca_certificate="<CA certificate from tls, base64>",
+        server_certificate="<server certificate from tls, base64>",
+        server_private_key=MASK,
+        dns_name=tls_dns,
+        encode=False,
+    )
+    args = args_from_settings(settings, contract, MASK, tls)
     selected = selected_steps(args)
     inputs = step_inputs(args, placeholders(selected))
     out.mkdir(parents=True, exist_ok=True)

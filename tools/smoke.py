@@ -5,7 +5,9 @@
 
 Reads the stack's outputs (`pulumi stack output --json`, no secrets needed) and, from this machine:
 GETs `horizonUrl` (must answer below 400 after redirects) and `keystoneAuthUrl` (must answer
-Keystone's v3 version document), and opens a TCP connection to `providerPublicIp:publicPort` for
+Keystone's v3 version document), over https verified against the stack's `caCertificate` output
+(the TLS front: a certificate the CA did not sign, or that does not name the address, fails),
+and opens a TCP connection to `providerPublicIp:publicPort` for
 each TCP entry of `portForwards`. A forward is `open` (something accepted), `refused` or
 `unreachable` (the path answered, but nothing listens: the router namespace or a VM without a
 listener at the tenant port — a warning, a failure with --strict), or `timeout` (dropped on the way:
@@ -23,6 +25,7 @@ import argparse
 import errno
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -51,26 +54,31 @@ def stack_outputs(stack: str) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+def tls_context(ca_pem: str | None) -> ssl.SSLContext | None:
+    """Verification against the stack's CA only (not the system's): `caCertificate`; None: no CA output."""
+    return ssl.create_default_context(cadata=ca_pem) if ca_pem else None
+
+
+def http_get(url: str, timeout: float, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """(status, body) of a GET, redirects followed; HTTP errors are answers too."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the stack's own URLs
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310 - the stack's own URLs
             return response.status, response.read(65536)
     except urllib.error.HTTPError as err:
         return err.code, err.read(65536)
 
 
-def check_horizon(url: str, timeout: float) -> Check:
+def check_horizon(url: str, timeout: float, context: ssl.SSLContext | None = None) -> Check:
     try:
-        status, _ = http_get(url, timeout)
+        status, _ = http_get(url, timeout, context)
     except (OSError, urllib.error.URLError) as err:
         return Check("horizon", "fail", f"{url}: {getattr(err, 'reason', err)}")
     return Check("horizon", "ok" if status < 400 else "fail", f"{url}: HTTP {status}")
 
 
-def check_keystone(url: str, timeout: float) -> Check:
+def check_keystone(url: str, timeout: float, context: ssl.SSLContext | None = None) -> Check:
     try:
-        status, body = http_get(url, timeout)
+        status, body = http_get(url, timeout, context)
     except (OSError, urllib.error.URLError) as err:
         return Check("keystone", "fail", f"{url}: {getattr(err, 'reason', err)}")
     try:
@@ -119,7 +127,11 @@ WEB = ("horizonUrl", "keystoneAuthUrl")
 def run_checks(outputs: dict[str, Any], timeout: float) -> list[Check]:
     """Each check the stack's outputs allow; what its mode does not export is listed as skipped."""
     if all(k in outputs for k in WEB):
-        checks = [check_horizon(outputs["horizonUrl"], timeout), check_keystone(outputs["keystoneAuthUrl"], timeout)]
+        context = tls_context(outputs.get("caCertificate"))
+        checks = [
+            check_horizon(outputs["horizonUrl"], timeout, context),
+            check_keystone(outputs["keystoneAuthUrl"], timeout, context),
+        ]
     else:
         why = "no horizonUrl/keystoneAuthUrl output: OpenStack was not installed by this stack"
         checks = [Check("horizon", "skip", why), Check("keystone", "skip", why)]

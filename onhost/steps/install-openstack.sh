@@ -12,7 +12,8 @@
 #   install-openstack.sh remove  runs DevStack's clean.sh (unstack + remove what stack.sh installed)
 #                                and deletes the clone and this step's state.
 #
-# Parameters (KEY=value lines on stdin): BRANCH, LOCAL_CONF (base64), ADMIN_PASSWORD, PROVIDER_MAC.
+# Parameters (KEY=value lines on stdin): BRANCH, LOCAL_CONF (base64), ADMIN_PASSWORD, PROVIDER_MAC,
+# PUBLIC_BASE_URL (https://<public address>[:port] of the TLS front: fills @PUBLIC_BASE_URL@).
 # Sourced (tests/test_devstack_run.py), it only defines its settings and functions.
 set -euo pipefail
 OOA_STEP=install-openstack
@@ -23,13 +24,15 @@ STATE=$OOA_STATE/install-openstack
 STACK_TIMEOUT=${STACK_TIMEOUT:-80m} # within the Pulumi step's 90-minute timeout
 
 apply() {
-  load_params - BRANCH LOCAL_CONF ADMIN_PASSWORD PROVIDER_MAC
+  load_params - BRANCH LOCAL_CONF ADMIN_PASSWORD PROVIDER_MAC PUBLIC_BASE_URL
   PROVIDER_MAC=${PROVIDER_MAC,,}
   check_devstack_params
   need is_mac PROVIDER_MAC
+  [[ $PUBLIC_BASE_URL =~ ^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$ ]] ||
+    die "parameter PUBLIC_BASE_URL is not https://<host>[:port] without a path: '$PUBLIC_BASE_URL'"
   local conf
   decode_local_conf conf
-  need_placeholders "$conf" @ADMIN_PASSWORD@ @LIBVIRT_TYPE@ @PUBLIC_INTERFACE@
+  need_placeholders "$conf" @ADMIN_PASSWORD@ @LIBVIRT_TYPE@ @PUBLIC_INTERFACE@ @PUBLIC_BASE_URL@
   id stack >/dev/null 2>&1 || die "no user 'stack': run prepare-host first"
   local nic libvirt
   nic=$(nic_by_mac "$PROVIDER_MAC") || die "no NIC with the provider ENI's MAC $PROVIDER_MAC"
@@ -37,6 +40,7 @@ apply() {
   conf=${conf//@ADMIN_PASSWORD@/$ADMIN_PASSWORD}
   conf=${conf//@LIBVIRT_TYPE@/$libvirt}
   conf=${conf//@PUBLIC_INTERFACE@/$nic}
+  conf=${conf//@PUBLIC_BASE_URL@/$PUBLIC_BASE_URL}
 
   if devstack_is_current "$conf"; then
     log "DevStack $BRANCH is installed with this local.conf: nothing to do"

@@ -8,6 +8,15 @@
 # Where steps keep their state: saved parameters and what `remove` must undo (root only).
 OOA_STATE=${OOA_STATE:-/var/lib/openstack-on-aws}
 
+# catalog_interface : the catalog interface the host's own `openstack` calls must use: `internal`
+# once public-endpoints has moved Keystone's public endpoints to the public https address (neither
+# routed nor trusted from the host: its state file says so), else `public`.
+catalog_interface() { cat "$OOA_STATE/public-endpoints/interface" 2>/dev/null || echo public; }
+# Every step that sources this (external-gateway, smoke, discover-hosts, compute-record, re-run
+# after public-endpoints) then calls the internal endpoints: the openstack CLI takes OS_INTERFACE
+# as its --os-interface default. public-endpoints passes --os-interface itself.
+if [ "$(catalog_interface)" = internal ]; then export OS_INTERFACE=internal; fi
+
 log() { printf '[%s] %s\n' "${OOA_STEP:-step}" "$*" >&2; }
 die() { printf '[%s] error: %s\n' "${OOA_STEP:-step}" "$*" >&2; exit 1; }
 
