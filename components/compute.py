@@ -27,7 +27,7 @@ import pulumi_aws as aws
 from pulumi_command import remote
 
 from components.contract import HostContract, NodeContract, SshConnection
-from components.host import ROLE_TAG, SSH_USER, generated_host_key
+from components.host import ROLE_TAG, SSH_USER, generated_host_key, hardened_instance
 from components.openstack import _stdin, connection_args, local_conf_for
 from onhost import localconf
 from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, NodeInputs, discover_params
@@ -97,30 +97,18 @@ class ComputeNode(pulumi.ComponentResource):
             # A fixed IP: a replacement must delete the old ENI first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
-        self.instance = aws.ec2.Instance(
+        self.instance = hardened_instance(
             f"{name}-instance",
             ami=args.ami,
             instance_type=args.instance_type,
             key_name=args.key_name,
-            primary_network_interface={"network_interface_id": self.eni.id},
-            metadata_options={"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1},
-            root_block_device={
-                "volume_type": "gp3",
-                "volume_size": args.root_volume_gib,
-                "encrypted": True,
-                "delete_on_termination": True,
-            },
-            cpu_options={"nested_virtualization": "enabled"} if args.nested_virtualization else None,
-            # Holds the host private key: secret in the state; another key needs another instance.
+            eni_id=self.eni.id,
+            root_volume_gib=args.root_volume_gib,
+            nested_virtualization=args.nested_virtualization,
             user_data=user_data,
-            user_data_replace_on_change=True,
-            tags={"Name": f"{name}-openstack-compute"},
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                additional_secret_outputs=["userData", "userDataBase64"],
-                delete_before_replace=True,
-                ignore_changes=[] if args.pin_ami else ["ami"],
-            ),
+            tag_name=f"{name}-openstack-compute",
+            pin_ami=args.pin_ami,
+            parent=self,
         )
         self.eip = aws.ec2.Eip(
             f"{name}-eip",

@@ -106,6 +106,57 @@ def generated_host_key(
     return key, public, user_data
 
 
+def hardened_instance(
+    resource_name: str,
+    *,
+    ami: pulumi.Input[str],
+    instance_type: str,
+    key_name: pulumi.Input[str],
+    eni_id: pulumi.Input[str],
+    root_volume_gib: int,
+    nested_virtualization: bool,
+    user_data: pulumi.Input[str],
+    tag_name: str,
+    pin_ami: bool,
+    parent: pulumi.Resource,
+) -> aws.ec2.Instance:
+    """An instance as every machine of the stack is made (controller and compute nodes): on its
+    primary ENI, IMDSv2 only, an encrypted gp3 root, nested virtualization where the type has it,
+    the host key's user data kept secret."""
+    return aws.ec2.Instance(
+        resource_name,
+        ami=ami,
+        instance_type=instance_type,
+        key_name=key_name,
+        primary_network_interface={"network_interface_id": eni_id},
+        metadata_options={
+            "http_endpoint": "enabled",
+            "http_tokens": "required",
+            "http_put_response_hop_limit": 1,
+        },
+        root_block_device={
+            "volume_type": "gp3",
+            "volume_size": root_volume_gib,
+            "encrypted": True,
+            "delete_on_termination": True,
+        },
+        cpu_options={"nested_virtualization": "enabled"} if nested_virtualization else None,
+        # Holds the host private key: secret in the state, as an input and as an output.
+        user_data=user_data,
+        # cloud-init installs the key once per instance: another key needs another instance.
+        user_data_replace_on_change=True,
+        tags={"Name": tag_name},
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            additional_secret_outputs=["userData", "userDataBase64"],
+            # A fixed-IP ENI: the new instance needs the ENI that the old one holds.
+            delete_before_replace=True,
+            # A newer Ubuntu image must not replace a running cloud; pin amiId to move on.
+            ignore_changes=[] if pin_ami else ["ami"],
+        ),
+    )
+
+
 class Host(pulumi.ComponentResource):
     """The all-in-one OpenStack instance with a management ENI and a provider ENI."""
 
@@ -159,37 +210,18 @@ class Host(pulumi.ComponentResource):
                 {"name": "virtualization-type", "values": ["hvm"]},
             ],
         ).id
-        self.instance = aws.ec2.Instance(
+        self.instance = hardened_instance(
             f"{name}-instance",
             ami=ami,
             instance_type=args.instance_type,
             key_name=self.key_pair.key_name,
-            primary_network_interface={"network_interface_id": self.management_eni.id},
-            metadata_options={
-                "http_endpoint": "enabled",
-                "http_tokens": "required",
-                "http_put_response_hop_limit": 1,
-            },
-            root_block_device={
-                "volume_type": "gp3",
-                "volume_size": args.root_volume_gib,
-                "encrypted": True,
-                "delete_on_termination": True,
-            },
-            cpu_options={"nested_virtualization": "enabled"} if args.nested_virtualization else None,
-            # Holds the host private key: secret in the state, as an input and as an output.
+            eni_id=self.management_eni.id,
+            root_volume_gib=args.root_volume_gib,
+            nested_virtualization=args.nested_virtualization,
             user_data=user_data,
-            # cloud-init installs the key once per instance: another key needs another instance.
-            user_data_replace_on_change=True,
-            tags={"Name": f"{name}-openstack"},
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                additional_secret_outputs=["userData", "userDataBase64"],
-                # The new instance needs the ENI that the old one holds.
-                delete_before_replace=True,
-                # A newer Ubuntu image must not replace a running cloud; pin amiId to move on.
-                ignore_changes=[] if args.ami_id else ["ami"],
-            ),
+            tag_name=f"{name}-openstack",
+            pin_ami=args.ami_id is not None,
+            parent=self,
         )
         self.provider_attachment = aws.ec2.NetworkInterfaceAttachment(
             f"{name}-provider-attachment",
