@@ -50,6 +50,27 @@ OVN_SERVICES = (
 OVS_SERVICES = ("q-svc", "q-agt", "q-dhcp", "q-l3", "q-meta")
 
 
+# Every node's: the passwords from the one placeholder; the full log to a file and its phase lines
+# to $LOGFILE.summary (the install steps show those); nested guests on KVM where the instance
+# exposes it, else QEMU emulation.
+PASSWORDS_LOGS_LIBVIRT = (
+    f"ADMIN_PASSWORD={PASSWORD_PLACEHOLDER}",
+    "DATABASE_PASSWORD=$ADMIN_PASSWORD",
+    "RABBIT_PASSWORD=$ADMIN_PASSWORD",
+    "SERVICE_PASSWORD=$ADMIN_PASSWORD",
+    f"LOGFILE={LOGFILE}",
+    "VERBOSE=False",
+    "LOG_COLOR=False",
+    f"LIBVIRT_TYPE={LIBVIRT_PLACEHOLDER}",
+)
+# Neutron with ML2/OVS and VXLAN tenant networks, on the controller and the compute nodes alike.
+ML2_OVS = (
+    "Q_AGENT=openvswitch",
+    "Q_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch",
+    "Q_ML2_TENANT_NETWORK_TYPE=vxlan",
+)
+
+
 def render_local_conf(
     *,
     host_ip: IPv4Address,
@@ -70,20 +91,9 @@ def render_local_conf(
         "# Rendered by openstack-on-aws (components/localconf.py); do not edit on the host.",
         "[[local|localrc]]",
         f"HOST_IP={host_ip}",
-        f"ADMIN_PASSWORD={PASSWORD_PLACEHOLDER}",
-        "DATABASE_PASSWORD=$ADMIN_PASSWORD",
-        "RABBIT_PASSWORD=$ADMIN_PASSWORD",
-        "SERVICE_PASSWORD=$ADMIN_PASSWORD",
-        # Full log to a file, its phase lines to $LOGFILE.summary (install-openstack shows those).
-        f"LOGFILE={LOGFILE}",
-        "VERBOSE=False",
-        "LOG_COLOR=False",
-        # Nested guests: KVM where the instance exposes it, else QEMU emulation.
-        f"LIBVIRT_TYPE={LIBVIRT_PLACEHOLDER}",
+        *PASSWORDS_LOGS_LIBVIRT,
         # ML2/OVS with the L3 agent: the qrouter namespaces the gateway-mac step works in.
-        "Q_AGENT=openvswitch",
-        "Q_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch",
-        "Q_ML2_TENANT_NETWORK_TYPE=vxlan",
+        *ML2_OVS,
         "disable_service " + " ".join(OVN_SERVICES),
         "enable_service " + " ".join(OVS_SERVICES),
         "disable_service tempest",
@@ -162,19 +172,10 @@ def render_compute_local_conf(*, host_ip: IPv4Address, service_host: IPv4Address
         "RABBIT_HOST=$SERVICE_HOST",
         "GLANCE_HOSTPORT=$SERVICE_HOST:9292",
         "Q_HOST=$SERVICE_HOST",
-        f"ADMIN_PASSWORD={PASSWORD_PLACEHOLDER}",
-        "DATABASE_PASSWORD=$ADMIN_PASSWORD",
-        "RABBIT_PASSWORD=$ADMIN_PASSWORD",
-        "SERVICE_PASSWORD=$ADMIN_PASSWORD",
-        f"LOGFILE={LOGFILE}",
-        "VERBOSE=False",
-        "LOG_COLOR=False",
-        f"LIBVIRT_TYPE={LIBVIRT_PLACEHOLDER}",
+        *PASSWORDS_LOGS_LIBVIRT,
         "ENABLED_SERVICES=" + ",".join(COMPUTE_SERVICES),
         # The controller's Neutron: ML2/OVS, VXLAN tenant networks tunnelled over the management subnet.
-        "Q_AGENT=openvswitch",
-        "Q_ML2_PLUGIN_MECHANISM_DRIVERS=openvswitch",
-        "Q_ML2_TENANT_NETWORK_TYPE=vxlan",
+        *ML2_OVS,
         "TUNNEL_ENDPOINT_IP=$HOST_IP",
         f"PHYSICAL_NETWORK={PHYSICAL_NETWORK}",
         # Consoles: the controller's noVNC proxy reaches the node's VNC server on its management IP.
