@@ -13,21 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_steps import GATEWAY
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "onhost" / "steps" / "external-gateway.sh"
-PARAMS = {
-    "CLOUD": "devstack-admin",
-    "EXTERNAL_NETWORK": "public",
-    "ROUTER": "router1",
-    "PHYSICAL_NETWORK": "public",
-    "PROVIDER_CIDR": "10.42.2.0/24",
-    "VPC_GATEWAY_IP": "10.42.2.1",
-    "POOL_START": "10.42.2.10",
-    "POOL_END": "10.42.2.11",
-    "GATEWAY_IP": "10.42.2.10",
-    "TENANT_CIDR": "192.168.100.0/24",
-    "TENANT_DNS": "10.42.0.2",
-}
+PARAMS = {k: v for k, v in GATEWAY.items() if k != "CLOUDS_YAML"}  # each test names its own clouds.yaml
 EMPTY = {"networks": {}, "subnets": {}, "routers": {}}
 
 
