@@ -209,7 +209,9 @@ def test_apply_on_another_target_first_restores_the_old_one(clean):
     br_int_before = lab.ovs("ovs-vsctl", "--if-exists", "get", "bridge", "br-int", "other-config:hwaddr").stdout
     ok(lab.step("gateway-mac", "apply", lab.gateway_mac_params()))
     out = ok(lab.step("gateway-mac", "apply", lab.gateway_mac_params(EXTERNAL_BRIDGE="br-int")))
-    assert lab.snapshot()["br_ex_hwaddr"] == before["br_ex_hwaddr"]  # br-ex given back as it was
+    after = lab.snapshot()
+    assert after["br_ex_hwaddr"] == before["br_ex_hwaddr"]  # br-ex given back as it was
+    assert after["qg_mac"] == out["mac"] == PROVIDER_MAC  # the gateway keeps the ENI's MAC on the new target
     pinned = lab.ovs("ovs-vsctl", "get", "bridge", "br-int", "other-config:hwaddr").stdout.strip()
     assert pinned == f'"{out["bridge_mac"]}"'
     ok(lab.step("gateway-mac", "remove"))
