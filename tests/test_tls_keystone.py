@@ -23,8 +23,8 @@ the Elastic IP path (issue 13's lab).
 
 from __future__ import annotations
 
-import json
 import grp
+import json
 import os
 import pwd
 import shutil
