@@ -1,4 +1,4 @@
-"""A real Keystone behind the real TLS front, and the real catalog step run against it (optional).
+"""A real Keystone behind the real TLS front, and the real catalog step run against it.
 
 Runs on the lab's virtualenv: `make test` passes OOA_KEYSTONE_VENV=.lab-venv, whose lock
 (tests/lab/requirements-lab.txt) holds keystone 29.1.0 (2026.1) and python-openstackclient next to
