@@ -67,6 +67,7 @@ check_targets() {
 }
 
 current_dev_mac() { ip -n "$NS" -o link show dev "$DEV" | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2; }
+# dev_exists DEV : the device is in the router namespace.
 dev_exists() { ip -n "$NS" link show dev "$1" >/dev/null 2>&1; }
 
 # gateway_devs : the qg- devices in the router namespace, one a line (the L3 agent names the
