@@ -76,12 +76,13 @@ class PrivateNet:
         return {"PATH": f"{SHIMS}:{PATH}", "REAL_IP": str(shutil.which("ip", path=PATH)),
                 "FAKE_NETNS": str(self.netns_list), "FAKE_OVS": str(self.ovs), "LC_ALL": "C"}
 
-    def run(self, *argv: str, stdin: str = "", check: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run `argv` inside the namespace (as its root), with the shims first on PATH."""
+    def run(self, *argv: str, stdin: str = "", check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run `argv` inside the namespace (as its root), with the shims first on PATH (and `env`)."""
         assert self.proc is not None
         enter = ["nsenter", "-t", str(self.proc.pid), "--user", "--net", "--mount", "--preserve-credentials", "--"]
-        done = subprocess.run([*enter, *argv], input=stdin, env=self.env(), capture_output=True, text=True,
-                              timeout=120, check=False)
+        done = subprocess.run([*enter, *argv], input=stdin, env={**self.env(), **(env or {})}, capture_output=True,
+                              text=True, timeout=120, check=False)
         if check:
             assert done.returncode == 0, f"{argv}: {done.stderr}"
         return done
@@ -94,6 +95,11 @@ class PrivateNet:
         """Run the step as Pulumi does: `remote.command()`'s text, parameters on stdin."""
         text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state))
         return self.run("bash", "-c", text, stdin=remote.params(params or {}))
+
+    def timer(self, step: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run `<step>.sh reapply` as the re-apply timer's unit does (lib.sh, install_reapply_units):
+        the script a previous run installed, OOA_STATE in its environment, nothing on stdin."""
+        return self.run(str(self.prefix / f"{step}.sh"), "reapply", env={"OOA_STATE": str(self.state), **env})
 
     # ---- the emulated host -------------------------------------------------------------------
 

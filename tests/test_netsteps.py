@@ -283,3 +283,88 @@ def test_gateway_mac_refuses_bad_parameters_and_missing_targets_before_any_chang
     assert p.returncode != 0 and message in p.stderr
     assert net.mac(dev) == NEUTRON_MAC and net.bridge_hwaddr("br-ex") is None
     assert not (net.state / "gateway-mac").exists()
+
+
+# ---- gateway-mac: a gateway port Neutron re-creates (router gateway cleared and set) ----------
+
+
+def recreate_gateway(net: netns.PrivateNet, old_port: str, *new: tuple[str, str]) -> None:
+    """The L3 agent deleted the old gateway device and plugged the new port(s) (id, Neutron MAC)."""
+    net.sh(f"ip link del {qg(old_port)}")
+    for port_id, mac in new:
+        net.sh(f"ip link add {qg(port_id)} address {mac} type veth peer name p{port_id[:8]}")
+
+
+def applied(net: netns.PrivateNet) -> tuple[str, str]:
+    """apply on the router with one gateway device; the bridge MAC it pinned and its saved originals."""
+    add_router(net)
+    net.add_bridge("br-ex")
+    pinned = ok(gateway_mac(net, "apply"))["bridge_mac"]
+    return pinned, (net.state / "gateway-mac" / "originals").read_text()
+
+
+def test_gateway_mac_reapply_follows_a_recreated_gateway_port_and_remove_restores_it(net):
+    pinned, originals = applied(net)
+    recreate_gateway(net, PORT, (OTHER_PORT, OTHER_NEUTRON_MAC))
+    new_dev = qg(OTHER_PORT)
+    p = net.timer("gateway-mac")
+    out = ok(p)
+    assert f"gateway device {qg(PORT)} is gone" in p.stderr and f"following the router's {new_dev}" in p.stderr
+    assert (out["device"], out["mac"], out["bridge_mac"]) == (new_dev, PROVIDER_MAC, pinned)
+    assert net.mac(new_dev) == PROVIDER_MAC and net.bridge_hwaddr("br-ex") == pinned
+    # the new target and its own original MAC are recorded; the bridge's originals are kept
+    followed = (net.state / "gateway-mac" / "originals").read_text()
+    assert f"TARGET=qrouter-{ROUTER}/{new_dev}/br-ex\n" in followed
+    assert f"ORIG_DEV_MAC={OTHER_NEUTRON_MAC}\n" in followed
+    keep = [ln for ln in originals.splitlines() if not ln.startswith(("TARGET=", "ORIG_DEV_MAC="))]
+    assert keep == [ln for ln in followed.splitlines() if not ln.startswith(("TARGET=", "ORIG_DEV_MAC="))]
+    # twice = once: the timer again, and apply with the new port's id, change nothing
+    again = net.timer("gateway-mac")
+    assert ok(again) == out and "MAC set" not in again.stderr and "following" not in again.stderr
+    reapplied = ok(gateway_mac(net, "apply", port_id=OTHER_PORT))
+    assert reapplied["device"] == new_dev and reapplied["bridge_mac"] == pinned
+    assert (net.state / "gateway-mac" / "originals").read_text() == followed
+    # apply with the stale port id refuses before any change
+    stale = gateway_mac(net, "apply")
+    assert stale.returncode != 0 and f"gateway device {qg(PORT)} does not exist" in stale.stderr
+    assert net.mac(new_dev) == PROVIDER_MAC and (net.state / "gateway-mac" / "originals").read_text() == followed
+    # remove restores the device the step changed last: the new port's own MAC, and the bridge
+    assert ok(gateway_mac(net, "remove")) == {"removed": True, "namespace": f"qrouter-{ROUTER}", "device": new_dev}
+    assert net.mac(new_dev) == OTHER_NEUTRON_MAC
+    assert net.bridge_hwaddr("br-ex") is None and not (net.ovs / "br-ex.datapath-id").exists()
+    assert not (net.state / "gateway-mac").exists()
+
+
+def test_gateway_mac_reapply_waits_for_the_new_gateway_device(net):
+    applied(net)
+    net.sh(f"ip link del {qg(PORT)}")
+    new_dev = qg(OTHER_PORT)
+    # the new device appears 2 s into the timer's run (the agent plugs it while reapply waits)
+    script = (f"(sleep 2; ip link add {new_dev} address {OTHER_NEUTRON_MAC} type veth peer name pother) & "
+              f"{net.prefix}/gateway-mac.sh reapply; wait")
+    p = net.run("bash", "-euo", "pipefail", "-c", script, env={"OOA_STATE": str(net.state), "OOA_GATEWAY_WAIT": "20"})
+    assert ok(p)["device"] == new_dev and net.mac(new_dev) == PROVIDER_MAC
+
+
+@pytest.mark.parametrize("new", [[], [(OTHER_PORT, OTHER_NEUTRON_MAC), (OTHER_ROUTER, "fa:16:3e:00:00:03")]],
+                         ids=["none", "several"])
+def test_gateway_mac_reapply_refuses_no_or_several_gateway_devices_and_changes_nothing(net, new):
+    pinned, originals = applied(net)
+    recreate_gateway(net, PORT, *new)
+    p = net.timer("gateway-mac", OOA_GATEWAY_WAIT="1")
+    assert p.returncode != 0 and p.stdout == ""
+    if new:
+        devs = " ".join(qg(port_id) for port_id, _ in new)  # in the kernel's order (as created)
+        assert f"namespace qrouter-{ROUTER} has several qg- devices: {devs}; not guessing" in p.stderr
+        assert [net.mac(qg(port_id)) for port_id, _ in new] == [mac for _, mac in new]
+    else:
+        message = f"gateway device {qg(PORT)} is gone and namespace qrouter-{ROUTER} has no qg- device after 1 s"
+        assert message in p.stderr
+    assert (net.state / "gateway-mac" / "originals").read_text() == originals
+    assert net.bridge_hwaddr("br-ex") == pinned
+
+
+def test_gateway_mac_reapply_refuses_a_bad_wait(net):
+    applied(net)
+    p = net.timer("gateway-mac", OOA_GATEWAY_WAIT="soon")
+    assert p.returncode != 0 and "OOA_GATEWAY_WAIT is not a number of seconds: 'soon'" in p.stderr

@@ -14,7 +14,14 @@
 #                           of_connect_timeout (300 s; seen in the lab as "unknown dpid").
 #   gateway-mac.sh remove   restores the recorded originals and deletes this step's state.
 #   gateway-mac.sh reapply  applies again from the saved parameters (boot / re-created namespace);
-#                           waits quietly (exit 0) while the namespace or device does not exist.
+#                           waits quietly (exit 0) while the namespace or the bridge does not exist.
+#                           If the recorded gateway device is gone while the namespace is there
+#                           (the router's gateway was cleared and set: Neutron made a new port, so
+#                           a new qg- name), it follows the router: waits up to OOA_GATEWAY_WAIT
+#                           seconds (default 10) for exactly one qg- device in the namespace, records
+#                           it as the target with its own MAC as the original (what remove
+#                           restores), and fixes it; none or several after the wait: an error
+#                           naming them, nothing changed.
 #
 # Parameters (KEY=value lines on stdin): ROUTER_ID GATEWAY_PORT_ID PROVIDER_MAC EXTERNAL_BRIDGE
 # VPC_GATEWAY_IP. apply prints one JSON line; "gateway_reachable" is the result of a ping from the
@@ -29,6 +36,10 @@ OOA_STEP=gateway-mac
 STATE=$OOA_STATE/gateway-mac
 PARAMS=(ROUTER_ID GATEWAY_PORT_ID PROVIDER_MAC EXTERNAL_BRIDGE VPC_GATEWAY_IP)
 ORIGINALS=(TARGET ORIG_DEV_MAC ORIG_BRIDGE_HWADDR BRIDGE_MAC ORIG_BRIDGE_DPID_PIN BRIDGE_DPID)
+# How long reapply waits for the router's one gateway device when the recorded one is gone.
+GATEWAY_WAIT=${OOA_GATEWAY_WAIT:-10}
+[[ $GATEWAY_WAIT =~ ^[0-9]{1,3}$ ]] || die "OOA_GATEWAY_WAIT is not a number of seconds: '$GATEWAY_WAIT'"
+GATEWAY_WAIT=$((10#$GATEWAY_WAIT))
 
 validate_params() {
   PROVIDER_MAC=${PROVIDER_MAC,,}
@@ -56,6 +67,54 @@ check_targets() {
 }
 
 current_dev_mac() { ip -n "$NS" -o link show dev "$DEV" | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2; }
+# dev_exists DEV : the device is in the router namespace.
+dev_exists() { ip -n "$NS" link show dev "$1" >/dev/null 2>&1; }
+
+# gateway_devs : the qg- devices in the router namespace, one a line (the L3 agent names the
+# router's gateway device qg-<first 11 characters of its port id>).
+gateway_devs() {
+  local name
+  ip -n "$NS" -o link show | while IFS=': ' read -r _ name _; do
+    name=${name%%@*}
+    [[ $name =~ ^qg-[A-Za-z0-9_.-]{1,12}$ ]] && printf '%s\n' "$name"
+  done
+  return 0
+}
+
+# target_dev : the device the recorded TARGET (namespace/device/bridge) names: the one this step
+# changed, which reapply may have moved to a re-created gateway port (so not always the
+# GATEWAY_PORT_ID parameter's).
+target_dev() {
+  local dev=${TARGET#*/}
+  dev=${dev%%/*}
+  [[ $dev =~ ^qg-[A-Za-z0-9_.-]{1,12}$ ]] || die "state $STATE/originals: TARGET names no gateway device: '$TARGET'"
+  printf '%s\n' "$dev"
+}
+
+# follow_gateway : the recorded device DEV is gone but the namespace is there; wait (bounded) for
+# exactly one qg- device, then make it DEV and record it, with its own MAC as the original. Returns
+# 1 if the namespace goes away meanwhile (the caller waits for it); dies on none or several.
+follow_gateway() {
+  local devs=() waited=0
+  while :; do
+    netns_exists "$NS" || { missing_target "router namespace $NS does not exist" wait; return 1; }
+    mapfile -t devs < <(gateway_devs)
+    ((${#devs[@]} != 1 && waited < GATEWAY_WAIT)) || break
+    sleep 1
+    waited=$((waited + 1))
+  done
+  if ((${#devs[@]} == 0)); then
+    die "gateway device $DEV is gone and namespace $NS has no qg- device after ${GATEWAY_WAIT} s" \
+      "(router gateway cleared?): nothing to fix"
+  elif ((${#devs[@]} > 1)); then
+    die "gateway device $DEV is gone and namespace $NS has several qg- devices: ${devs[*]}; not guessing"
+  fi
+  log "gateway device $DEV is gone (gateway port re-created): following the router's ${devs[0]}"
+  DEV=${devs[0]}
+  TARGET=$NS/$DEV/$EXTERNAL_BRIDGE ORIG_DEV_MAC=$(current_dev_mac)
+  save_params "$STATE/originals" "${ORIGINALS[@]}"
+}
+
 bridge_hwaddr() { ovs-vsctl --if-exists get bridge "$EXTERNAL_BRIDGE" other-config:hwaddr | tr -d '"'; }
 bridge_dpid_pin() { ovs-vsctl --if-exists get bridge "$EXTERNAL_BRIDGE" other-config:datapath-id | tr -d '"'; }
 bridge_dpid() { ovs-vsctl get bridge "$EXTERNAL_BRIDGE" datapath_id | tr -d '"'; }
@@ -121,6 +180,7 @@ apply() {
     for name in "${new_params[@]}"; do saved+=("$name=${!name}"); done
     load_params "$STATE/params" "${PARAMS[@]}"
     validate_params
+    DEV=$(target_dev)
     restore_originals
     for name in "${saved[@]}"; do printf -v "${name%%=*}" '%s' "${name#*=}"; done
     validate_params
@@ -151,6 +211,10 @@ reapply() {
   load_params "$STATE/params" "${PARAMS[@]}"
   validate_params
   load_originals
+  [ -z "$TARGET" ] || DEV=$(target_dev)
+  if netns_exists "$NS" && ! dev_exists "$DEV"; then
+    follow_gateway || return 0
+  fi
   check_targets wait || return 0
   converge
   report null
@@ -162,6 +226,7 @@ remove() {
   load_params "$STATE/params" "${PARAMS[@]}"
   validate_params
   load_originals
+  [ -z "$TARGET" ] || DEV=$(target_dev)
   restore_originals
   remove_reapply_units gateway-mac
   rm -rf "$STATE" "$STATE.lock"

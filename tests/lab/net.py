@@ -27,6 +27,7 @@ import atexit
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -556,6 +557,50 @@ table ip ooa_eip {{
 
     def set_router(self, **attrs: object) -> None:
         self.neutron.api("PUT", f"routers/{self.router.router_id}", {"router": attrs})
+
+    def gateway_port(self) -> dict:
+        (port,) = self.neutron.find("ports", device_id=self.router.router_id, device_owner="network:router_gateway")
+        return port
+
+    def reset_gateway(self) -> float:
+        """Clear the router's external gateway and set it again as it was (same network, same fixed
+        IP, same SNAT) through the API, as an operator would: Neutron makes a new gateway port, so
+        the L3 agent unplugs the old qg- device and plugs a new one. Neutron refuses to clear a
+        gateway that floating IPs use, so they are disassociated first and associated again, as an
+        operator has to. The API calls go in one go (the agents' work overlaps); then it waits for
+        the old device to be gone, the router wired again and the floating IPs on the new device.
+        `self.router` then names the new port. Returns the seconds it took."""
+        t = time.monotonic()
+        api = self.neutron
+        info = api.api("GET", f"routers/{self.router.router_id}")["router"]["external_gateway_info"]
+        old = self.router.qg
+        fips = api.find("floatingips", router_id=self.router.router_id)
+        for fip in fips:
+            api.api("PUT", f"floatingips/{fip['id']}", {"floatingip": {"port_id": None}})
+        self.set_router(external_gateway_info={})
+        fixed = [{"subnet_id": ip["subnet_id"], "ip_address": ip["ip_address"]} for ip in info["external_fixed_ips"]]
+        gateway = {"network_id": info["network_id"], "external_fixed_ips": fixed, "enable_snat": info["enable_snat"]}
+        self.set_router(external_gateway_info=gateway)
+        for fip in fips:
+            api.api("PUT", f"floatingips/{fip['id']}", {"floatingip": {"port_id": fip["port_id"]}})
+        self.router.gw_port_id = self.gateway_port()["id"]
+
+        def gone() -> bool:
+            return sh("ip", "link", "show", old, ns=self.router.ns, check=False).returncode != 0
+
+        wait_for(f"the L3 agent to unplug {old}", gone, 60)
+        self.wait_router()
+        for fip in fips:
+            address = fip["floating_ip_address"]
+            on_qg = lambda a=address: f"{a}/32" in self.router_addrs()  # noqa: E731
+            wait_for(f"floating IP {address} on {self.router.qg}", on_qg, 60)
+        return time.monotonic() - t
+
+    def timer(self, step: str) -> subprocess.CompletedProcess:
+        """What the step's re-apply timer runs (lib.sh, install_reapply_units: `ExecStart=<prefix>/
+        <step>.sh reapply`, `Environment=OOA_STATE=...`): the script apply installed, nothing on stdin."""
+        script = shlex.quote(str(self.prefix / f"{step}.sh"))
+        return self.ssh(f"OOA_STATE={shlex.quote(str(self.state))} exec {script} reapply </dev/null", check=False)
 
     # --- use ---------------------------------------------------------------------------------
     def ssh(self, command: str, input: str = "", check: bool = True, timeout: float = 120):

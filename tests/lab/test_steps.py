@@ -311,6 +311,47 @@ def test_reapply_fixes_the_router_the_agent_recreates_after_admin_state_down_up(
     assert lab.snapshot() == once
 
 
+def ours(snapshot: dict) -> list[str]:
+    """port-forwards' lines of the nat table (its chain, its rules, its jump), in any order: the
+    agent's resync of a re-set gateway may put its own jump above ours."""
+    return sorted(line for line in nat(snapshot) if "OOA-PORTFWD" in line)
+
+
+def test_reapply_follows_the_gateway_port_neutron_recreates_when_the_gateway_is_cleared_and_set(clean):
+    """The router's gateway cleared and set again through the API (same fixed IP): a new port, a new
+    qg- device with Neutron's MAC, cut off by the VPC. The timer's reapply (its unit's command, over
+    SSH) finds the router's one qg- device, pins it again and records it, so remove restores it;
+    port-forwards' rules live on in the namespace (keyed on it and on the gateway IP, both kept)."""
+    lab = clean
+    apply_both(lab)
+    works(lab)
+    old_qg, forwards = lab.router.qg, ours(lab.snapshot())
+    assert len(forwards) == 2 + len(FORWARDS.split(","))  # the chain, the jump, a rule per forward
+    took = lab.reset_gateway()
+    print(f"gateway cleared and set -> router wired again: {took:.1f} s")
+    new_port = lab.gateway_port()
+    assert lab.router.qg != old_qg and lab.router.gw_port_id == new_port["id"]
+    assert lab.snapshot()["qg_mac"] == new_port["mac_address"] != PROVIDER_MAC
+    assert ours(lab.snapshot()) == forwards  # port-forwards needs nothing: its chain and jump are still there
+    before = sum(lab.drops().values())
+    assert lab.tcp(lab.vm1, INTERNET_IP, 8000, timeout=1) == ""
+    assert sum(lab.drops().values()) > before  # the VPC drops the new MAC with the ENI's IP
+    p = lab.timer("gateway-mac")
+    out = ok(p)
+    assert f"gateway device {old_qg} is gone" in p.stderr, p.stderr
+    assert (out["device"], out["mac"]) == (lab.router.qg, PROVIDER_MAC)
+    pf = lab.timer("port-forwards")
+    ok(pf)
+    assert "set to" not in pf.stderr and ours(lab.snapshot()) == forwards, pf.stderr
+    works(lab)
+    once = lab.snapshot()
+    for step in ("gateway-mac", "port-forwards"):  # the timer again: nothing changes
+        ok(lab.timer(step))
+    assert lab.snapshot() == once
+    ok(lab.step("gateway-mac", "remove"))  # restores the device it fixed last: the new port's own MAC
+    assert lab.snapshot()["qg_mac"] == new_port["mac_address"]
+
+
 NO_NS = str(uuid.uuid4())
 BAD = [
     ("gateway-mac", {"ROUTER_ID": NO_NS}, f"router namespace qrouter-{NO_NS} does not exist"),
