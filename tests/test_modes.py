@@ -336,10 +336,11 @@ def test_each_existing_example_runs_under_mocks_without_aws(name):
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLE_MODES))
-def test_render_in_each_mode(name, tmp_path):
+@pytest.mark.parametrize("with_key", [True, False], ids=["key-set", "as-shipped"])
+def test_render_in_each_mode(name, with_key, tmp_path):
     stack = tmp_path / name
     text = (EXAMPLES / name).read_text()
-    if name != "aws.yaml":
+    if name != "aws.yaml" and with_key:
         text += "  openstack-on-aws:sshPrivateKey:\n    secure: AAABAMockCiphertext==\n"
     stack.write_text(text)
     out = tmp_path / "out"

@@ -40,7 +40,7 @@ from components.openstack import (  # noqa: E402
     step_inputs,
     tls_names,
 )
-from config.settings import Settings, SettingsError, load_settings  # noqa: E402
+from config.settings import NAMESPACE, Settings, SettingsError, load_settings  # noqa: E402
 from onhost.chain import placeholders  # noqa: E402
 from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, discover_params  # noqa: E402
 from onhost.remote import command, params  # noqa: E402
@@ -61,6 +61,11 @@ def stack_config(path: Path) -> dict[str, str]:
             # that passes validation, which `pulumi preview` repeats on the decrypted value.
             value = ENCRYPTED
         out[key] = value if isinstance(value, str) else json.dumps(value)
+    # Render never logs in: an existing machine's login key (required by the program, and absent from
+    # the example files, which hold no secret) gets the same stand-in, so any stack file renders.
+    host = raw.get(f"{NAMESPACE}:host")
+    if isinstance(host, dict) and host.get("kind") == "existing":
+        out.setdefault(f"{NAMESPACE}:sshPrivateKey", ENCRYPTED)
     return out
 
 
