@@ -205,13 +205,18 @@ apply() {
   report "$reachable"
 }
 
-reapply() {
-  [ -f "$STATE/params" ] || { log "nothing applied: nothing to re-apply"; return 0; }
+# The state of the last apply, under the step's lock: its parameters, the originals, the device it targets.
+load_applied() {
   lock_step "$STATE"
   load_params "$STATE/params" "${PARAMS[@]}"
   validate_params
   load_originals
   [ -z "$TARGET" ] || DEV=$(target_dev)
+}
+
+reapply() {
+  [ -f "$STATE/params" ] || { log "nothing applied: nothing to re-apply"; return 0; }
+  load_applied
   if netns_exists "$NS" && ! dev_exists "$DEV"; then
     follow_gateway || return 0
   fi
@@ -222,11 +227,7 @@ reapply() {
 
 remove() {
   [ -f "$STATE/params" ] || { log "no state: nothing to remove"; return 0; }
-  lock_step "$STATE"
-  load_params "$STATE/params" "${PARAMS[@]}"
-  validate_params
-  load_originals
-  [ -z "$TARGET" ] || DEV=$(target_dev)
+  load_applied
   restore_originals
   remove_reapply_units gateway-mac
   rm -rf "$STATE" "$STATE.lock"
