@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -632,6 +633,7 @@ table ip ooa_eip {{
         text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state))
         return self.ssh(text, input=remote.params(params or {}), check=False)
 
+    @functools.cached_property
     def settings(self) -> Settings:
         """The lab host as a stack config describes it: an existing machine that already runs
         OpenStack (`host: {kind: existing}`, `openstack: {install: existing}`), the mode whose chain
@@ -656,7 +658,7 @@ table ip ooa_eip {{
     def chain_params(self, step: str, forwards: str = "") -> dict:
         """A step's stdin exactly as the program builds it from the step table for that config,
         with the router ids external-gateway printed (`FORWARDS` as the test gives it)."""
-        settings = self.settings()
+        settings = self.settings
         args = args_from_settings(settings, contract_for_render(settings, "<the lab's key>"), None)
         (row,) = [r for r in selected_steps(args) if r.name == step]
         emitted = {"router_id": self.router.router_id, "gateway_port_id": self.router.gw_port_id}

@@ -267,23 +267,15 @@ def works(lab: Lab) -> None:
     assert lab.udp(lab.inet, PROVIDER_EIP, 5353) == f"vm1/udp/53/{INTERNET_IP}"
 
 
-def test_a_full_l3_agent_restart_keeps_the_fix(clean):
-    """The agent resyncs the router (iptables_manager rewrites its own chains); ours stay."""
+# The L3 agent resyncs the router (iptables_manager rewrites its own chains), the OVS agent its
+# flows and port tags: ours stay.
+@pytest.mark.parametrize("agent", ["l3-agent", "ovs-agent"])
+def test_a_full_agent_restart_keeps_the_fix(clean, agent):
     lab = clean
     apply_both(lab)
     once = lab.snapshot()
-    took = lab.restart_agent("l3-agent")
-    print(f"L3 agent restart -> router resynced: {took:.1f} s")
-    assert unordered(lab.snapshot()) == unordered(once)
-    works(lab)
-
-
-def test_an_ovs_agent_restart_keeps_the_fix(clean):
-    lab = clean
-    apply_both(lab)
-    once = lab.snapshot()
-    took = lab.restart_agent("ovs-agent")
-    print(f"OVS agent restart -> resynced: {took:.1f} s")
+    took = lab.restart_agent(agent)
+    print(f"{agent} restart -> resynced: {took:.1f} s")
     assert unordered(lab.snapshot()) == unordered(once)
     works(lab)
 
