@@ -90,12 +90,7 @@ def render(stack: str | None, out: Path, root: Path = ROOT, config_file: Path | 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, step in enumerate(selected, 1):
-        folder = out / f"{i}-{step.name}"
-        folder.mkdir(exist_ok=True)
-        (folder / "command.sh").write_text(command(step.name, "apply"))
-        (folder / "remove.sh").write_text(command(step.name, "remove"))
-        (folder / "params.env").write_text(params(step.params(inputs)))
-        written += [folder / "command.sh", folder / "remove.sh", folder / "params.env"]
+        written += _write_step(out / f"{i}-{step.name}", step.name, step.params(inputs))
     if args.install == "devstack":
         (out / "local.conf").write_text(local_conf_for(contract))
         written.append(out / "local.conf")
@@ -104,14 +99,12 @@ def render(stack: str | None, out: Path, root: Path = ROOT, config_file: Path | 
     return written
 
 
-def _write_step(folder: Path, step: str, values: dict[str, object], runs_on: str) -> list[Path]:
+def _write_step(folder: Path, step: str, values: dict[str, object], runs_on: str | None = None) -> list[Path]:
+    """A step's command, remove command and parameters (and, where the chain spans machines, where it runs)."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {
-        "command.sh": command(step, "apply"),
-        "remove.sh": command(step, "remove"),
-        "params.env": params(values),
-        "runs-on.txt": runs_on + "\n",
-    }
+    files = {"command.sh": command(step, "apply"), "remove.sh": command(step, "remove"), "params.env": params(values)}
+    if runs_on is not None:
+        files["runs-on.txt"] = runs_on + "\n"
     for file, text in files.items():
         (folder / file).write_text(text)
     return [folder / f for f in files]
