@@ -448,6 +448,7 @@ module = neutron_api:application
     def down(self) -> None:
         """Stop every daemon (agents first), then what they spawned, then their namespaces."""
         t = time.monotonic()
+        owned = self.owned_namespaces()
         for batch in (AGENTS, ("neutron-api", "neutron-rpc", "neutron-periodic"), ("rabbitmq", "mariadb"), ("epmd",)):
             names = [n for n in batch if n in self.groups]
             with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
@@ -455,10 +456,21 @@ module = neutron_api:application
         for name in list(self.groups):
             self.stop(name)
         self.kill_leftovers()
-        for ns in set(netns_list()) - self.netns_before:
-            if ns.startswith(("qrouter-", "qdhcp-")):
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for ns in owned & set(netns_list()):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         self.timings["neutron down"] = time.monotonic() - t
+
+    def owned_namespaces(self) -> set[str]:
+        """The agents' namespaces of this Neutron's routers and networks (named by their IDs, so a
+        lab running beside this one keeps its own); when the API no longer answers, those that
+        appeared while this Neutron ran."""
+        try:
+            ids = [f"qrouter-{r['id']}" for r in self.api("GET", "routers")["routers"]]
+            ids += [f"qdhcp-{n['id']}" for n in self.api("GET", "networks")["networks"]]
+            return set(ids)
+        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, KeyError):
+            appeared = set(netns_list()) - self.netns_before
+            return {ns for ns in appeared if ns.startswith(("qrouter-", "qdhcp-"))}
 
     def kill_leftovers(self) -> None:
         """dnsmasq and privsep helpers leave their agent's process group: find them by our work folder."""
