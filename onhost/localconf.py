@@ -31,6 +31,8 @@ INTERNAL_CATALOG_POST_CONFIG = (
     ("$CINDER_CONF", "nova", "interface", "internal"),
     ("$CINDER_CONF", "DEFAULT", "glance_catalog_info", "image:glance:internalURL"),
 )
+# A compute node runs only nova-compute of those services: its volume attaches go to Cinder.
+COMPUTE_INTERNAL_CATALOG_POST_CONFIG = tuple(o for o in INTERNAL_CATALOG_POST_CONFIG if o[0] == "$NOVA_CONF")
 # DevStack's names for the provider side (its defaults, spelled out so the steps agree).
 PUBLIC_BRIDGE = "br-ex"
 PHYSICAL_NETWORK = "public"
@@ -184,4 +186,4 @@ def render_compute_local_conf(*, host_ip: IPv4Address, service_host: IPv4Address
         "VNCSERVER_PROXYCLIENT_ADDRESS=$HOST_IP",
         "IP_VERSION=4",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + post_config_lines(COMPUTE_INTERNAL_CATALOG_POST_CONFIG)) + "\n"
