@@ -143,6 +143,7 @@ if compute is not None and openstack.admin_password is not None:
             openstack.admin_password,
             controller_installed=openstack.steps["install-openstack"],
             cluster_rule=compute.cluster_rule,
+            controller_catalog=openstack.steps.get("public-endpoints"),
         ),
     )
     pulumi.export(

@@ -178,6 +178,10 @@ class ComputeStepsArgs:
     clouds_yaml: str = "/etc/openstack/clouds.yaml"
     cluster_rule: pulumi.Resource | None = None
     """The security-group rule the nodes need to reach the controller."""
+    controller_catalog: pulumi.Resource | None = None
+    """The controller's step that moves its catalog (public-endpoints; None where it does not run).
+    The node steps that call the controller's CLI start after it: a step picks the catalog interface
+    once, when it starts (onhost/steps/lib.sh), so it must not start while the catalog moves."""
 
 
 def node_inputs(args: ComputeStepsArgs, node: NodeContract) -> NodeInputs:
@@ -227,6 +231,7 @@ def steps_args_from_settings(
     admin_password: pulumi.Input[str],
     controller_installed: pulumi.Resource | None = None,
     cluster_rule: pulumi.Resource | None = None,
+    controller_catalog: pulumi.Resource | None = None,
 ) -> ComputeStepsArgs:
     """ComputeStepsArgs from the settings' OpenStack side (the program and render share it)."""
     return ComputeStepsArgs(
@@ -238,6 +243,7 @@ def steps_args_from_settings(
         cloud=settings.openstack.cloud_name,
         clouds_yaml=settings.openstack.clouds_yaml_path,
         cluster_rule=cluster_rule,
+        controller_catalog=controller_catalog,
     )
 
 
@@ -263,6 +269,8 @@ class ComputeSteps(pulumi.ComponentResource):
                     depends: list[pulumi.Resource] = [mine[step.after]]
                 else:
                     depends = [*node.ready, *(r for r in (args.controller_installed, args.cluster_rule) if r)]
+                if on_controller and args.controller_catalog is not None:
+                    depends.append(args.controller_catalog)
                 if on_controller:
                     deleted_with = controller.deleted_with
                 else:
@@ -289,7 +297,7 @@ class ComputeSteps(pulumi.ComponentResource):
             _stdin(discover_params(hostnames, args.cloud, args.clouds_yaml)),
             # A new or replaced node, or a new controller, is discovered again.
             triggers=[controller.machine_id, reinstall, *[n.machine_id for n in args.nodes]],
-            depends_on=last,
+            depends_on=[*last, *([args.controller_catalog] if args.controller_catalog else [])],
             deleted_with=controller.deleted_with,
             timeouts=(DISCOVER.timeout, DISCOVER.delete_timeout),
             secret=False,

@@ -281,6 +281,8 @@ def test_step_dependencies_and_options(three):
             "dev-install-openstack", f"{node}-instance", f"{node}-eip", "dev-management-cluster"
         }
         assert record in three.depends_on(prepare) and prepare in three.depends_on(install)
+        # the controller's CLI picks its catalog interface once per run: not while the catalog moves
+        assert "dev-public-endpoints" in three.depends_on(record)
         # nodes are independent of each other
         others = {f"dev-compute-{j}" for j in range(3) if j != i}
         for name in (record, prepare, install):
@@ -301,7 +303,9 @@ def test_step_dependencies_and_options(three):
         assert is_rpc_secret(three.one(install).inputs["stdin"])
         assert not is_rpc_secret(three.one(record).inputs["stdin"])
     discover = three.one("dev-discover-hosts")
-    assert three.depends_on("dev-discover-hosts") >= {f"dev-compute-{i}-install-compute" for i in range(3)}
+    assert three.depends_on("dev-discover-hosts") >= {
+        "dev-public-endpoints", *(f"dev-compute-{i}-install-compute" for i in range(3))
+    }
     assert graph(three)["dev-discover-hosts"]["deleted_with"] == "dev-instance"
     assert discover.inputs["triggers"] == [
         "dev-instance-id", reinstall, *[f"dev-compute-{i}-instance-id" for i in range(3)]
