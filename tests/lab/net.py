@@ -18,7 +18,10 @@
 The provider ENI has the primary IP 10.0.2.10 (elastic IP 203.0.113.20) and the secondary IPs
 10.0.2.11 and 10.0.2.12 (elastic IPs 203.0.113.21, 203.0.113.22): Neutron's floating IP pool. The
 management ENI 10.0.1.10 (elastic IP 203.0.113.10) is where the steps' SSH goes, from the internet
-namespace, as pulumi-command's would.
+namespace, as pulumi-command's would. On the host the management IP sits on the Open vSwitch bridge
+br-mgmt (eth0 its port): the VXLAN endpoint of the userspace datapath. The compute host `host2`
+(10.0.1.11 on the same management bridge, vm3 bound to it, vm3's floating IP 10.0.2.13 / elastic IP
+203.0.113.23) is tests/lab/compute.py's.
 """
 
 from __future__ import annotations
