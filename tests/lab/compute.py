@@ -205,11 +205,19 @@ enable_security_group = true
 
         return wait_for(f"{HOSTNAME}'s OVS agent alive", alive, timeout)
 
-    def plug_vm(self, script: Path) -> None:
-        """vm3: a Neutron port bound to lab-compute, plugged into host2's br-int as the lab plugs
-        vm1/vm2 (fullstack style), addressed by the controller's dnsmasq through the tunnel."""
+    def plug_vm(self) -> None:
+        """vm3, once the node's agent is alive: a Neutron port bound to lab-compute, plugged into
+        host2's br-int as the lab plugs vm1/vm2 (fullstack style), addressed by the controller's
+        dnsmasq through the tunnel. Runs beside the lab's own _build_vms."""
         t = time.monotonic()
+        self.wait_agent()
         lab, api, vm = self.lab, self.lab.neutron, self.vm
+        script = self.agent.work / "udhcpc.sh"  # apply the lease, as the lab's for vm1 and vm2
+        script.write_text(
+            '#!/bin/sh\ncase "$1" in bound|renew)\n  ip addr flush dev "$interface"\n'
+            '  ip addr add "$ip/$mask" dev "$interface"\n  ip route replace default via "$router"\n;; esac\n'
+        )
+        script.chmod(0o755)
         net = api.find("networks", name="private")[0]
         subnet = api.find("subnets", name="private-subnet")[0]
         port = api.api(
@@ -301,8 +309,8 @@ table bridge ooa_vxlan {{
 
     # --- teardown ------------------------------------------------------------------------------
     def stop(self) -> None:
-        """The agent (it ignores SIGTERM: a short grace) and what it spawned."""
-        self.agent.stop("ovs-agent", grace=1)
+        """The agent (it ignores SIGTERM: no grace) and what it spawned."""
+        self.agent.stop("ovs-agent", grace=0)
         self.agent.kill_leftovers()
 
     def stop_ovs(self) -> None:
