@@ -263,6 +263,7 @@ class Lab:
             with ThreadPoolExecutor(max_workers=1) as pool:  # vm3 on host 2 beside vm1 and vm2
                 vm3 = pool.submit(self.compute.plug_vm)
                 self._build_vms()
+                self.timings["vm1, vm2"] = time.monotonic() - t
                 vm3.result()
             self.timings["VMs"] = time.monotonic() - t
             self.vms.append(self.compute.vm)

@@ -55,6 +55,8 @@ def test_vm3_is_a_port_bound_to_the_compute_host_on_the_vxlan_tenant_network(lab
     assert net["provider:network_type"] == "vxlan"
     assert net["mtu"] == compute.TENANT_MTU  # fits the 9001 management link with VXLAN's 50 bytes
     # plugged into host 2's br-int (not the controller's), addressed by the controller's dnsmasq
+    dhcp = lab.neutron.api("GET", f"networks/{net['id']}/dhcp-agents")["agents"]
+    assert [a["host"] for a in dhcp] == ["lab-host"]
     assert vm3(lab).dev not in lab.ovs("ovs-vsctl", "list-ports", "br-int").stdout.split()
     assert lab.compute.ovs("ovs-vsctl", "iface-to-br", vm3(lab).dev).stdout.strip() == "br-int"
     got = sh("ip", "-4", "-o", "addr", "show", "dev", vm3(lab).dev, ns=lab.vm3).stdout
