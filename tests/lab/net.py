@@ -18,7 +18,10 @@
 The provider ENI has the primary IP 10.0.2.10 (elastic IP 203.0.113.20) and the secondary IPs
 10.0.2.11 and 10.0.2.12 (elastic IPs 203.0.113.21, 203.0.113.22): Neutron's floating IP pool. The
 management ENI 10.0.1.10 (elastic IP 203.0.113.10) is where the steps' SSH goes, from the internet
-namespace, as pulumi-command's would.
+namespace, as pulumi-command's would. On the host the management IP sits on the Open vSwitch bridge
+br-mgmt (eth0 its port): the VXLAN endpoint of the userspace datapath. The compute host `host2`
+(10.0.1.11 on the same management bridge, vm3 bound to it, vm3's floating IP 10.0.2.13 / elastic IP
+203.0.113.23) is tests/lab/compute.py's.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,19 +55,30 @@ PROVIDER_GW, PROVIDER_MAC = "10.0.2.1", "0e:00:00:00:02:10"
 PROVIDER_IP, PROVIDER_EIP = "10.0.2.10", "203.0.113.20"
 FLOATING_IP, FLOATING_EIP = "10.0.2.11", "203.0.113.21"
 LATER_IP, LATER_EIP = "10.0.2.12", "203.0.113.22"  # the floating IP a test adds later
+# the compute host (tests/lab/compute.py): node 0's management IP, and vm3's floating IP
+COMPUTE_MGMT_IP, COMPUTE_MGMT_MAC = "10.0.1.11", "0e:00:00:00:01:11"
+COMPUTE_FIP, COMPUTE_EIP = "10.0.2.13", "203.0.113.23"
 PROVIDER_CIDR, TENANT_CIDR = "10.0.2.0/24", "192.168.100.0/24"
 PEER_GW, PEER_IP, PEER_MAC = "10.0.3.1", "10.0.3.20", "0e:00:00:00:03:20"
-TENANT_GW, VM1_IP, VM2_IP = "192.168.100.1", "192.168.100.10", "192.168.100.20"
-ELASTIC = {MGMT_EIP: MGMT_IP, PROVIDER_EIP: PROVIDER_IP, FLOATING_EIP: FLOATING_IP, LATER_EIP: LATER_IP}
+TENANT_GW, VM1_IP, VM2_IP, VM3_IP = "192.168.100.1", "192.168.100.10", "192.168.100.20", "192.168.100.30"
+ELASTIC = {
+    MGMT_EIP: MGMT_IP,
+    PROVIDER_EIP: PROVIDER_IP,
+    FLOATING_EIP: FLOATING_IP,
+    LATER_EIP: LATER_IP,
+    COMPUTE_EIP: COMPUTE_FIP,
+}
 REGISTERED = [
     ("p-mgmt", MGMT_MAC, MGMT_IP),
+    ("p-mgmt2", COMPUTE_MGMT_MAC, COMPUTE_MGMT_IP),
     ("p-prov", PROVIDER_MAC, PROVIDER_IP),
     ("p-prov", PROVIDER_MAC, FLOATING_IP),
     ("p-prov", PROVIDER_MAC, LATER_IP),
+    ("p-prov", PROVIDER_MAC, COMPUTE_FIP),
     ("p-peer", PEER_MAC, PEER_IP),
 ]
 CLOUD = "lab"
-PROVIDER_MTU = 9001  # an ENA ENI's link (and VPC peering); the internet path is 1500
+PROVIDER_MTU = 9001  # an ENA ENI's link, management and provider (and VPC peering); the internet path is 1500
 BULK = 4 * 1024 * 1024  # bytes each bulk transfer moves (listeners on the VMs' port 9000 / 9001)
 
 BINARIES = [
@@ -179,7 +194,12 @@ class Lab:
         self.vpc, self.inet, self.host, self.peer = (f"{self.tag}-{n}" for n in ("vpc", "inet", "host", "peer"))
         self.vms = [Vm("vm1", f"{self.tag}-vm1", VM1_IP), Vm("vm2", f"{self.tag}-vm2", VM2_IP)]
         self.vm1, self.vm2 = (vm.ns for vm in self.vms)
-        self.neutron = neutron.Neutron(self.work / "neutron", self.host, self.run)
+        self.neutron = neutron.Neutron(self.work / "neutron", self.host, self.run, mgmt_ip=MGMT_IP)
+        from tests.lab.compute import ComputeHost  # it imports this module
+
+        # vm3 joins self.vms once plugged (after vm1 and vm2)
+        self.compute = ComputeHost(self, COMPUTE_MGMT_IP, COMPUTE_MGMT_MAC, Vm("vm3", f"{self.tag}-vm3", VM3_IP))
+        self.vm3 = self.compute.vm.ns
         self.router = Router("", "")
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen] = []
@@ -218,13 +238,18 @@ class Lab:
             signal.signal(signal.SIGTERM, _interrupt)  # so finally/teardown run on `kill`
         t0 = time.monotonic()
         try:
-            for ns in (self.vpc, self.inet, self.host, self.peer, self.vm1, self.vm2):
+            for ns in (self.vpc, self.inet, self.host, self.peer, self.vm1, self.vm2, self.compute.ns, self.vm3):
                 self.netns(ns)
             self._build_vpc()
             self._build_host()
             self._build_ovs()
+            self.compute.underlay_controller()  # the management IP onto br-mgmt: the VXLAN endpoint
             self._build_sshd()
-            self.neutron.up()
+            with ThreadPoolExecutor(max_workers=1) as pool:  # host 2 is built while Neutron starts
+                host2 = pool.submit(self.compute.build_host)
+                self.neutron.up()
+                host2.result()
+            self.compute.start_agent()
             self.timings["neutron up"] = self.neutron.timings["neutron up"]
             t = time.monotonic()
             out = self.step("external-gateway", "apply", self.external_gateway_params())
@@ -234,7 +259,15 @@ class Lab:
             self.router = Router(ids["router_id"], ids["gateway_port_id"])
             self.timings["external-gateway"] = time.monotonic() - t
             self.wait_router()
-            self._build_vms()
+            t = time.monotonic()
+            with ThreadPoolExecutor(max_workers=1) as pool:  # vm3 on host 2 beside vm1 and vm2
+                vm3 = pool.submit(self.compute.plug_vm)
+                self._build_vms()
+                self.timings["vm1, vm2"] = time.monotonic() - t
+                vm3.result()
+            self.timings["VMs"] = time.monotonic() - t
+            self.vms.append(self.compute.vm)
+            self.timings.update(self.compute.timings)
             self.floating_ip(FLOATING_IP, self.vms[1])
             self._listeners()
             self.timings["lab built"] = time.monotonic() - t0
@@ -263,15 +296,15 @@ class Lab:
             sh("ip", "link", "set", nic, "address", mac, ns=ns)
             sh("ip", "link", "set", port, "master", br, "up", ns=vpc)
             sh("ip", "link", "set", br, "up", ns=vpc)
-            if br != "vbr-mgmt":
-                for dev, where in ((port, vpc), (br, vpc), (nic, ns)):
-                    sh("ip", "link", "set", dev, "mtu", str(PROVIDER_MTU), ns=where)
+            for dev, where in ((port, vpc), (br, vpc), (nic, ns)):
+                sh("ip", "link", "set", dev, "mtu", str(PROVIDER_MTU), ns=where)
         sh("ip", "addr", "add", f"{PEER_IP}/24", "dev", "eth0", ns=self.peer)
         sh("ip", "link", "set", "eth0", "up", ns=self.peer)
         sh("ip", "route", "add", "default", "via", PEER_GW, ns=self.peer)
         # TCP through the userspace datapath fails with checksum offload on the VPC side: the
         # provider NIC is an AF_PACKET port of ovs-vswitchd, which gets partial checksums.
         sh("ethtool", "-K", "p-prov", "tx", "off", ns=vpc)
+        sh("ethtool", "-K", "p-mgmt", "tx", "off", ns=vpc)  # the management NIC too (compute.underlay)
         registered = ", ".join(f'"{p}" . {m} . {i}' for p, m, i in REGISTERED)
         dnat = ", ".join(f"{e} : {i}" for e, i in ELASTIC.items())
         snat = ", ".join(f"{i} : {e}" for e, i in ELASTIC.items())
@@ -640,17 +673,31 @@ table ip ooa_eip {{
         (external-gateway, gateway-mac, port-forwards) the lab runs."""
         return load_settings(
             {
-                f"{NAMESPACE}:host": json.dumps({
-                    "kind": "existing", "address": MGMT_EIP, "user": "root", "managementIp": MGMT_IP,
-                    "providerMac": PROVIDER_MAC, "providerCidr": PROVIDER_CIDR, "providerGateway": PROVIDER_GW,
-                    "providerIp": PROVIDER_IP, "providerPublicIp": PROVIDER_EIP, "dnsServer": PROVIDER_GW,
-                    "floatingIps": {FLOATING_IP: FLOATING_EIP, LATER_IP: LATER_EIP},
-                }),
+                f"{NAMESPACE}:host": json.dumps(
+                    {
+                        "kind": "existing",
+                        "address": MGMT_EIP,
+                        "user": "root",
+                        "managementIp": MGMT_IP,
+                        "providerMac": PROVIDER_MAC,
+                        "providerCidr": PROVIDER_CIDR,
+                        "providerGateway": PROVIDER_GW,
+                        "providerIp": PROVIDER_IP,
+                        "providerPublicIp": PROVIDER_EIP,
+                        "dnsServer": PROVIDER_GW,
+                        "floatingIps": {FLOATING_IP: FLOATING_EIP, LATER_IP: LATER_EIP, COMPUTE_FIP: COMPUTE_EIP},
+                    }
+                ),
                 f"{NAMESPACE}:sshPrivateKey": "<the lab's key>",
-                f"{NAMESPACE}:openstack": json.dumps({
-                    "install": "existing", "cloud": CLOUD, "cloudsYaml": str(self.clouds_yaml),
-                    "physicalNetwork": neutron.PHYSNET, "externalBridge": "br-ex",
-                }),
+                f"{NAMESPACE}:openstack": json.dumps(
+                    {
+                        "install": "existing",
+                        "cloud": CLOUD,
+                        "cloudsYaml": str(self.clouds_yaml),
+                        "physicalNetwork": neutron.PHYSNET,
+                        "externalBridge": "br-ex",
+                    }
+                ),
                 f"{NAMESPACE}:tenantCidr": TENANT_CIDR,
             }
         )
@@ -762,9 +809,11 @@ table ip ooa_eip {{
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
         try:
+            self.compute.stop()
             self.neutron.down()
         finally:
             self._stop_ovs()
+            self.compute.stop_ovs()
             for ns in reversed(self.namespaces):
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True)
             self.namespaces.clear()

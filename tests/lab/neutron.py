@@ -107,8 +107,11 @@ def _alive_group(pgid: int) -> bool:
 class Neutron:
     """The control plane and agents, configured under `work`, run in network namespace `netns`."""
 
-    def __init__(self, work: Path, netns: str, ovs_run: Path, mtu: int = 1500):
+    def __init__(self, work: Path, netns: str, ovs_run: Path, mtu: int = 1500, mgmt_ip: str = ""):
+        """`mgmt_ip`: the host's management IP, where RabbitMQ also listens (for the compute host's
+        agent, tests/lab/compute.py) and the OVS agent's VXLAN endpoint; '' keeps both on loopback."""
         self.work = work
+        self.mgmt_ip = mgmt_ip
         self.netns = netns
         self.ovs_run = ovs_run
         self.mtu = mtu
@@ -240,8 +243,7 @@ max_connections = 200
 socket = {sock}
 """,
             "rabbitmq.conf": f"""listeners.tcp.1 = 127.0.0.1:{AMQP_PORT}
-loopback_users.guest = true
-vm_memory_high_watermark.absolute = 512MiB
+{self.rabbit_mgmt_listener()}vm_memory_high_watermark.absolute = 512MiB
 disk_free_limit.absolute = 50MB
 """,
             "rabbitmq-enabled_plugins": "[].\n",
@@ -299,7 +301,7 @@ vni_ranges = 1001:2000
             "openvswitch_agent.ini": f"""[ovs]
 datapath_type = netdev
 bridge_mappings = {PHYSNET}:br-ex
-local_ip = 127.0.0.1
+local_ip = {self.mgmt_ip or "127.0.0.1"}
 ovsdb_connection = {ovsdb}
 of_listen_address = 127.0.0.1
 of_listen_port = 16633
@@ -356,6 +358,12 @@ module = neutron_api:application
         for name, text in files.items():
             (etc / name).write_text(text)
         shutil.copy(LAB_VENV / "etc" / "neutron" / "api-paste.ini", etc / "api-paste.ini")
+
+    def rabbit_mgmt_listener(self) -> str:
+        """RabbitMQ on the management IP too, `guest` allowed from there (a lab-only broker)."""
+        if not self.mgmt_ip:
+            return "loopback_users.guest = true\n"
+        return f"listeners.tcp.2 = {self.mgmt_ip}:{AMQP_PORT}\nloopback_users.guest = false\n"
 
     def rabbit_env(self) -> dict[str, str]:
         r = self.work / "rabbit"

@@ -13,6 +13,7 @@ import pytest
 
 from tests.lab.net import (
     BULK,
+    COMPUTE_FIP,
     FLOATING_EIP,
     FLOATING_IP,
     INTERNET_IP,
@@ -77,7 +78,7 @@ def test_external_gateway_made_the_neutron_objects_through_the_api(lab):
     assert (public["provider:network_type"], public["provider:physical_network"]) == ("flat", "public")
     sub = api.find("subnets", name="public-subnet")[0]
     assert (sub["cidr"], sub["gateway_ip"], sub["enable_dhcp"]) == (PROVIDER_CIDR, PROVIDER_GW, False)
-    assert sub["allocation_pools"] == [{"start": PROVIDER_IP, "end": LATER_IP}]  # the ENI's IPs only
+    assert sub["allocation_pools"] == [{"start": PROVIDER_IP, "end": COMPUTE_FIP}]  # the ENI's IPs only
     router = api.api("GET", f"routers/{lab.router.router_id}")["router"]
     assert router["name"] == "router1"
     assert [ip["ip_address"] for ip in router["external_gateway_info"]["external_fixed_ips"]] == [PROVIDER_IP]
