@@ -245,7 +245,6 @@ IncludeOptional sites-enabled/*.conf
         finally:
             log.close()
         self.neutron.groups["apache"] = p.pid  # stopped with Neutron's daemons (Neutron.down)
-        self.sshd_pid = sshd_pid
         wait_for("the host's Apache", lambda: self._http_code("/") not in ("000", ""), 30, 0.1)
 
     def database_ready(self) -> None:
