@@ -23,16 +23,43 @@ PUBLIC_URL_PLACEHOLDER = "@PUBLIC_BASE_URL@"
 # The services' own calls go to the catalog's internal endpoints (public-endpoints creates them and
 # moves the public ones to the public https address, neither routed nor trusted from the host):
 # the options of the services that pick the public interface by default (docs/tls.md, checked in
-# nova 34.0.0, neutron 29.0.0, cinder 29.0.0). Nova's other clients already try internal first.
+# nova 34.0.0, neutron 29.0.0, cinder 29.0.0). Nova's clients of Neutron and Placement would try
+# internal first, but DevStack sets their `interface = public` (lib/keystone configure_keystoneauth;
+# keystoneauth's deprecated name of valid_interfaces): internal first, public while there is none.
 INTERNAL_CATALOG_POST_CONFIG = (
     ("$NEUTRON_CONF", "nova", "endpoint_type", "internal"),  # VM-boot port events to Nova
     ("$NEUTRON_CONF", "placement", "endpoint_type", "internal"),
+    ("$NOVA_CONF", "neutron", "valid_interfaces", "internal,public"),  # VM ports
+    ("$NOVA_CONF", "placement", "valid_interfaces", "internal,public"),
     ("$NOVA_CONF", "cinder", "catalog_info", "volumev3::internalURL"),
     ("$CINDER_CONF", "nova", "interface", "internal"),
     ("$CINDER_CONF", "DEFAULT", "glance_catalog_info", "image:glance:internalURL"),
 )
-# A compute node runs only nova-compute of those services: its volume attaches go to Cinder.
+# A compute node runs only nova-compute of those services (its Neutron, Placement and Cinder
+# clients; no API there, so no token validation).
 COMPUTE_INTERNAL_CATALOG_POST_CONFIG = tuple(o for o in INTERNAL_CATALOG_POST_CONFIG if o[0] == "$NOVA_CONF")
+# Token validation: every API's keystonemiddleware calls Keystone at the catalog's identity endpoint
+# of its [keystone_authtoken] `interface`, which DevStack sets to `public` (lib/keystone
+# configure_keystoneauth): once public-endpoints moves it to https://<public address>, every API
+# call fails (seen in the lab: tests/lab/test_public_api.py). `internal` exists only while
+# public-endpoints is applied (not during stack.sh); the identity *admin* endpoint that
+# KEYSTONE_ADMIN_ENDPOINT=True makes DevStack create (http://HOST_IP/identity) always exists and
+# public-endpoints never moves it. The API services of the all-in-one host, by their config file:
+AUTHTOKEN_CONFS = ("$NEUTRON_CONF", "$NOVA_CONF", "$CINDER_CONF", "$GLANCE_API_CONF", "$PLACEMENT_CONF")
+AUTHTOKEN_INTERFACE = "admin"
+
+
+def catalog_post_config() -> tuple[tuple[str, str, str, str], ...]:
+    """The post-config options above, each file's together (its [keystone_authtoken] first)."""
+    files = dict.fromkeys([*(o[0] for o in INTERNAL_CATALOG_POST_CONFIG), *AUTHTOKEN_CONFS])
+    options: list[tuple[str, str, str, str]] = []
+    for file in files:
+        if file in AUTHTOKEN_CONFS:
+            options.append((file, "keystone_authtoken", "interface", AUTHTOKEN_INTERFACE))
+        options.extend(o for o in INTERNAL_CATALOG_POST_CONFIG if o[0] == file)
+    return tuple(options)
+
+
 # DevStack's names for the provider side (its defaults, spelled out so the steps agree).
 PUBLIC_BRIDGE = "br-ex"
 PHYSICAL_NETWORK = "public"
@@ -117,8 +144,10 @@ def render_local_conf(
         "NEUTRON_CREATE_INITIAL_NETWORKS=False",
         # The console links nova hands out: noVNC through the TLS front (tls-front.sh's /novnc/).
         f"NOVNCPROXY_URL={PUBLIC_URL_PLACEHOLDER}/novnc/vnc_lite.html",
+        # An identity endpoint on the interface the services validate tokens with (AUTHTOKEN_INTERFACE).
+        "KEYSTONE_ADMIN_ENDPOINT=True",
     ]
-    return "\n".join(lines + post_config_lines(INTERNAL_CATALOG_POST_CONFIG)) + "\n"
+    return "\n".join(lines + post_config_lines(catalog_post_config())) + "\n"
 
 
 def post_config_lines(options: tuple[tuple[str, str, str, str], ...]) -> list[str]:

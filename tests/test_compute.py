@@ -440,14 +440,18 @@ def test_the_node_conf_says_what_devstacks_multinode_guide_says():
     assert "PUBLIC_INTERFACE" not in values and "enable_service" not in node_conf()
 
 
-def test_the_nodes_nova_calls_cinder_on_the_internal_catalog():
+def test_the_nodes_nova_calls_the_internal_catalog():
     """issue 13: public-endpoints moves the public endpoints to the https Elastic IP, which a node's
-    nova-compute must not call for a volume attach; like the controller's, its [cinder] client uses
-    the internal interface, and the post-config file is a DevStack variable."""
+    nova-compute must not call (port binding, placement reports, volume attach); like the
+    controller's, its clients use the internal interface, and the post-config file is a DevStack
+    variable. No [keystone_authtoken]: no API runs on a node."""
     from onhost.localconf import post_config_files
 
     text = node_conf()
-    assert text.endswith("[[post-config|$NOVA_CONF]]\n[cinder]\ncatalog_info = volumev3::internalURL\n")
+    assert text.endswith(
+        "[[post-config|$NOVA_CONF]]\n[neutron]\nvalid_interfaces = internal,public\n"
+        "[placement]\nvalid_interfaces = internal,public\n[cinder]\ncatalog_info = volumev3::internalURL\n"
+    )
     assert post_config_files(text) == ["NOVA_CONF"] and "NOVA_CONF" in _known()
     assert text.index("IP_VERSION=") < text.index("[[post-config|")
 

@@ -78,15 +78,34 @@ def test_the_services_use_the_internal_catalog_and_novnc_the_tls_front():
     c = conf()
     assert c["NOVNCPROXY_URL"] == "@PUBLIC_BASE_URL@/novnc/vnc_lite.html"
     text = local_conf_for(settings())
+    token = "[keystone_authtoken]\ninterface = admin\n"
     assert text.endswith(
-        "[[post-config|$NEUTRON_CONF]]\n[nova]\nendpoint_type = internal\n[placement]\nendpoint_type = internal\n"
-        "[[post-config|$NOVA_CONF]]\n[cinder]\ncatalog_info = volumev3::internalURL\n"
-        "[[post-config|$CINDER_CONF]]\n[nova]\ninterface = internal\n"
+        f"[[post-config|$NEUTRON_CONF]]\n{token}[nova]\nendpoint_type = internal\n"
+        "[placement]\nendpoint_type = internal\n"
+        f"[[post-config|$NOVA_CONF]]\n{token}[neutron]\nvalid_interfaces = internal,public\n"
+        "[placement]\nvalid_interfaces = internal,public\n[cinder]\ncatalog_info = volumev3::internalURL\n"
+        f"[[post-config|$CINDER_CONF]]\n{token}[nova]\ninterface = internal\n"
         "[DEFAULT]\nglance_catalog_info = image:glance:internalURL\n"
+        f"[[post-config|$GLANCE_API_CONF]]\n{token}[[post-config|$PLACEMENT_CONF]]\n{token}"
     )
     known = {line.strip() for line in DEVSTACK_VARIABLES.read_text().splitlines() if not line.startswith("#")}
     files = post_config_files(text)
-    assert files == ["NEUTRON_CONF", "NOVA_CONF", "CINDER_CONF"] and set(files) <= known
+    assert files == ["NEUTRON_CONF", "NOVA_CONF", "CINDER_CONF", "GLANCE_API_CONF", "PLACEMENT_CONF"]
+    assert set(files) <= known
+
+
+def test_the_apis_validate_tokens_on_an_identity_endpoint_that_public_endpoints_never_moves():
+    """issue 13 (found in the lab, tests/lab/test_public_api.py): DevStack's keystonemiddleware
+    validates tokens at the catalog's *public* identity endpoint, which public-endpoints moves to the
+    https public address (not reachable nor trusted from the host): every API would fail once its
+    service token is renewed. DevStack creates an identity *admin* endpoint on its own URL, and
+    every API service validates there."""
+    c = conf()
+    assert c["KEYSTONE_ADMIN_ENDPOINT"] == "True"
+    text = local_conf_for(settings())
+    for file in ("NEUTRON_CONF", "NOVA_CONF", "CINDER_CONF", "GLANCE_API_CONF", "PLACEMENT_CONF"):
+        block = text.split(f"[[post-config|${file}]]\n", 1)[1].split("[[", 1)[0]
+        assert block.startswith("[keystone_authtoken]\ninterface = admin\n"), file
     # the localrc part ends before the first meta-section: the variables stay DevStack's
     assert text.index("NOVNCPROXY_URL=") < text.index("[[post-config|")
 

@@ -480,7 +480,9 @@ FAKE_A2 = """#!/bin/bash
 echo "$(basename "$0") $*" >>"$FAKE_LOG"
 mod=${@: -1}
 case $(basename "$0") in
-  a2enmod) ln -sf "../mods-available/$mod.load" "$OOA_ROOT/etc/apache2/mods-enabled/$mod.load" ;;
+  a2enmod) ln -sf "../mods-available/$mod.load" "$OOA_ROOT/etc/apache2/mods-enabled/$mod.load"
+    # as Debian's a2enmod enables ssl's dependency (mods-available/ssl.load: "# Depends: ... socache_shmcb")
+    [ "$mod" != ssl ] || ln -sf ../mods-available/socache_shmcb.load "$OOA_ROOT/etc/apache2/mods-enabled/" ;;
   a2dismod) rm -f "$OOA_ROOT/etc/apache2/mods-enabled/$mod.load" ;;
 esac
 """
@@ -544,11 +546,13 @@ def test_fake_apache_apply_enables_what_is_missing_tests_reloads_and_remove_undo
     n = len(fake_calls(host))
     removed = run_host(host, "remove", None)
     assert removed.returncode == 0, removed.stderr
+    # the last enabled first, and ssl's dependency that a2enmod enabled with it too
     assert fake_calls(host)[n:] == [
-        "a2dismod -q -f ssl", "a2dismod -q -f proxy_http", "a2dismod -q -f proxy_wstunnel", "a2dismod -q -f rewrite",
-        "a2dismod -q -f headers", "apache2ctl -t", "apache2ctl graceful",
+        "a2dismod -q -f headers", "a2dismod -q -f rewrite", "a2dismod -q -f proxy_wstunnel",
+        "a2dismod -q -f proxy_http", "a2dismod -q -f ssl", "a2dismod -q -f socache_shmcb",
+        "apache2ctl -t", "apache2ctl graceful",
     ]
-    assert snapshot(root) == before  # proxy.load still there; every file of ours gone
+    assert snapshot(root) == before  # proxy.load still there; every file and module link of ours gone
     assert not (tmp / "state" / "tls-front").exists()
 
 

@@ -23,8 +23,8 @@
 # closes it to the outside (the services keep using it inside the host).
 #
 #   tls-front.sh apply     params on stdin; enables the Apache modules it needs (ssl, proxy,
-#                          proxy_http, proxy_wstunnel, rewrite, headers: those not already enabled
-#                          are recorded), writes the
+#                          proxy_http, proxy_wstunnel, rewrite, headers: those not already enabled,
+#                          and what a2enmod enables with them, are recorded), writes the
 #                          files below (config), checks Apache's configuration (restoring the previous
 #                          files if it fails) and reloads Apache when something changed
 #   tls-front.sh remove    deletes exactly those files, disables the modules it enabled, reloads
@@ -229,13 +229,25 @@ restore() {
   [ ! -f "$SITE" ] || ln -sfn "../sites-available/$SITE_NAME.conf" "$SITE_LINK"
 }
 
-# enable_modules : a2enmod what is missing, recording it (remove disables only those).
+# enabled_modules : the modules enabled now (mods-enabled/*.load), one per line, sorted.
+enabled_modules() {
+  local f
+  for f in "$ROOT/etc/apache2/mods-enabled/"*.load; do
+    if [ -e "$f" ] || [ -L "$f" ]; then basename "$f" .load; fi
+  done | sort
+}
+
+# enable_modules : a2enmod what is missing, recording every module that became enabled: the one
+# asked for and the dependencies a2enmod enabled with it (Debian's ssl brings socache_shmcb), so
+# that remove disables exactly those.
 enable_modules() {
-  local mod
+  local mod before new
   for mod in "${MODULES[@]}"; do
     if [ -e "$ROOT/etc/apache2/mods-enabled/$mod.load" ] || [ -L "$ROOT/etc/apache2/mods-enabled/$mod.load" ]; then continue; fi
+    before=$(enabled_modules)
     a2enmod -q "$mod" >/dev/null
-    echo "$mod" >>"$STATE/enabled-modules"
+    new=$(comm -13 <(printf '%s\n' "$before") <(enabled_modules))
+    printf '%s\n' "${new:-$mod}" >>"$STATE/enabled-modules"
     CHANGED=1
   done
 }
@@ -266,8 +278,8 @@ remove() {
   [ -d "$STATE" ] || { log "no state: nothing to remove"; return 0; }
   local mod
   remove_config
-  if [ -f "$STATE/enabled-modules" ]; then
-    while read -r mod; do a2dismod -q -f "$mod" >/dev/null || true; done <"$STATE/enabled-modules"
+  if [ -f "$STATE/enabled-modules" ]; then # last enabled first
+    while read -r mod; do a2dismod -q -f "$mod" >/dev/null || true; done < <(tac "$STATE/enabled-modules")
   fi
   if command -v apache2ctl >/dev/null && apache2ctl -t >/dev/null 2>&1; then reload_apache; fi
   rm -rf "$STATE"

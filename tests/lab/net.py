@@ -41,11 +41,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import pulumi
+from pulumi.runtime.sync_await import _sync_await
+
 from components.contract import contract_for_render
-from components.openstack import args_from_settings, selected_steps, step_inputs
+from components.network import MANAGEMENT_PORTS
+from components.openstack import TlsParts, args_from_settings, local_conf_for, selected_steps, step_inputs
 from config.settings import NAMESPACE, Settings, load_settings
 from onhost import remote
-from tests.lab import neutron
+from tests.lab import keystone, neutron
 from tests.lab.neutron import wait_for
 
 INTERNET_IP = "198.51.100.10"
@@ -77,7 +81,7 @@ REGISTERED = [
     ("p-prov", PROVIDER_MAC, COMPUTE_FIP),
     ("p-peer", PEER_MAC, PEER_IP),
 ]
-CLOUD = "lab"
+CLOUD = "devstack-admin"  # DevStack's admin cloud in /etc/openstack/clouds.yaml (tests/lab/keystone.py)
 PROVIDER_MTU = 9001  # an ENA ENI's link, management and provider (and VPC peering); the internet path is 1500
 BULK = 4 * 1024 * 1024  # bytes each bulk transfer moves (listeners on the VMs' port 9000 / 9001)
 
@@ -102,6 +106,7 @@ BINARIES = [
     "flock",
     "jq",
     "mount",
+    "nsenter",
 ]
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
@@ -116,7 +121,7 @@ def prerequisites() -> list[str]:
         problems.append("missing binaries: " + " ".join(missing))
     if not OVS_SCHEMA.exists():
         problems.append(f"missing {OVS_SCHEMA} (package openvswitch-switch)")
-    return problems + neutron.prerequisites()
+    return problems + neutron.prerequisites() + keystone.prerequisites()
 
 
 def sh(
@@ -141,6 +146,13 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def _resolved(value: object) -> str:
+    """A step parameter as text: a program's `pulumi.Output` resolved (no engine needed)."""
+    if isinstance(value, pulumi.Output):
+        return str(_sync_await(value.future()))
+    return str(value)
 
 
 def _interrupt(signum, frame):
@@ -190,7 +202,10 @@ class Lab:
         self.prefix = self.work / "prefix"
         self.state = self.work / "state"
         self.bin = self.work / "bin"
-        self.clouds_yaml = self.work / "clouds.yaml"
+        # The host's /etc: an overlay of this machine's in sshd's mount namespace (_build_sshd); what
+        # the steps write there lands in etc/upper.
+        self.etc = self.work / "etc"
+        self.clouds_yaml = Path("/etc/openstack/clouds.yaml")  # as the host sees it (DevStack's)
         self.vpc, self.inet, self.host, self.peer = (f"{self.tag}-{n}" for n in ("vpc", "inet", "host", "peer"))
         self.vms = [Vm("vm1", f"{self.tag}-vm1", VM1_IP), Vm("vm2", f"{self.tag}-vm2", VM2_IP)]
         self.vm1, self.vm2 = (vm.ns for vm in self.vms)
@@ -200,6 +215,11 @@ class Lab:
         # vm3 joins self.vms once plugged (after vm1 and vm2)
         self.compute = ComputeHost(self, COMPUTE_MGMT_IP, COMPUTE_MGMT_MAC, Vm("vm3", f"{self.tag}-vm3", VM3_IP))
         self.vm3 = self.compute.vm.ns
+        # Keystone, and Neutron's keystonemiddleware, configured as DevStack configures them with the
+        # local.conf the program renders for this machine.
+        local_conf = local_conf_for(contract_for_render(self.devstack_settings, "<the lab's key>"))
+        self.keystone = keystone.Keystone(self.work / "keystone", self.etc / "upper", MGMT_IP, self.neutron, local_conf)
+        self.neutron.identity = self.keystone  # Neutron authenticates with the lab's real Keystone
         self.router = Router("", "")
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen] = []
@@ -241,16 +261,19 @@ class Lab:
             for ns in (self.vpc, self.inet, self.host, self.peer, self.vm1, self.vm2, self.compute.ns, self.vm3):
                 self.netns(ns)
             self._build_vpc()
+            self._build_security_group()
             self._build_host()
             self._build_ovs()
             self.compute.underlay_controller()  # the management IP onto br-mgmt: the VXLAN endpoint
             self._build_sshd()
+            self.keystone.start_apache(self.sshd.pid)
             with ThreadPoolExecutor(max_workers=1) as pool:  # host 2 is built while Neutron starts
                 host2 = pool.submit(self.compute.build_host)
                 self.neutron.up()
                 host2.result()
             self.compute.start_agent()
             self.timings["neutron up"] = self.neutron.timings["neutron up"]
+            self.timings.update(self.keystone.timings)
             t = time.monotonic()
             out = self.step("external-gateway", "apply", self.external_gateway_params())
             if out.returncode != 0:
@@ -336,6 +359,29 @@ table ip ooa_eip {{
 """
         sh("nft", "-f", "-", ns=vpc, input=ruleset)
 
+    def _build_security_group(self) -> None:
+        """What the internet cannot reach: private addresses (it routes only the Elastic IPs to the
+        VPC), and on the management ENI anything the program's security group does not open
+        (components/network.py MANAGEMENT_PORTS, and ping): port 80 of DevStack's Apache stays inside."""
+        eips = ", ".join(ELASTIC)
+        ports = ", ".join(str(p) for p in MANAGEMENT_PORTS)
+        ruleset = f"""
+table ip ooa_sg {{
+  chain internet {{
+    type filter hook prerouting priority raw; policy accept;
+    iifname "inet0" ip daddr != {{ {eips} }} drop
+  }}
+  chain management {{
+    type filter hook forward priority filter; policy accept;
+    iifname "inet0" ip daddr {MGMT_IP} ct state established,related accept
+    iifname "inet0" ip daddr {MGMT_IP} tcp dport {{ {ports} }} accept
+    iifname "inet0" ip daddr {MGMT_IP} icmp type echo-request accept
+    iifname "inet0" ip daddr {MGMT_IP} drop
+  }}
+}}
+"""
+        sh("nft", "-f", "-", ns=self.vpc, input=ruleset)
+
     def _build_host(self) -> None:
         h = self.host
         sh("ip", "addr", "add", f"{MGMT_IP}/24", "dev", "eth0", ns=h)
@@ -391,26 +437,31 @@ table ip ooa_eip {{
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             "X11Forwarding no\nAllowTcpForwarding no\n"
         )
-        # The host's openstack CLI (DevStack puts it in /usr/local/bin) and the clouds.yaml that
-        # reaches this lab's noauth API: what external-gateway is given as CLOUD and CLOUDS_YAML.
+        # The host's openstack CLI (DevStack puts it in /usr/local/bin), Debian's Apache scripts, and
+        # DevStack's files in the host's /etc: Apache's configuration, the clouds.yaml with cloud
+        # devstack-admin that external-gateway is given as CLOUD and CLOUDS_YAML.
         self.bin.mkdir()
         cli = self.bin / "openstack"
         cli.write_text(f'#!/bin/sh\nexec "{neutron.LAB_VENV}/bin/openstack" "$@"\n')
         cli.chmod(0o755)
-        self.clouds_yaml.write_text(
-            f"clouds:\n  {CLOUD}:\n    auth_type: none\n    auth:\n      endpoint: {neutron.API}\n"
-        )
+        self.keystone.install_scripts(self.bin)
+        for d in ("upper", "overlay-work"):
+            (self.etc / d).mkdir(parents=True, exist_ok=True)
+        self.keystone.write_files()
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
         # Give the SSH sessions this lab's Open vSwitch at the default path and the CLI in
-        # /usr/local/bin, as on a real host: bind mounts private to sshd's mount namespace (ip
+        # /usr/local/bin, as on a real host, and an /etc of their own (this machine's, overlaid: what
+        # a step writes there lands in etc/upper): mounts private to sshd's mount namespace (ip
         # netns exec makes one). The empty /run/openvswitch it mounts over is left in place (the
         # openvswitch package owns it).
         Path("/run/openvswitch").mkdir(mode=0o755, exist_ok=True)
-        self.spawn(
+        overlay = f"lowerdir=/etc,upperdir={self.etc}/upper,workdir={self.etc}/overlay-work"
+        self.sshd = self.spawn(
             self.host,
             "sh",
             "-c",
             f'mount --bind "{self.run}" /run/openvswitch && mount --bind "{self.bin}" /usr/local/bin'
+            f' && mount -t overlay ooa-lab-etc -o "{overlay}" /etc'
             f' && exec /usr/sbin/sshd -D -e -f "{w}/sshd_config"',
         )
         for _ in range(100):
@@ -666,6 +717,19 @@ table ip ooa_eip {{
         text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state))
         return self.ssh(text, input=remote.params(params or {}), check=False)
 
+    def host_config(self) -> dict:
+        """The stack config of the lab host: an existing machine (`host: {kind: existing}`)."""
+        return {
+            f"{NAMESPACE}:host": json.dumps({
+                "kind": "existing", "address": MGMT_EIP, "user": "root", "managementIp": MGMT_IP,
+                "providerMac": PROVIDER_MAC, "providerCidr": PROVIDER_CIDR, "providerGateway": PROVIDER_GW,
+                "providerIp": PROVIDER_IP, "providerPublicIp": PROVIDER_EIP, "dnsServer": PROVIDER_GW,
+                "floatingIps": {FLOATING_IP: FLOATING_EIP, LATER_IP: LATER_EIP, COMPUTE_FIP: COMPUTE_EIP},
+            }),
+            f"{NAMESPACE}:sshPrivateKey": "<the lab's key>",
+            f"{NAMESPACE}:tenantCidr": TENANT_CIDR,
+        }
+
     @functools.cached_property
     def settings(self) -> Settings:
         """The lab host as a stack config describes it: an existing machine that already runs
@@ -673,43 +737,31 @@ table ip ooa_eip {{
         (external-gateway, gateway-mac, port-forwards) the lab runs."""
         return load_settings(
             {
-                f"{NAMESPACE}:host": json.dumps(
-                    {
-                        "kind": "existing",
-                        "address": MGMT_EIP,
-                        "user": "root",
-                        "managementIp": MGMT_IP,
-                        "providerMac": PROVIDER_MAC,
-                        "providerCidr": PROVIDER_CIDR,
-                        "providerGateway": PROVIDER_GW,
-                        "providerIp": PROVIDER_IP,
-                        "providerPublicIp": PROVIDER_EIP,
-                        "dnsServer": PROVIDER_GW,
-                        "floatingIps": {FLOATING_IP: FLOATING_EIP, LATER_IP: LATER_EIP, COMPUTE_FIP: COMPUTE_EIP},
-                    }
-                ),
-                f"{NAMESPACE}:sshPrivateKey": "<the lab's key>",
-                f"{NAMESPACE}:openstack": json.dumps(
-                    {
-                        "install": "existing",
-                        "cloud": CLOUD,
-                        "cloudsYaml": str(self.clouds_yaml),
-                        "physicalNetwork": neutron.PHYSNET,
-                        "externalBridge": "br-ex",
-                    }
-                ),
-                f"{NAMESPACE}:tenantCidr": TENANT_CIDR,
+                **self.host_config(),
+                f"{NAMESPACE}:openstack": json.dumps({
+                    "install": "existing", "cloud": CLOUD, "cloudsYaml": str(self.clouds_yaml),
+                    "physicalNetwork": neutron.PHYSNET, "externalBridge": "br-ex",
+                }),
             }
         )
 
-    def chain_params(self, step: str, forwards: str = "") -> dict:
+    @functools.cached_property
+    def devstack_settings(self) -> Settings:
+        """The same machine as a stack whose steps install DevStack (`openstack.install: devstack`):
+        the mode whose chain has the TLS steps (tls-front, public-endpoints)."""
+        return load_settings({**self.host_config(), f"{NAMESPACE}:openstack": json.dumps({"install": "devstack"})})
+
+    def chain_params(self, step: str, forwards: str = "", tls: TlsParts | None = None) -> dict:
         """A step's stdin exactly as the program builds it from the step table for that config,
-        with the router ids external-gateway printed (`FORWARDS` as the test gives it)."""
-        settings = self.settings
-        args = args_from_settings(settings, contract_for_render(settings, "<the lab's key>"), None)
+        with the router ids external-gateway printed (`FORWARDS` as the test gives it). With `tls`
+        (the stack's certificates, as components/tls.py `Tls` hands them to the program), the row
+        comes from the DevStack stack's chain; the program's Outputs (base64 of the PEMs, the
+        public base URL) are resolved."""
+        settings = self.settings if tls is None else self.devstack_settings
+        args = args_from_settings(settings, contract_for_render(settings, "<the lab's key>"), None, tls)
         (row,) = [r for r in selected_steps(args) if r.name == step]
         emitted = {"router_id": self.router.router_id, "gateway_port_id": self.router.gw_port_id}
-        values = {k: str(v) for k, v in row.params(step_inputs(args, emitted)).items()}
+        values = {k: _resolved(v) for k, v in row.params(step_inputs(args, emitted)).items()}
         return {**values, "FORWARDS": forwards} if step == "port-forwards" else values
 
     def external_gateway_params(self, **override: str) -> dict:

@@ -3,7 +3,9 @@
     MariaDB         unix socket <work>/mysql/mysqld.sock (no TCP)
     RabbitMQ        127.0.0.1:17672, epmd 127.0.0.1:17369, distribution 17673 (below the ephemeral range)
     Open vSwitch    the lab's private ovsdb-server / ovs-vswitchd (userspace datapath), see net.Lab
-    neutron API     uWSGI on 127.0.0.1:19696 (neutron.wsgi.api:application), auth_strategy noauth
+    neutron API     uWSGI on 127.0.0.1:19696 and on the unix socket `uwsgi_socket` (neutron.wsgi.api:application);
+                    auth_strategy noauth, or keystone when an `identity` is set (tests/lab/keystone.py:
+                    the lab's real Keystone, whose setup starts as soon as MariaDB answers)
     neutron-rpc-server, neutron-periodic-workers
     neutron-openvswitch-agent (datapath_type netdev, bridge_mappings public:br-ex), neutron-l3-agent
     (legacy routers), neutron-dhcp-agent (dnsmasq)
@@ -29,6 +31,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_VENV = Path(os.environ.get("OOA_LAB_VENV", REPO / ".lab-venv"))
@@ -53,6 +56,19 @@ VENV_BINARIES = [
     "openstack",
     "privsep-helper",
 ]
+
+
+class Identity(Protocol):
+    """What Neutron needs of a Keystone (tests/lab/keystone.py `Keystone`)."""
+
+    def database_ready(self) -> None:
+        """MariaDB answers: start setting up (in the background)."""
+
+    def authtoken(self) -> str:
+        """neutron.conf's [keystone_authtoken] section."""
+
+    def token(self) -> str:
+        """An admin token for the lab's own API calls (waits for the setup)."""
 
 
 def prerequisites() -> list[str]:
@@ -121,6 +137,10 @@ class Neutron:
         self.groups: dict[str, int] = {}
         self.timings: dict[str, float] = {}
         self.netns_before: set[str] = set()
+        self.identity: Identity | None = None
+        """A Keystone: the API authenticates (auth_strategy keystone) and `api()` sends a token."""
+        self.uwsgi_socket = work / "neutron-api.socket"
+        """The API's uWSGI socket, as DevStack's Apache reaches it (ProxyPass /networking)."""
 
     # --- processes -----------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -195,8 +215,16 @@ class Neutron:
 
     # --- the API, from the test process --------------------------------------------------------
     def api(self, method: str, path: str, body: dict | None = None, ok: tuple[int, ...] = (200, 201, 204)) -> dict:
-        """One call to the noauth API (curl inside the host namespace); the decoded JSON answer."""
+        """One call to the API (curl inside the host namespace; with an admin token when Neutron
+        authenticates with Keystone, from a file: not on a command line); the decoded JSON answer."""
         args = ["curl", "-sS", "-X", method, "-o", "-", "-w", "\n%{http_code}", f"{API}/v2.0/{path}"]
+        if self.identity is not None:
+            header = self.work / "token.header"
+            text = f"X-Auth-Token: {self.identity.token()}\n"
+            if not header.exists() or header.read_text() != text:
+                header.touch(mode=0o600)
+                header.write_text(text)
+            args += ["-H", f"@{header}"]
         if body is not None:
             args += ["-H", "Content-Type: application/json", "--data-binary", "@-"]
         p = subprocess.run(
@@ -254,7 +282,7 @@ state_path = {self.state}
 api_paste_config = {etc}/api-paste.ini
 core_plugin = ml2
 service_plugins = router
-auth_strategy = noauth
+auth_strategy = {"keystone" if self.identity else "noauth"}
 transport_url = rabbit://guest:guest@127.0.0.1:{AMQP_PORT}/
 rpc_workers = 1
 rpc_state_report_workers = 1
@@ -275,7 +303,7 @@ connection = mysql+pymysql://neutron:{DB_PASSWORD}@localhost/neutron?unix_socket
 
 [oslo_concurrency]
 lock_path = {self.state}/lock
-
+{self.identity.authtoken() if self.identity else ""}
 [agent]
 # Everything runs as root; sudo would reset PATH (no privsep-helper) and OVS_RUNDIR.
 root_helper = env
@@ -335,6 +363,8 @@ ovsdb_connection = {ovsdb}
 """,
             "neutron-api-uwsgi.ini": f"""[uwsgi]
 http-socket = 127.0.0.1:{API_PORT}
+socket = {self.uwsgi_socket}
+chmod-socket = 666
 master = true
 processes = 1
 threads = 2
@@ -426,6 +456,8 @@ module = neutron_api:application
         self.start("rabbitmq", str(RABBITMQ_SERVER), env=self.rabbit_env())
         ping = ("mariadb", my, "-uroot", "-e", "select 1")
         wait_for("MariaDB", lambda: self.run(*ping, check=False).returncode == 0, 60)
+        if self.identity is not None:
+            self.identity.database_ready()  # Keystone's setup overlaps Neutron's migrations
         self.run(
             "mariadb",
             my,

@@ -13,6 +13,7 @@ import pytest
 
 from tests.lab.net import (
     BULK,
+    CLOUD,
     COMPUTE_FIP,
     FLOATING_EIP,
     FLOATING_IP,
@@ -105,7 +106,7 @@ def test_external_gateway_with_an_unknown_cloud_fails_clearly_and_changes_nothin
     assert p.returncode != 0 and "no /nonexistent/clouds.yaml" in p.stderr, p.stderr
     assert {k: len(lab.neutron.api("GET", k)[k]) for k in counts} == counts
     saved = (lab.state / "external-gateway" / "params").read_text()
-    assert "CLOUD=lab\n" in saved  # the state of the good apply is untouched
+    assert f"CLOUD={CLOUD}\n" in saved  # the state of the good apply is untouched
 
 
 def test_gateway_mac_gives_the_tenant_the_internet_through_the_elastic_ip(clean):
