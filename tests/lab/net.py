@@ -587,7 +587,12 @@ table ip ooa_eip {{
             text = (api.log / f"{agent}.log").read_bytes()[marks[agent] :].decode(errors="replace")
             if agent == "l3-agent":
                 return f"Finished a router update for {self.router.router_id}" in text
-            return "Agent out of sync with plugin!" in text or "Agent rpc_loop - iteration:1 completed" in text
+            # Not "Agent out of sync with plugin!": that starts the resync. The first iteration
+            # re-wires every port, then drops the flows of the old run ("cleanup stale flows"):
+            # until it completes, the ports' security-group flows are being replaced and a lone
+            # UDP datagram can be lost (a TCP SYN is retried).
+            _, cleaned, rest = text.partition("- cleanup stale flows.")
+            return bool(cleaned) and "completed. Processed ports statistics" in rest
 
         for agent in agents:
             wait_for(f"{binary[agent]} to resync", lambda a=agent: resynced(a), 90)  # type: ignore[misc]
