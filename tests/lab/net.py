@@ -731,19 +731,27 @@ table ip ooa_eip {{
         )
         return p.stdout.strip()
 
-    def udp(self, ns: str, ip: str, port: int, timeout: float = 2) -> str:
-        p = sh(
-            "socat",
-            "-T",
-            str(timeout),
-            "-",
-            f"UDP:{ip}:{port}",
-            ns=ns,
-            input="ping\n",
-            check=False,
-            timeout=timeout + 5,
-        )
-        return p.stdout.strip()
+    def udp(self, ns: str, ip: str, port: int, timeout: float = 2, tries: int = 3) -> str:
+        """Send a datagram, return the answer ('' when none comes back to any of `tries` tries,
+        each from a new source port, as a DNS client retries). One datagram now and then gets no
+        answer under load, mostly after an agent restart (its conntrack entry in the router stays
+        UNREPLIED); TCP hides such a loss by retransmitting. A forward that does not work answers
+        no try, so the retries keep what the tests prove."""
+        for _ in range(tries):
+            p = sh(
+                "socat",
+                "-T",
+                str(timeout),
+                "-",
+                f"UDP:{ip}:{port}",
+                ns=ns,
+                input="ping\n",
+                check=False,
+                timeout=timeout + 5,
+            )
+            if p.stdout.strip():
+                return p.stdout.strip()
+        return ""
 
     def download(self, ns: str, ip: str, port: int) -> int:
         """Bytes received from a bulk listener (BULK when the transfer completes)."""
