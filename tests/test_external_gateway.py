@@ -136,3 +136,57 @@ def test_an_existing_network_without_the_subnet_gets_one_and_loses_only_it(tmp_p
     assert not [a for a in cloud.changes() if a[:2] == ["network", "create"] and a[2] == "ext"]
     _ok(cloud.run("remove"))
     assert cloud.state == before
+
+
+def test_each_apply_starts_the_cli_as_few_times_as_it_can(tmp_path):
+    """Each `openstack` call starts the CLI (1-2 s on a host, about half of external-gateway's time
+    in the lab): one listing per kind, ids from what create prints, the router created with its
+    gateway, the router's ports listed once. A step that goes back to a show per object fails here."""
+    cloud = Cloud(tmp_path, EMPTY)
+    _ok(cloud.run("apply"))
+    verbs = [c["args"][:2] for c in cloud.calls()]
+    assert verbs == [
+        ["network", "list"], ["subnet", "list"], ["router", "list"],  # what exists, one call per kind
+        ["network", "create"], ["subnet", "create"], ["router", "create"],  # the router with its gateway
+        ["network", "create"], ["subnet", "create"],
+        ["port", "list"], ["router", "add"],
+    ]
+    router_create = cloud.calls()[5]["args"]
+    assert "--external-gateway" in router_create and "--fixed-ip" in router_create
+    first = len(cloud.calls())
+    _ok(cloud.run("apply"))  # all there: the three listings and the router's ports
+    assert len(cloud.calls()) - first == 4
+    second = len(cloud.calls())
+    _ok(cloud.run("remove"))  # the interface, then what apply created, newest first; one call each
+    assert [c["args"][:2] for c in cloud.calls()[second:]] == [
+        ["router", "remove"], ["subnet", "delete"], ["network", "delete"], ["router", "delete"],
+        ["subnet", "delete"], ["network", "delete"],
+    ]
+    assert cloud.state == EMPTY
+
+
+def test_a_name_that_several_objects_share_stops_apply_before_any_change(tmp_path):
+    before = {
+        "networks": {"private": {"id": str(uuid.uuid4())}, "private-2": {"id": str(uuid.uuid4()), "name": "private"}},
+        "subnets": {},
+        "routers": {},
+    }
+    cloud = Cloud(tmp_path, before)
+    proc = cloud.run("apply")
+    assert proc.returncode != 0
+    assert "more than one network is named private" in proc.stderr
+    assert cloud.state == before and cloud.changes() == []
+
+
+def test_a_tenant_subnet_with_another_cidr_is_not_used(tmp_path):
+    before = {
+        "networks": {"private": {"id": str(uuid.uuid4())}},
+        "subnets": {"private-subnet": {"id": str(uuid.uuid4()), "network": "private", "cidr": "10.9.0.0/24",
+                                       "pool": "x"}},
+        "routers": {},
+    }
+    cloud = Cloud(tmp_path, before)
+    proc = cloud.run("apply")
+    assert proc.returncode != 0
+    assert "subnet private-subnet exists with 10.9.0.0/24, not 192.168.100.0/24" in proc.stderr
+    assert cloud.state == before and cloud.changes() == []

@@ -56,14 +56,23 @@ validate_params() {
   ! in_cidr "${TENANT_CIDR%/*}" "$PROVIDER_CIDR" || die "TENANT_CIDR $TENANT_CIDR overlaps PROVIDER_CIDR"
 }
 
-# os ARGS... : the openstack CLI as cloud CLOUD of CLOUDS_YAML.
+# os ARGS... : the openstack CLI as cloud CLOUD of CLOUDS_YAML. Each call starts the CLI (1-2 s):
+# apply lists each kind once and reads ids from what create prints, instead of a show per object.
 os() { OS_CLIENT_CONFIG_FILE="$CLOUDS_YAML" openstack --os-cloud "$CLOUD" "$@"; }
 # record KIND NAME : remember that apply created (or set) it, for remove.
 record() { grep -qxF "$1 $2" "$CREATED" || printf '%s %s\n' "$1" "$2" >>"$CREATED"; }
 # recorded KIND NAME : apply created it.
 recorded() { grep -qxF "$1 $2" "$CREATED" 2>/dev/null; }
-# id_of KIND NAME : its id, empty if absent.
-id_of() { os "$1" show "$2" -f value -c id 2>/dev/null; }
+# named KIND LISTING NAME : the id of the one object called NAME in LISTING (JSON of a `list -f
+# json`), empty if none; more than one is an error (which one would be ours?).
+named() {
+  local ids
+  ids=$(jq -r --arg n "$3" '.[] | select(.Name == $n) | .ID' <<<"$2")
+  [ "$(wc -l <<<"$ids")" -le 1 ] || die "more than one $1 is named $3: rename or delete the others"
+  printf '%s\n' "$ids"
+}
+# field LISTING ID KEY : the field KEY of object ID in LISTING.
+field() { jq -r --arg i "$2" --arg k "$3" '.[] | select(.ID == $i) | .[$k] // empty' <<<"$1"; }
 # saved NAME DEFAULT : a parameter saved by apply (remove runs with what apply had).
 saved() {
   local line
@@ -71,41 +80,51 @@ saved() {
   if [ -n "$line" ]; then printf '%s\n' "${line#*=}"; else printf '%s\n' "$2"; fi
 }
 
-# check_subnet NAME CIDR : an existing subnet must be the one asked for (no silent drift).
+# check_subnet NAME ID CIDR : an existing subnet must be the one asked for (no silent drift).
 check_subnet() {
   local cidr
-  cidr=$(os subnet show "$1" -f value -c cidr)
-  [ "$cidr" = "$2" ] || die "subnet $1 exists with $cidr, not $2: remove this step first"
+  cidr=$(field "$SUBNET_LIST" "$2" Subnet)
+  [ "$cidr" = "$3" ] || die "subnet $1 exists with $cidr, not $3: remove this step first"
 }
 
-# external_subnet : the id of EXTERNAL_NETWORK's subnet PROVIDER_CIDR, created if missing.
+# external_subnet NETWORK_ID : the id of that network's subnet PROVIDER_CIDR, created if missing.
 external_subnet() {
-  local id name=$EXTERNAL_NETWORK-subnet
-  id=$(os subnet list --network "$EXTERNAL_NETWORK" --subnet-range "$PROVIDER_CIDR" -f value -c ID | head -n1)
+  local id name=$EXTERNAL_NETWORK-subnet other
+  id=$(jq -r --arg n "$1" --arg c "$PROVIDER_CIDR" \
+    'first(.[] | select(.Network == $n and .Subnet == $c) | .ID) // empty' <<<"$SUBNET_LIST")
   if [ -z "$id" ]; then
-    [ -z "$(id_of subnet "$name")" ] || check_subnet "$name" "$PROVIDER_CIDR"
-    os subnet create "$name" --network "$EXTERNAL_NETWORK" --subnet-range "$PROVIDER_CIDR" \
-      --gateway "$VPC_GATEWAY_IP" --allocation-pool "start=$POOL_START,end=$POOL_END" --no-dhcp >/dev/null
+    other=$(named subnet "$SUBNET_LIST" "$name")
+    [ -z "$other" ] || check_subnet "$name" "$other" "$PROVIDER_CIDR"
+    id=$(os subnet create "$name" --network "$1" --subnet-range "$PROVIDER_CIDR" \
+      --gateway "$VPC_GATEWAY_IP" --allocation-pool "start=$POOL_START,end=$POOL_END" --no-dhcp -f value -c id)
     record subnet "$name"
-    id=$(id_of subnet "$name")
   elif ! recorded subnet "$name"; then
     log "using the existing subnet $id of $EXTERNAL_NETWORK; only $POOL_START-$POOL_END are registered addresses"
   fi
   printf '%s\n' "$id"
 }
 
-# router_gateway SUBNET_ID : ROUTER's external gateway fixed IP becomes GATEWAY_IP.
+# gateway_ips ROUTER_ID : the fixed IPs of the existing router's external gateway (space-separated).
+gateway_ips() {
+  jq -r --arg i "$1" '.[] | select(.ID == $i) | ."External gateway info"
+    | (.external_fixed_ips? // []) | map(.ip_address) | join(" ")' <<<"$ROUTER_LIST"
+}
+
+# check_router ROUTER_ID : a router this step did not create is taken only without another gateway.
+check_router() {
+  local gw_ips
+  gw_ips=$(gateway_ips "$1")
+  [ -z "$gw_ips" ] || [ "$gw_ips" = "$GATEWAY_IP" ] || recorded router "$ROUTER" || recorded gateway "$ROUTER" ||
+    die "router $ROUTER (not created by this step) has gateway IP $gw_ips, not $GATEWAY_IP: unset it, or name another router"
+}
+
+# router_gateway ROUTER_ID SUBNET_ID : the existing ROUTER's external gateway fixed IP becomes GATEWAY_IP.
 router_gateway() {
   local gw_ips
-  gw_ips=$(os router show "$ROUTER" -f json -c external_gateway_info |
-    jq -r '.external_gateway_info.external_fixed_ips // [] | map(.ip_address) | join(" ")')
+  gw_ips=$(gateway_ips "$1")
   [ "$gw_ips" != "$GATEWAY_IP" ] || return 0
-  if [ -n "$gw_ips" ]; then
-    recorded router "$ROUTER" || recorded gateway "$ROUTER" ||
-      die "router $ROUTER (not created by this step) has gateway IP $gw_ips, not $GATEWAY_IP: unset it, or name another router"
-    os router unset --external-gateway "$ROUTER"
-  fi
-  os router set "$ROUTER" --external-gateway "$EXTERNAL_NETWORK" --fixed-ip "subnet=$1,ip-address=$GATEWAY_IP"
+  [ -z "$gw_ips" ] || os router unset --external-gateway "$1"
+  os router set "$1" --external-gateway "$EXTERNAL_NETWORK" --fixed-ip "subnet=$2,ip-address=$GATEWAY_IP"
   recorded router "$ROUTER" || record gateway "$ROUTER"
 }
 
@@ -116,44 +135,53 @@ apply() {
   command -v openstack >/dev/null || die "no openstack CLI on the host (DevStack: run install-openstack first)"
   [ -r "$CLOUDS_YAML" ] || die "no $CLOUDS_YAML (DevStack: run install-openstack first)"
   # Before anything is saved: a wrong cloud must leave the state of the last good apply as it was.
-  os network list -f value -c ID >/dev/null || die "cloud $CLOUD of $CLOUDS_YAML does not answer"
+  NETWORK_LIST=$(os network list -f json -c ID -c Name) || die "cloud $CLOUD of $CLOUDS_YAML does not answer"
   install -d -m 0700 "$STATE"
   touch "$CREATED"
   save_params "$STATE/params" "${PARAMS[@]}"
+  SUBNET_LIST=$(os subnet list -f json -c ID -c Name -c Network -c Subnet)
+  ROUTER_LIST=$(os router list --long -f json -c ID -c Name -c "External gateway info")
 
-  if [ -z "$(id_of network "$EXTERNAL_NETWORK")" ]; then
-    os network create "$EXTERNAL_NETWORK" --external --provider-network-type flat \
-      --provider-physical-network "$PHYSICAL_NETWORK" >/dev/null
+  # Every name resolved, and an existing tenant subnet checked, before the first change.
+  local net_id subnet_id router_id tenant_net_id tenant_subnet_id ports port_id
+  net_id=$(named network "$NETWORK_LIST" "$EXTERNAL_NETWORK")
+  router_id=$(named router "$ROUTER_LIST" "$ROUTER")
+  tenant_net_id=$(named network "$NETWORK_LIST" "$TENANT_NET")
+  tenant_subnet_id=$(named subnet "$SUBNET_LIST" "$TENANT_SUBNET")
+  [ -z "$tenant_subnet_id" ] || check_subnet "$TENANT_SUBNET" "$tenant_subnet_id" "$TENANT_CIDR"
+  [ -z "$router_id" ] || check_router "$router_id"
+
+  if [ -z "$net_id" ]; then
+    net_id=$(os network create "$EXTERNAL_NETWORK" --external --provider-network-type flat \
+      --provider-physical-network "$PHYSICAL_NETWORK" -f value -c id)
     record network "$EXTERNAL_NETWORK"
   fi
-  local subnet_id
-  subnet_id=$(external_subnet)
-  if [ -z "$(id_of router "$ROUTER")" ]; then
-    os router create "$ROUTER" >/dev/null
+  subnet_id=$(external_subnet "$net_id")
+  if [ -z "$router_id" ]; then # created with its gateway: one call
+    router_id=$(os router create "$ROUTER" --external-gateway "$net_id" \
+      --fixed-ip "subnet=$subnet_id,ip-address=$GATEWAY_IP" -f value -c id)
     record router "$ROUTER"
+  else
+    router_gateway "$router_id" "$subnet_id"
   fi
-  router_gateway "$subnet_id"
-  if [ -z "$(id_of network "$TENANT_NET")" ]; then
-    os network create "$TENANT_NET" >/dev/null
+  if [ -z "$tenant_net_id" ]; then
+    tenant_net_id=$(os network create "$TENANT_NET" -f value -c id)
     record network "$TENANT_NET"
   fi
-  if [ -z "$(id_of subnet "$TENANT_SUBNET")" ]; then
-    os subnet create "$TENANT_SUBNET" --network "$TENANT_NET" --subnet-range "$TENANT_CIDR" \
-      --dns-nameserver "$TENANT_DNS" >/dev/null
+  if [ -z "$tenant_subnet_id" ]; then
+    tenant_subnet_id=$(os subnet create "$TENANT_SUBNET" --network "$tenant_net_id" --subnet-range "$TENANT_CIDR" \
+      --dns-nameserver "$TENANT_DNS" -f value -c id)
     record subnet "$TENANT_SUBNET"
   fi
-  check_subnet "$TENANT_SUBNET" "$TENANT_CIDR"
-  local tenant_subnet_id
-  tenant_subnet_id=$(id_of subnet "$TENANT_SUBNET")
-  if ! os port list --router "$ROUTER" --device-owner network:router_interface -f json -c "Fixed IP Addresses" |
-    jq -e --arg s "$tenant_subnet_id" '[.[]."Fixed IP Addresses"[]?.subnet_id] | index($s)' >/dev/null; then
-    os router add subnet "$ROUTER" "$TENANT_SUBNET"
+  # The router's ports, once: its gateway port, and whether the tenant subnet is attached.
+  ports=$(os port list --router "$router_id" --long -f json -c ID -c "Device Owner" -c "Fixed IP Addresses")
+  if ! jq -e --arg s "$tenant_subnet_id" '[.[] | select(."Device Owner" == "network:router_interface")
+    | ."Fixed IP Addresses"[]?.subnet_id] | index($s)' <<<"$ports" >/dev/null; then
+    os router add subnet "$router_id" "$tenant_subnet_id"
     record interface "$ROUTER/$TENANT_SUBNET"
   fi
 
-  local router_id port_id
-  router_id=$(id_of router "$ROUTER")
-  port_id=$(os port list --router "$ROUTER" --device-owner network:router_gateway -f value -c ID)
+  port_id=$(jq -r '[.[] | select(."Device Owner" == "network:router_gateway") | .ID] | join(" ")' <<<"$ports")
   is_uuid "$router_id" || die "router $ROUTER has no id"
   is_uuid "$port_id" || die "router $ROUTER has no gateway port"
   jq -cn --arg r "$router_id" --arg p "$port_id" '{router_id: $r, gateway_port_id: $p}'
@@ -174,10 +202,7 @@ remove() {
         os router remove subnet "$owner" "$name" || true
         ;;
       gateway) os router unset --external-gateway "$name" || true ;;
-      router)
-        os router unset --external-gateway "$name" || true
-        os router delete "$name"
-        ;;
+      router) os router delete "$name" ;; # its gateway port goes with it
       network | subnet) os "$kind" delete "$name" ;;
     esac
   done < <(tac "$CREATED")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import time
 
 import pytest
@@ -58,4 +59,10 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"lab suite wall time: {_finished[-1] - _started[0]:.1f} s (build, tests, teardown); "
             + ", ".join(f"{k}: {v:.1f} s" for k, v in _timings.items())
+        )
+        # Wall times stretch when other work shares the cores: the CPU and the load say how much.
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        terminalreporter.write_line(
+            f"CPU of this session's child processes (user+sys): {used.ru_utime + used.ru_stime:.0f} s, "
+            f"{os.cpu_count()} cores; load average (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
         )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import functools
 import json
 import os
@@ -159,6 +160,31 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+CLONE_NEWNS = 0x00020000
+NETNS_DIR = Path("/run/netns")
+MACHINE_MOUNTS: int | None = None  # a descriptor of the machine's mount namespace, once we left it
+
+
+def private_netns_dir(tag: str) -> None:
+    """Give this process (and every process it starts) a /run/netns of its own: a new mount
+    namespace, a slave of the machine's, with a fresh tmpfs on /run/netns. Neutron's L3 agent
+    deletes, on every full sync (start, restart), each `qrouter-` namespace it lists and does not
+    know: with the machine's /run/netns, a lab built beside this one would lose its routers to this
+    lab's agent (and this lab to its). The namespaces live as long as their mounts, so they go with
+    this process even if nothing tears them down. Must run before the process starts a thread."""
+    if len(os.listdir("/proc/self/task")) != 1:
+        raise RuntimeError("private_netns_dir: the process already runs threads (unshare would fail)")
+    global MACHINE_MOUNTS
+    if MACHINE_MOUNTS is None:  # kept open: `nsenter --mount=/proc/<pid>/fd/<fd>` sees the machine's
+        MACHINE_MOUNTS = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
+    sh("mount", "--make-rslave", "/")  # the machine's mounts still reach us; ours stay here
+    NETNS_DIR.mkdir(mode=0o755, exist_ok=True)
+    sh("mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", f"{tag}-netns", str(NETNS_DIR))
+
+
 @dataclass
 class Router:
     """The router external-gateway made, as the L3 agent builds it."""
@@ -226,6 +252,7 @@ class Lab:
         self.key = self.work / "id_ed25519"
         self.timings: dict[str, float] = {}
         self._down = False
+        self._netns_dir = False  # this process has its own /run/netns (private_netns_dir)
 
     # --- helpers -----------------------------------------------------------------------------
     def ovs(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -258,17 +285,23 @@ class Lab:
             signal.signal(signal.SIGTERM, _interrupt)  # so finally/teardown run on `kill`
         t0 = time.monotonic()
         try:
+            private_netns_dir(self.tag)
+            self._netns_dir = True
             for ns in (self.vpc, self.inet, self.host, self.peer, self.vm1, self.vm2, self.compute.ns, self.vm3):
                 self.netns(ns)
-            self._build_vpc()
-            self._build_security_group()
-            self._build_host()
-            self._build_ovs()
-            self.compute.underlay_controller()  # the management IP onto br-mgmt: the VXLAN endpoint
-            self._build_sshd()
-            self.keystone.start_apache(self.sshd.pid)
-            with ThreadPoolExecutor(max_workers=1) as pool:  # host 2 is built while Neutron starts
+            # MariaDB, RabbitMQ, migrations (and Keystone's setup) while the VPC, OVS and sshd are
+            # built; host 2 while Neutron starts.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                backends = pool.submit(self.neutron.start_backends)
+                self._build_vpc()
+                self._build_security_group()
+                self._build_host()
+                self._build_ovs()
+                self.compute.underlay_controller()  # the management IP onto br-mgmt: the VXLAN endpoint
+                self._build_sshd()
+                self.keystone.start_apache(self.sshd.pid)
                 host2 = pool.submit(self.compute.build_host)
+                backends.result()
                 self.neutron.up()
                 host2.result()
             self.compute.start_agent()
@@ -621,23 +654,32 @@ table ip ooa_sg {{
         time.sleep(0.2)
 
     # --- Neutron events ------------------------------------------------------------------------
-    def restart_agent(self, agent: str) -> float:
-        """Stop the agent (SIGKILL after a grace period), start it; the seconds until it reports alive."""
+    def restart_agents(self, *agents: str) -> float:
+        """Stop the agents together (SIGTERM, SIGKILL after a grace period), start them together;
+        the seconds until each has done its full resync (its own log says so)."""
         api = self.neutron
-        binary = {"ovs-agent": "neutron-openvswitch-agent", "l3-agent": "neutron-l3-agent"}[agent]
+        binary = {"ovs-agent": "neutron-openvswitch-agent", "l3-agent": "neutron-l3-agent"}
         t = time.monotonic()
-        api.stop(agent, grace=3)
-        log = api.log / f"{agent}.log"
-        mark = log.stat().st_size
-        api.start_agent(agent)
+        with ThreadPoolExecutor(max_workers=len(agents)) as pool:
+            list(pool.map(lambda a: api.stop(a, grace=3), agents))
+        marks = {}
+        for agent in agents:
+            marks[agent] = (api.log / f"{agent}.log").stat().st_size
+            api.start_agent(agent)
 
-        def resynced() -> bool:
-            text = log.read_bytes()[mark:].decode(errors="replace")
+        def resynced(agent: str) -> bool:
+            text = (api.log / f"{agent}.log").read_bytes()[marks[agent] :].decode(errors="replace")
             if agent == "l3-agent":
                 return f"Finished a router update for {self.router.router_id}" in text
-            return "Agent out of sync with plugin!" in text or "Agent rpc_loop - iteration:1 completed" in text
+            # Not "Agent out of sync with plugin!": that starts the resync. The first iteration
+            # re-wires every port, then drops the flows of the old run ("cleanup stale flows"):
+            # until it completes, the ports' security-group flows are being replaced and a lone
+            # UDP datagram can be lost (a TCP SYN is retried).
+            _, cleaned, rest = text.partition("- cleanup stale flows.")
+            return bool(cleaned) and "completed. Processed ports statistics" in rest
 
-        wait_for(f"{binary} to resync", resynced, 90)
+        for agent in agents:
+            wait_for(f"{binary[agent]} to resync", lambda a=agent: resynced(a), 90)  # type: ignore[misc]
         return time.monotonic() - t
 
     def set_router(self, **attrs: object) -> None:
@@ -788,19 +830,27 @@ table ip ooa_sg {{
         )
         return p.stdout.strip()
 
-    def udp(self, ns: str, ip: str, port: int, timeout: float = 2) -> str:
-        p = sh(
-            "socat",
-            "-T",
-            str(timeout),
-            "-",
-            f"UDP:{ip}:{port}",
-            ns=ns,
-            input="ping\n",
-            check=False,
-            timeout=timeout + 5,
-        )
-        return p.stdout.strip()
+    def udp(self, ns: str, ip: str, port: int, timeout: float = 2, tries: int = 3) -> str:
+        """Send a datagram, return the answer ('' when none comes back to any of `tries` tries,
+        each from a new source port, as a DNS client retries). One datagram now and then gets no
+        answer under load, mostly after an agent restart (its conntrack entry in the router stays
+        UNREPLIED); TCP hides such a loss by retransmitting. A forward that does not work answers
+        no try, so the retries keep what the tests prove."""
+        for _ in range(tries):
+            p = sh(
+                "socat",
+                "-T",
+                str(timeout),
+                "-",
+                f"UDP:{ip}:{port}",
+                ns=ns,
+                input="ping\n",
+                check=False,
+                timeout=timeout + 5,
+            )
+            if p.stdout.strip():
+                return p.stdout.strip()
+        return ""
 
     def download(self, ns: str, ip: str, port: int) -> int:
         """Bytes received from a bulk listener (BULK when the transfer completes)."""
@@ -869,6 +919,9 @@ table ip ooa_sg {{
             for ns in reversed(self.namespaces):
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True)
             self.namespaces.clear()
+            if self._netns_dir:  # the rest of the process sees the machine's /run/netns again
+                subprocess.run(["umount", "--lazy", str(NETNS_DIR)], capture_output=True)
+                self._netns_dir = False
             if self.keep:
                 print(f"lab files kept in {self.work} (OOA_LAB_KEEP)")
             else:
