@@ -21,7 +21,8 @@ HOST_IP = "10.42.1.10"
 PUBLIC = "https://198.51.100.7"
 
 FAKE_OPENSTACK = r'''#!/usr/bin/env python3
-"""A fake openstack CLI: `endpoint list|show|set|create|delete` on a JSON catalog ($FAKE_OS_DB)."""
+"""A fake openstack CLI: `endpoint list|set|create|delete` and `service list` on a JSON catalog
+($FAKE_OS_DB); the services are those its endpoints name."""
 import json, os, sys
 
 args = sys.argv[1:]
@@ -56,15 +57,18 @@ def find(eid):
     sys.exit(f"No endpoint with an ID of '{eid}' exists.")
 
 kind, action, rest = args[0], args[1], args[2:]
+if (kind, action) == ("service", "list"):
+    assert fmt == "json"
+    services = {e["service_id"]: {"ID": e["service_id"], "Name": e["service_name"], "Type": e["service_type"]}
+                for e in db}
+    print(json.dumps(list(services.values())))
+    sys.exit(0)
 assert kind == "endpoint", args
 if action == "list":
     assert fmt == "json"
     print(json.dumps([{"ID": e["id"], "Region": e["region"], "Service Name": e["service_name"],
                        "Service Type": e["service_type"], "Enabled": True, "Interface": e["interface"],
                        "URL": e["url"]} for e in db]))
-elif action == "show":
-    assert fmt == "json"
-    print(json.dumps(find(rest[0])))
 elif action == "set":
     url = rest[rest.index("--url") + 1]
     find(rest[-1])["url"] = url
@@ -157,6 +161,31 @@ def test_fake_cli_apply_moves_public_endpoints_and_keeps_internal_ones(fake):
     creates = [i for i, c in enumerate(log) if c[4:6] == ["endpoint", "create"]]
     assert max(creates) < min(sets)
     assert all(log[i][3] == "internal" for i in sets)
+
+
+def test_the_catalog_is_read_with_two_listings_whatever_its_size(fake):
+    """Each CLI call is a start-up and a token: the catalog is read by one endpoint and one
+    service listing, never a show per endpoint; then one create per missing internal endpoint and
+    one set per move (DevStack's catalog here: 5 endpoints, 4 of them behind the front)."""
+    assert run(fake, "apply").returncode == 0
+    verbs = [tuple(c[4:6]) for c in calls(fake)]
+    assert verbs[:2] == [("service", "list"), ("endpoint", "list")]
+    assert sorted(verbs[2:]) == [("endpoint", "create")] * 4 + [("endpoint", "set")] * 4
+    n = len(verbs)
+    assert run(fake, "apply").returncode == 0
+    assert [tuple(c[4:6]) for c in calls(fake)[n:]] == [("service", "list"), ("endpoint", "list")]
+
+
+def test_an_endpoint_whose_service_is_ambiguous_stops_before_any_change(fake):
+    db = devstack_catalog()
+    db.append(endpoint("e-nova2", "nova", "compute", "public", f"http://{HOST_IP}/compute2"))
+    db[-1]["service_id"] = "svc-nova-second"  # another service named nova, of the same type
+    (fake / "catalog.json").write_text(json.dumps(db))
+    proc = run(fake, "apply")
+    assert proc.returncode != 0
+    assert "endpoint e-nova: 2 services named nova of type compute" in proc.stderr
+    assert not [c for c in calls(fake) if c[5] in ("set", "create", "delete")]
+    assert json.loads((fake / "catalog.json").read_text()) == db
 
 
 def test_fake_cli_apply_twice_changes_nothing_the_second_time(fake):

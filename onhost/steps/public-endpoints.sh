@@ -62,11 +62,17 @@ iface() { cat "$INTERFACE" 2>/dev/null || echo public; }
 os() { openstack --os-cloud "$CLOUD" --os-interface "$(iface)" "$@"; }
 
 # endpoints : every endpoint as "<id> <region> <service id> <interface> <url> <service type>" lines.
+# Two listings, not a show per endpoint (each CLI call costs a start-up and a token: a DevStack
+# catalog has a score of endpoints); the endpoint listing names its service, the service listing
+# gives the ID that `endpoint create` needs. A name and type that match several services stop here.
 endpoints() {
-  local id
-  os endpoint list -f json | jq -r '.[] | .ID' | while read -r id; do
-    os endpoint show "$id" -f json | jq -r '[.id, .region, .service_id, .interface, .url, .service_type] | join(" ")'
-  done
+  local services
+  services=$(os service list -f json)
+  os endpoint list -f json | jq -r --argjson services "$services" '.[] as $e
+    | [$services[] | select(.Name == $e["Service Name"] and .Type == $e["Service Type"]) | .ID] as $ids
+    | if ($ids | length) == 1 then [$e.ID, $e.Region, $ids[0], $e.Interface, $e.URL, $e["Service Type"]] | join(" ")
+      else error("endpoint \($e.ID): \($ids | length) services named \($e["Service Name"]) of type \($e["Service Type"])")
+      end'
 }
 
 # ours URL : is URL served by DevStack's Apache on BACKEND_HOST (port 80), so reachable through the front?
