@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.lab import neutron
@@ -255,13 +256,17 @@ IncludeOptional sites-enabled/*.conf
     def _setup(self) -> None:
         t0 = time.monotonic()
         try:
-            self._create_database()
             manage = ["keystone-manage", "--config-file", str(self.work / "keystone.conf")]
-            t = time.monotonic()
-            self.neutron.run(*manage, "db_sync", timeout=300)
-            self.timings["keystone db_sync"] = time.monotonic() - t
-            for keys in ("fernet_setup", "credential_setup"):
-                self.neutron.run(*manage, keys, "--keystone-user", "root", "--keystone-group", "root")
+            owner = ("--keystone-user", "root", "--keystone-group", "root")
+            # the key repositories are files: made while the schema migrates
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                keys = [pool.submit(self.neutron.run, *manage, k, *owner) for k in ("fernet_setup", "credential_setup")]
+                self._create_database()
+                t = time.monotonic()
+                self.neutron.run(*manage, "db_sync", timeout=300)
+                self.timings["keystone db_sync"] = time.monotonic() - t
+                for k in keys:
+                    k.result()
             self.neutron.run(
                 *manage,
                 "bootstrap",
