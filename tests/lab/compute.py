@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.lab import neutron
-from tests.lab.net import MGMT_GW, MGMT_IP, MGMT_MAC, OVS_SCHEMA, _alive, sh
+from tests.lab.net import MGMT_GW, MGMT_IP, MGMT_MAC, OVS_SCHEMA, _alive, lease, lease_script, plug, sh
 from tests.lab.neutron import wait_for
 
 if TYPE_CHECKING:
@@ -174,21 +174,7 @@ report_interval = 5
 [ovs]
 ovsdb_connection = {ovsdb}
 """)
-        (a.etc / "openvswitch_agent.ini").write_text(f"""[ovs]
-datapath_type = netdev
-local_ip = {self.ip}
-ovsdb_connection = {ovsdb}
-of_listen_address = 127.0.0.1
-of_listen_port = 16633
-
-[agent]
-tunnel_types = vxlan
-l2_population = false
-
-[securitygroup]
-firewall_driver = openvswitch
-enable_security_group = true
-""")
+        (a.etc / "openvswitch_agent.ini").write_text(neutron.ovs_agent_ini(ovsdb, self.ip))
 
     def start_agent(self) -> None:
         self.write_config()
@@ -212,55 +198,11 @@ enable_security_group = true
         t = time.monotonic()
         self.wait_agent()
         lab, api, vm = self.lab, self.lab.neutron, self.vm
-        script = self.agent.work / "udhcpc.sh"  # apply the lease, as the lab's for vm1 and vm2
-        script.write_text(
-            '#!/bin/sh\ncase "$1" in bound|renew)\n  ip addr flush dev "$interface"\n'
-            '  ip addr add "$ip/$mask" dev "$interface"\n  ip route replace default via "$router"\n;; esac\n'
-        )
-        script.chmod(0o755)
         net = api.find("networks", name="private")[0]
         subnet = api.find("subnets", name="private-subnet")[0]
-        port = api.api(
-            "POST",
-            "ports",
-            {
-                "port": {
-                    "name": f"{vm.name}-port",
-                    "network_id": net["id"],
-                    "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": vm.ip}],
-                    "device_owner": "compute:nova",
-                    "device_id": f"{lab.tag}-{vm.name}",
-                    "binding:host_id": HOSTNAME,
-                }
-            },
-        )["port"]
-        vm.port_id, vm.mac = port["id"], port["mac_address"]
-        self.ovs(
-            "ovs-vsctl",
-            "--",
-            "--may-exist",
-            "add-port",
-            "br-int",
-            vm.dev,
-            "--",
-            "set",
-            "Interface",
-            vm.dev,
-            "type=internal",
-            f"external_ids:iface-id={vm.port_id}",
-            "external_ids:iface-status=active",
-            f"external_ids:attached-mac={vm.mac}",
-        )
-        wait_for(vm.dev, lambda: sh("ip", "link", "show", vm.dev, ns=self.ns, check=False).returncode == 0, 10, 0.05)
-        sh("ip", "link", "set", vm.dev, "address", vm.mac, "netns", vm.ns, ns=self.ns)
-        sh("ip", "link", "set", vm.dev, "up", ns=vm.ns)
-        sh("ethtool", "-K", vm.dev, "tx", "off", ns=vm.ns)
+        plug(api, vm, net["id"], subnet["id"], HOSTNAME, f"{lab.tag}-{vm.name}", self.ovs, self.ns)
         wait_for(f"port {vm.name} ACTIVE", lambda: lab.port_status(vm.port_id) == "ACTIVE", 60)
-        dhcp = ("busybox", "udhcpc", "-i", vm.dev, "-n", "-q", "-f", "-t", "10", "-T", "1", "-s", str(script))
-        sh(*dhcp, ns=vm.ns, timeout=30)
-        got = sh("ip", "-4", "-o", "addr", "show", "dev", vm.dev, ns=vm.ns).stdout
-        if f"{vm.ip}/24" not in got:
-            raise RuntimeError(f"{vm.name}: DHCP through the tunnel gave {got.strip()!r}, not {vm.ip}")
+        lease(vm, lease_script(self.agent.work))  # from the controller's dnsmasq, through the tunnel
         self.timings["compute vm"] = time.monotonic() - t
 
     # --- observe -------------------------------------------------------------------------------

@@ -150,24 +150,7 @@ password_hash_rounds = 4
         (self.work / "keystone_api.py").write_text(
             "import sys\n\nsys.argv = sys.argv[:1]\nfrom keystone.wsgi.api import application  # noqa: E402,F401\n"
         )
-        (self.work / "keystone-uwsgi.ini").write_text(
-            f"""[uwsgi]
-socket = {self.socket}
-chmod-socket = 666
-master = true
-processes = 1
-threads = 2
-enable-threads = true
-lazy-apps = true
-die-on-term = true
-need-app = true
-buffer-size = 65535
-add-header = Connection: close
-hook-master-start = unix_signal:15 gracefully_kill_them_all
-pythonpath = {self.work}
-module = keystone_api:application
-"""
-        )
+        (self.work / "keystone-uwsgi.ini").write_text(neutron.uwsgi_ini(self.socket, self.work, "keystone_api"))
         self._write_apache()
         clouds = self.etc / "openstack" / "clouds.yaml"
         clouds.parent.mkdir(parents=True, exist_ok=True)

@@ -216,6 +216,70 @@ class Vm:
         return f"tap{self.port_id[:11]}"
 
 
+def lease_script(where: Path) -> Path:
+    """busybox udhcpc's script that applies a lease (address, default route), written in `where`."""
+    script = where / "udhcpc.sh"
+    script.write_text(
+        '#!/bin/sh\ncase "$1" in bound|renew)\n  ip addr flush dev "$interface"\n'
+        '  ip addr add "$ip/$mask" dev "$interface"\n  ip route replace default via "$router"\n;; esac\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def plug(
+    api: neutron.Neutron, vm: Vm, network_id: str, subnet_id: str, host: str, device_id: str, ovs, ns: str
+) -> None:
+    """`vm` as Neutron's fullstack tests plug a VM: a port bound to `host` at vm.ip, an OVS internal
+    port of that host's br-int (`ovs`, in namespace `ns`) with iface-id / attached-mac / iface-status,
+    moved into vm.ns with the port's MAC."""
+    port = api.api(
+        "POST",
+        "ports",
+        {
+            "port": {
+                "name": f"{vm.name}-port",
+                "network_id": network_id,
+                "fixed_ips": [{"subnet_id": subnet_id, "ip_address": vm.ip}],
+                "device_owner": "compute:nova",
+                "device_id": device_id,
+                "binding:host_id": host,
+            }
+        },
+    )["port"]
+    vm.port_id, vm.mac = port["id"], port["mac_address"]
+    ovs(
+        "ovs-vsctl",
+        "--",
+        "--may-exist",
+        "add-port",
+        "br-int",
+        vm.dev,
+        "--",
+        "set",
+        "Interface",
+        vm.dev,
+        "type=internal",
+        f"external_ids:iface-id={vm.port_id}",
+        "external_ids:iface-status=active",
+        f"external_ids:attached-mac={vm.mac}",
+    )
+    # the userspace datapath creates the tap device asynchronously
+    wait_for(vm.dev, lambda: sh("ip", "link", "show", vm.dev, ns=ns, check=False).returncode == 0, 10, 0.05)
+    sh("ip", "link", "set", vm.dev, "address", vm.mac, "netns", vm.ns, ns=ns)
+    sh("ip", "link", "set", vm.dev, "up", ns=vm.ns)
+    sh("ethtool", "-K", vm.dev, "tx", "off", ns=vm.ns)
+
+
+def lease(vm: Vm, script: Path) -> None:
+    """vm's address from the DHCP agent's dnsmasq (busybox udhcpc), checked."""
+    dhcp = ("busybox", "udhcpc", "-i", vm.dev, "-n", "-q", "-f", "-t", "10", "-T", "1", "-s", str(script))
+    sh(*dhcp, ns=vm.ns, timeout=30)
+    got = sh("ip", "-4", "-o", "addr", "show", "dev", vm.dev, ns=vm.ns).stdout
+    if f"{vm.ip}/24" not in got:
+        raise RuntimeError(f"{vm.name}: DHCP gave {got.strip()!r}, not {vm.ip}")
+
+
 class Lab:
     def __init__(self, keep: bool = False):
         self.tag = f"ooa{os.getpid() % 100000}{os.urandom(2).hex()}"
@@ -543,58 +607,14 @@ table ip ooa_sg {{
                 {"security_group_rule": {"security_group_id": sg["id"], "direction": "ingress", "protocol": proto}},
                 ok=(201, 409),
             )
-        script = self.work / "udhcpc.sh"  # apply the lease: address, default route
-        script.write_text(
-            '#!/bin/sh\ncase "$1" in bound|renew)\n  ip addr flush dev "$interface"\n'
-            '  ip addr add "$ip/$mask" dev "$interface"\n  ip route replace default via "$router"\n;; esac\n'
-        )
-        script.chmod(0o755)
+        script = lease_script(self.work)
         for vm in self.vms:
-            port = api.api(
-                "POST",
-                "ports",
-                {
-                    "port": {
-                        "name": f"{vm.name}-port",
-                        "network_id": net["id"],
-                        "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": vm.ip}],
-                        "device_owner": "compute:nova",
-                        "device_id": f"{self.tag}-{vm.name}",
-                        "binding:host_id": neutron.HOSTNAME,
-                    }
-                },
-            )["port"]
-            vm.port_id, vm.mac = port["id"], port["mac_address"]
-            self.ovs(
-                "ovs-vsctl",
-                "--",
-                "--may-exist",
-                "add-port",
-                "br-int",
-                vm.dev,
-                "--",
-                "set",
-                "Interface",
-                vm.dev,
-                "type=internal",
-                f"external_ids:iface-id={vm.port_id}",
-                "external_ids:iface-status=active",
-                f"external_ids:attached-mac={vm.mac}",
-            )
-            # the userspace datapath creates the tap device asynchronously
-            wait_for(f"{vm.dev}", lambda d=vm.dev: self.link_exists(d), 10, 0.05)  # type: ignore[misc]
-            sh("ip", "link", "set", vm.dev, "address", vm.mac, "netns", vm.ns, ns=self.host)
-            sh("ip", "link", "set", vm.dev, "up", ns=vm.ns)
-            sh("ethtool", "-K", vm.dev, "tx", "off", ns=vm.ns)
+            plug(api, vm, net["id"], subnet["id"], neutron.HOSTNAME, f"{self.tag}-{vm.name}", self.ovs, self.host)
         for vm in self.vms:
             wait_for(f"port {vm.name} ACTIVE", lambda v=vm: self.port_status(v.port_id) == "ACTIVE", 60)  # type: ignore[misc]
         t = time.monotonic()
         for vm in self.vms:
-            dhcp = ("busybox", "udhcpc", "-i", vm.dev, "-n", "-q", "-f", "-t", "10", "-T", "1", "-s", str(script))
-            sh(*dhcp, ns=vm.ns, timeout=30)
-            got = sh("ip", "-4", "-o", "addr", "show", "dev", vm.dev, ns=vm.ns).stdout
-            if f"{vm.ip}/24" not in got:
-                raise RuntimeError(f"{vm.name}: DHCP gave {got.strip()!r}, not {vm.ip}")
+            lease(vm, script)
         self.timings["DHCP"] = time.monotonic() - t
 
     def br_ex_dpid(self) -> str:
@@ -762,12 +782,21 @@ table ip ooa_sg {{
     def host_config(self) -> dict:
         """The stack config of the lab host: an existing machine (`host: {kind: existing}`)."""
         return {
-            f"{NAMESPACE}:host": json.dumps({
-                "kind": "existing", "address": MGMT_EIP, "user": "root", "managementIp": MGMT_IP,
-                "providerMac": PROVIDER_MAC, "providerCidr": PROVIDER_CIDR, "providerGateway": PROVIDER_GW,
-                "providerIp": PROVIDER_IP, "providerPublicIp": PROVIDER_EIP, "dnsServer": PROVIDER_GW,
-                "floatingIps": {FLOATING_IP: FLOATING_EIP, LATER_IP: LATER_EIP, COMPUTE_FIP: COMPUTE_EIP},
-            }),
+            f"{NAMESPACE}:host": json.dumps(
+                {
+                    "kind": "existing",
+                    "address": MGMT_EIP,
+                    "user": "root",
+                    "managementIp": MGMT_IP,
+                    "providerMac": PROVIDER_MAC,
+                    "providerCidr": PROVIDER_CIDR,
+                    "providerGateway": PROVIDER_GW,
+                    "providerIp": PROVIDER_IP,
+                    "providerPublicIp": PROVIDER_EIP,
+                    "dnsServer": PROVIDER_GW,
+                    "floatingIps": {FLOATING_IP: FLOATING_EIP, LATER_IP: LATER_EIP, COMPUTE_FIP: COMPUTE_EIP},
+                }
+            ),
             f"{NAMESPACE}:sshPrivateKey": "<the lab's key>",
             f"{NAMESPACE}:tenantCidr": TENANT_CIDR,
         }
@@ -780,10 +809,15 @@ table ip ooa_sg {{
         return load_settings(
             {
                 **self.host_config(),
-                f"{NAMESPACE}:openstack": json.dumps({
-                    "install": "existing", "cloud": CLOUD, "cloudsYaml": str(self.clouds_yaml),
-                    "physicalNetwork": neutron.PHYSNET, "externalBridge": "br-ex",
-                }),
+                f"{NAMESPACE}:openstack": json.dumps(
+                    {
+                        "install": "existing",
+                        "cloud": CLOUD,
+                        "cloudsYaml": str(self.clouds_yaml),
+                        "physicalNetwork": neutron.PHYSNET,
+                        "externalBridge": "br-ex",
+                    }
+                ),
             }
         )
 

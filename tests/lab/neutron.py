@@ -340,22 +340,7 @@ flat_networks = {PHYSNET}
 [ml2_type_vxlan]
 vni_ranges = 1001:2000
 """,
-            "openvswitch_agent.ini": f"""[ovs]
-datapath_type = netdev
-bridge_mappings = {PHYSNET}:br-ex
-local_ip = {self.mgmt_ip or "127.0.0.1"}
-ovsdb_connection = {ovsdb}
-of_listen_address = 127.0.0.1
-of_listen_port = 16633
-
-[agent]
-tunnel_types = vxlan
-l2_population = false
-
-[securitygroup]
-firewall_driver = openvswitch
-enable_security_group = true
-""",
+            "openvswitch_agent.ini": ovs_agent_ini(ovsdb, self.mgmt_ip or "127.0.0.1", f"{PHYSNET}:br-ex"),
             "l3_agent.ini": f"""[DEFAULT]
 interface_driver = openvswitch
 agent_mode = legacy
@@ -375,25 +360,12 @@ force_metadata = false
 datapath_type = netdev
 ovsdb_connection = {ovsdb}
 """,
-            "neutron-api-uwsgi.ini": f"""[uwsgi]
-http-socket = 127.0.0.1:{API_PORT}
-socket = {self.uwsgi_socket}
-chmod-socket = 666
-master = true
-processes = 1
-threads = 2
-enable-threads = true
-lazy-apps = true
-die-on-term = true
-need-app = true
-buffer-size = 65535
-add-header = Connection: close
-hook-master-start = unix_signal:15 gracefully_kill_them_all
-worker-reload-mercy = 5
-reload-mercy = 5
-pythonpath = {etc}
-module = neutron_api:application
-""",
+            "neutron-api-uwsgi.ini": uwsgi_ini(
+                self.uwsgi_socket,
+                etc,
+                "neutron_api",
+                f"http-socket = 127.0.0.1:{API_PORT}\nworker-reload-mercy = 5\nreload-mercy = 5\n",
+            ),
             # neutron.server parses sys.argv with oslo.config: hide uWSGI's; the config files come
             # from OS_NEUTRON_CONFIG_DIR / OS_NEUTRON_CONFIG_FILES.
             "neutron_api.py": "import sys\n\nsys.argv = sys.argv[:1]\n"
@@ -549,6 +521,47 @@ module = neutron_api:application
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def uwsgi_ini(socket: Path, pythonpath: Path, module: str, extra: str = "") -> str:
+    """A uWSGI ini for one OpenStack WSGI app (`module`:application) on a unix socket, as DevStack
+    runs them behind Apache: one process, stopped at once on SIGTERM."""
+    return f"""[uwsgi]
+{extra}socket = {socket}
+chmod-socket = 666
+master = true
+processes = 1
+threads = 2
+enable-threads = true
+lazy-apps = true
+die-on-term = true
+need-app = true
+buffer-size = 65535
+add-header = Connection: close
+hook-master-start = unix_signal:15 gracefully_kill_them_all
+pythonpath = {pythonpath}
+module = {module}:application
+"""
+
+
+def ovs_agent_ini(ovsdb: str, local_ip: str, bridge_mappings: str = "") -> str:
+    """openvswitch_agent.ini of a lab host: userspace datapath, VXLAN from `local_ip`, the OVS firewall."""
+    mappings = f"bridge_mappings = {bridge_mappings}\n" if bridge_mappings else ""
+    return f"""[ovs]
+datapath_type = netdev
+{mappings}local_ip = {local_ip}
+ovsdb_connection = {ovsdb}
+of_listen_address = 127.0.0.1
+of_listen_port = 16633
+
+[agent]
+tunnel_types = vxlan
+l2_population = false
+
+[securitygroup]
+firewall_driver = openvswitch
+enable_security_group = true
+"""
 
 
 def netns_list() -> list[str]:
