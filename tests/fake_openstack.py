@@ -96,11 +96,12 @@ def main(argv: list[str]) -> int:
                 obj["gateway"], obj["gateway_port"] = fixed["ip-address"], str(uuid.uuid4())
         table[rest[0]] = obj  # type: ignore[index]
         print(obj["id"])
-    elif verb == "delete":
-        name, _ = _find(table, rest[0]) or (None, None)  # type: ignore[arg-type]
-        if name is None:
-            return 1
-        del table[name]  # type: ignore[arg-type]
+    elif verb == "delete":  # several names, as the real CLI takes them
+        for wanted in rest:
+            name, _ = _find(table, wanted) or (None, None)  # type: ignore[arg-type]
+            if name is None:
+                return 1
+            del table[name]  # type: ignore[arg-type]
     elif kind == "router" and verb == "set":
         _, router = _find(table, rest[0])  # type: ignore[arg-type,misc]
         fixed = dict(kv.split("=") for kv in _opt(rest, "--fixed-ip").split(","))  # type: ignore[union-attr]

@@ -157,10 +157,10 @@ def test_each_apply_starts_the_cli_as_few_times_as_it_can(tmp_path):
     _ok(cloud.run("apply"))  # all there: the three listings and the router's ports
     assert len(cloud.calls()) - first == 4
     second = len(cloud.calls())
-    _ok(cloud.run("remove"))  # the interface, then what apply created, newest first; one call each
-    assert [c["args"][:2] for c in cloud.calls()[second:]] == [
-        ["router", "remove"], ["subnet", "delete"], ["network", "delete"], ["router", "delete"],
-        ["subnet", "delete"], ["network", "delete"],
+    _ok(cloud.run("remove"))  # the interface, the router, then the subnets and the networks, a call per kind
+    assert [c["args"] for c in cloud.calls()[second:]] == [
+        ["router", "remove", "subnet", "router1", "private-subnet"], ["router", "delete", "router1"],
+        ["subnet", "delete", "private-subnet", "public-subnet"], ["network", "delete", "private", "public"],
     ]
     assert cloud.state == EMPTY
 

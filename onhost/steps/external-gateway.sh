@@ -192,20 +192,24 @@ remove() {
   [ -f "$CREATED" ] || { log "nothing recorded: nothing to remove"; return 0; }
   CLOUD=$(saved CLOUD devstack-admin)
   CLOUDS_YAML=$(saved CLOUDS_YAML /etc/openstack/clouds.yaml)
-  local kind name owner
+  local kind name owner subnets=() networks=()
   while read -r kind name; do
-    log "deleting $kind $name"
     case $kind in
       interface)
         owner=router1 # records made before ROUTER was a parameter name only the subnet
         [[ $name == */* ]] && owner=${name%%/*} name=${name#*/}
+        log "deleting interface $owner/$name"
         os router remove subnet "$owner" "$name" || true
         ;;
       gateway) os router unset --external-gateway "$name" || true ;;
-      router) os router delete "$name" ;; # its gateway port goes with it
-      network | subnet) os "$kind" delete "$name" ;;
+      router) log "deleting router $name" && os router delete "$name" ;; # its gateway port goes with it
+      subnet) subnets+=("$name") ;;
+      network) networks+=("$name") ;;
     esac
   done < <(tac "$CREATED")
+  # Subnets and networks once no router uses them: one CLI start-up per kind (it takes several names).
+  if ((${#subnets[@]})); then log "deleting subnets ${subnets[*]}" && os subnet delete "${subnets[@]}"; fi
+  if ((${#networks[@]})); then log "deleting networks ${networks[*]}" && os network delete "${networks[@]}"; fi
   rm -rf "$STATE"
 }
 
