@@ -116,11 +116,19 @@ def _prepare_host(i: StepInputs) -> dict[str, object]:
     return {"PROVIDER_MAC": i.provider_mac}
 
 
+def devstack_params(branch: str, local_conf: str, admin_password: object) -> dict[str, object]:
+    """What a DevStack install step (install-openstack, install-compute) gets: lib.sh's
+    decode_local_conf reads LOCAL_CONF as base64."""
+    return {
+        "BRANCH": branch,
+        "LOCAL_CONF": base64.b64encode(local_conf.encode()).decode(),
+        "ADMIN_PASSWORD": admin_password,
+    }
+
+
 def _install_openstack(i: StepInputs) -> dict[str, object]:
     return {
-        "BRANCH": i.branch,
-        "LOCAL_CONF": base64.b64encode(i.local_conf.encode()).decode(),
-        "ADMIN_PASSWORD": i.admin_password,
+        **devstack_params(i.branch, i.local_conf, i.admin_password),
         "PROVIDER_MAC": i.provider_mac,
         "PUBLIC_BASE_URL": i.public_base_url,
     }

@@ -13,10 +13,11 @@ Standard library only, so that the policy pack's own virtualenv can import it.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+
+from onhost.chain import devstack_params
 
 NODE = "node"
 CONTROLLER = "controller"
@@ -66,12 +67,7 @@ def _prepare(i: NodeInputs) -> dict[str, object]:
 
 
 def _install(i: NodeInputs) -> dict[str, object]:
-    return {
-        "BRANCH": i.branch,
-        "LOCAL_CONF": base64.b64encode(i.local_conf.encode()).decode(),
-        "ADMIN_PASSWORD": i.admin_password,
-        "CONTROLLER_IP": i.controller_ip,
-    }
+    return {**devstack_params(i.branch, i.local_conf, i.admin_password), "CONTROLLER_IP": i.controller_ip}
 
 
 NODE_CHAIN: tuple[NodeStep, ...] = (
