@@ -201,7 +201,7 @@ remove() {
         log "deleting interface $owner/$name"
         os router remove subnet "$owner" "$name" || true
         ;;
-      gateway) os router unset --external-gateway "$name" || true ;;
+      gateway) log "unsetting the gateway of router $name" && { os router unset --external-gateway "$name" || true; } ;;
       router) log "deleting router $name" && os router delete "$name" ;; # its gateway port goes with it
       subnet) subnets+=("$name") ;;
       network) networks+=("$name") ;;
