@@ -446,7 +446,7 @@ def test_prepare_host_installs_all_its_packages_when_one_is_missing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     apt = [c for c in calls if c.startswith("apt-get")]
     assert apt[0].endswith(" update") and apt[1].split()[-len(PREPARE_PACKAGES) :] == PREPARE_PACKAGES
-    assert "(missing: procps)" in proc.stderr
+    assert "installing packages: " + " ".join(PREPARE_PACKAGES) in proc.stderr
 
 
 def test_prepare_host_names_what_is_missing_when_the_install_did_not_provide_it(tmp_path):

@@ -230,7 +230,7 @@ install_packages() {
   if [ -z "$missing" ]; then
     log "packages already installed: ${PACKAGES[*]}"
   else
-    log "installing packages: ${PACKAGES[*]} (missing: ${missing//$'\n'/ })"
+    log "installing packages: ${PACKAGES[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get -qq -o DPkg::Lock::Timeout=600 update
     apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${PACKAGES[@]}" >/dev/null
