@@ -1,7 +1,7 @@
 """The emulated AWS VPC around a host that runs real Neutron (tests/lab/neutron.py).
 
     internet ns                vpc ns                                host ns (the EC2 instance)
-    eth0 198.51.100.10 ── inet0 198.51.100.1                        sshd on eth0 10.0.1.10
+    eth0 198.51.100.10 ── inet0 198.51.100.1                        sshd (the container) on 10.0.1.10
                           1:1 NAT elastic IP <-> registered IP       eth0 ── p-mgmt (vbr-mgmt 10.0.1.1)
                           vbr-prov 10.0.2.1: bridge that drops       eth1 (no IP, arp off): the provider
                           frames whose (port, MAC, IP) is not        ENI, a port of br-ex (Open vSwitch,
@@ -22,6 +22,11 @@ namespace, as pulumi-command's would. On the host the management IP sits on the 
 br-mgmt (eth0 its port): the VXLAN endpoint of the userspace datapath. The compute host `host2`
 (10.0.1.11 on the same management bridge, vm3 bound to it, vm3's floating IP 10.0.2.13 / elastic IP
 203.0.113.23) is tests/lab/compute.py's.
+
+The host is a machine: a Debian 12 container booted by systemd-nspawn in the host namespace
+(tests/lab/container.py), with sshd (pinned host key), Open vSwitch and Apache as its services and
+the steps' re-apply timers in its systemd; Neutron's daemons and agents run beside it, in the same
+network namespace (container.py says why the agents stay outside).
 """
 
 from __future__ import annotations
@@ -98,7 +103,6 @@ BINARIES = [
     "ovs-vswitchd",
     "ovs-vsctl",
     "ovs-ofctl",
-    "sshd",
     "ssh",
     "ssh-keygen",
     "sudo",
