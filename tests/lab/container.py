@@ -21,13 +21,15 @@ the rootfs: it would share the lab host's network namespace and reconfigure the 
 generated files stay unused). cloud-init has no datasource here: its generator disables it,
 `cloud-init status --wait` says "disabled" and returns 0 at once.
 
-What stays outside, in the same network namespace: MariaDB, RabbitMQ, Keystone's and neutron-server's
-uWSGI, the RPC server and periodic workers (tests/lab/neutron.py), and the Neutron agents. The agents
-stay because of mount propagation: systemd-nspawn makes the container's mount namespace a slave of
-the lab's, so a network namespace the lab makes (`ip netns add`: a bind mount on /run/netns) shows
-inside, but one the L3 or DHCP agent would make inside (qrouter-, qdhcp-) would never show outside,
-where the tests and the VPC emulation look for it. Run from the lab's mount namespace, the agents'
-namespaces reach the container too, where the steps and their timers use them.
+The OVS agent runs inside too (a `systemd-run` unit with the lab venv's environment; tests/lab/
+neutron.py HOST_AGENTS). What stays outside, in the same network namespace: MariaDB, RabbitMQ,
+Keystone's and neutron-server's uWSGI, the RPC server and periodic workers (tests/lab/neutron.py),
+and the L3 and DHCP agents. Those two stay because of mount propagation: systemd-nspawn makes the
+container's mount namespace a slave of the lab's, so a network namespace the lab makes (`ip netns
+add`: a bind mount on /run/netns) shows inside, but one the L3 or DHCP agent would make inside
+(qrouter-, qdhcp-) would never show outside, where the tests and the VPC emulation look for it (its
+name appears on the shared tmpfs, as an empty file). Run from the lab's mount namespace, the
+agents' namespaces reach the container too, where the steps and their timers use them.
 """
 
 from __future__ import annotations
@@ -179,14 +181,25 @@ class Container:
         return p
 
     def service(
-        self, unit: str, *args: str, forking: bool = False, output: Path | None = None, reload: str = ""
+        self,
+        unit: str,
+        *args: str,
+        forking: bool = False,
+        output: Path | None = None,
+        reload: str = "",
+        env: dict[str, str] | None = None,
+        stop_timeout: float = 0,
     ) -> None:
         """A transient service of the container's systemd (`systemd-run`, waits for its start job):
         `forking` for a daemon that detaches once ready; `output` its stdout/stderr (else the
-        journal); `reload` the command `systemctl reload` runs."""
+        journal); `reload` the command `systemctl reload` runs; `env` its environment; `stop_timeout`
+        the seconds `systemctl stop` waits after SIGTERM before SIGKILL (0: systemd's default)."""
         props = ["--service-type=forking"] if forking else ["--service-type=exec"]
         if reload:
             props.append(f"--property=ExecReload={reload}")
+        if stop_timeout:
+            props.append(f"--property=TimeoutStopSec={stop_timeout:g}s")
+        props += [f"--setenv={k}={v}" for k, v in (env or {}).items()]
         if output is not None:
             props += [f"--property=StandardOutput=append:{output}", f"--property=StandardError=append:{output}"]
         self.run("systemd-run", "--quiet", "--collect", f"--unit={unit}", *props, "--", *args)

@@ -105,7 +105,14 @@ class Host(Protocol):
     """What the host's Apache needs of the lab host (tests/lab/container.py `Container`)."""
 
     def service(
-        self, unit: str, *args: str, forking: bool = False, output: Path | None = None, reload: str = ""
+        self,
+        unit: str,
+        *args: str,
+        forking: bool = False,
+        output: Path | None = None,
+        reload: str = "",
+        env: dict[str, str] | None = None,
+        stop_timeout: float = 0,
     ) -> None:
         """Run `args` as a service of the host."""
 

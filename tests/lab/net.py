@@ -309,6 +309,7 @@ class Lab:
         self.vms = [Vm("vm1", f"{self.tag}-vm1", VM1_IP), Vm("vm2", f"{self.tag}-vm2", VM2_IP)]
         self.vm1, self.vm2 = (vm.ns for vm in self.vms)
         self.neutron = neutron.Neutron(self.work / "neutron", self.host, self.run, mgmt_ip=MGMT_IP)
+        self.neutron.host = self.container  # the OVS agent runs in it
         from tests.lab.compute import ComputeHost  # it imports this module
 
         # vm3 joins self.vms once plugged (after vm1 and vm2)

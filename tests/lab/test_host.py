@@ -13,7 +13,13 @@ from tests.lab.net import MGMT_IP, MGMT_MAC, PROVIDER_MAC, sh
 
 pytestmark = pytest.mark.lab
 
-HOST_UNITS = ("ssh.service", "ooa-ovsdb-server.service", "ooa-ovs-vswitchd.service", "apache2.service")
+HOST_UNITS = (
+    "ssh.service",
+    "ooa-ovsdb-server.service",
+    "ooa-ovs-vswitchd.service",
+    "apache2.service",
+    "neutron-ovs-agent.service",
+)
 # cloud-init's network config on an EC2 instance with two ENIs (what prepare-host edits): each NIC
 # matched by its MAC, with DHCP.
 CLOUD_INIT_NETPLAN = f"""network:
@@ -33,8 +39,8 @@ CLOUD_INIT_NETPLAN = f"""network:
 
 
 def test_the_host_is_a_booted_debian_whose_services_run_inside(lab):
-    """systemd is the host's PID 1; sshd, Open vSwitch and Apache are its units; the agents'
-    namespaces (made outside, in the lab's mount namespace) are there; systemd-networkd, which would
+    """systemd is the host's PID 1; sshd, Open vSwitch, Apache and the OVS agent are its units; the
+    L3 and DHCP agents' namespaces (made outside, in the lab's mount namespace) are there; systemd-networkd, which would
     share the host's network namespace with the lab, is masked."""
     assert "VERSION_CODENAME=bookworm" in (lab.container.root / "etc/os-release").read_text()
     assert lab.ssh("cat /proc/1/comm").stdout.strip() == "systemd"
@@ -49,8 +55,9 @@ def test_the_host_is_a_booted_debian_whose_services_run_inside(lab):
         lab.ssh("ovs-vsctl br-exists br-ex && ovs-vsctl get bridge br-ex datapath_id").stdout.strip().strip('"')
         == lab.br_ex_dpid()
     )
-    # the SSH session runs in the container: its processes are the container's
-    assert lab.ssh("ps -e -o comm=").stdout.split().count("neutron-l3-agen") == 0
+    # the OVS agent is the host's: its process in the container's PID namespace (the L3 agent's is not)
+    inside = lab.ssh("ps -e -o args=").stdout
+    assert "neutron-openvswitch-agent" in inside and "neutron-l3-agent" not in inside
     assert f"{MGMT_IP}/24" in lab.ssh("ip -4 -o addr show br-mgmt").stdout
 
 
