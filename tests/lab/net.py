@@ -952,7 +952,8 @@ table ip ooa_sg {{
             self.compute.stop()
             self.neutron.down()
         finally:
-            self.container.stop()  # its sshd, Open vSwitch, Apache, timers
+            self.container.stop()  # its sshd, Open vSwitch, Apache, OVS agent, timers
+            self.timings["container stop"] = self.container.timings["container stop"]
             self.compute.stop_ovs()
             for ns in reversed(self.namespaces):
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True)
