@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -55,8 +56,6 @@ def rootfs() -> Path:
 
 def prerequisites() -> list[str]:
     """What keeps the lab host's container from booting here (empty when it can)."""
-    import shutil
-
     problems = []
     missing = [b for b in BINARIES if shutil.which(b) is None]
     if missing:
