@@ -207,6 +207,8 @@ def _prepare(
     (fakebin / "cloud-init").write_text(f'#!/bin/sh\necho "cloud-init $*" >>"$CALLS"\nexit {cloud_init_status}\n')
     (fakebin / "id").write_text("#!/bin/sh\nexit 1\n")  # no `stack` user yet
     (fakebin / "id").chmod(0o755)
+    (fakebin / "dpkg-query").write_text("#!/bin/sh\nexit 1\n")  # none of the packages installed yet
+    (fakebin / "dpkg-query").chmod(0o755)
     if not (fakebin / "visudo").exists():
         (fakebin / "visudo").symlink_to("/bin/true")
     env = {"PATH": f"{fakebin}:/usr/bin:/bin", "OOA_STATE": str(tmp / "state"), "CALLS": str(tmp / "calls")}

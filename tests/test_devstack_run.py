@@ -364,12 +364,28 @@ fi
 FAKE_IP = """#!/bin/bash
 echo "ip $*" >>"$CALLS"
 """
+# dpkg's answer for the packages in $INSTALLED (installed), as `dpkg-query -W -f=...` gives it; for
+# any other package: not found (status 1), as for one never installed.
+FAKE_DPKG_QUERY = """#!/bin/bash
+echo "dpkg-query $*" >>"$CALLS"
+pkg=${*: -1}
+[[ " $INSTALLED " == *" $pkg "* ]] || { echo "dpkg-query: no packages found matching $pkg" >&2; exit 1; }
+printf installed
+"""
+PREPARE_PACKAGES = ["git", "jq", "iproute2", "iptables", "procps", "python3", "python3-yaml", "sudo"]
 
 
-def _prepare_apply(tmp: Path, broken_apt: bool = False):
+def _prepare_apply(tmp: Path, broken_apt: bool = False, installed: list[str] | None = None):
+    """prepare-host's apply; dpkg has `installed` (default: every package but procps, as on a
+    minimal image); with every package installed, sysctl is there from the start."""
+    if installed is None:
+        installed = [p for p in PREPARE_PACKAGES if p != "procps"]
     fakebin = tmp / "bin"
     fakebin.mkdir()
-    for name, body in {"apt-get": FAKE_APT, "ip": FAKE_IP}.items():
+    fakes = {"apt-get": FAKE_APT, "ip": FAKE_IP, "dpkg-query": FAKE_DPKG_QUERY}
+    if "procps" in installed:
+        fakes["sysctl"] = '#!/bin/sh\necho "sysctl $*" >>"$CALLS"\n'
+    for name, body in fakes.items():
         (fakebin / name).write_text(body)
         (fakebin / name).chmod(0o755)
     for name in ("python3", "visudo"):  # present on the image; checked after the install
@@ -386,9 +402,10 @@ def _prepare_apply(tmp: Path, broken_apt: bool = False):
         "NET_SYSFS": str(sysfs),
         "CALLS": str(calls),
         "FAKEBIN": str(fakebin),
+        "INSTALLED": " ".join(installed),
         **({"APT_BROKEN": "1"} if broken_apt else {}),
     }
-    assert not shutil.which("sysctl", path=env["PATH"])
+    assert bool(shutil.which("sysctl", path=env["PATH"])) == ("procps" in installed)
     proc = subprocess.run(
         ["bash", "-c", PREPARE_APPLY, "_", str(STEPS / "prepare-host.sh")],
         input=f"PROVIDER_MAC={MAC}\n",
@@ -411,6 +428,25 @@ def test_prepare_host_installs_procps_before_it_runs_sysctl(tmp_path):
     assert calls.index("ip link set dev ens6 up") > install
     assert calls[-1] == "ensure_stack_user"
     assert "provider NIC: ens6" in proc.stderr
+
+
+def test_prepare_host_fetches_nothing_when_every_package_is_installed(tmp_path):
+    """A re-run, or an image that has everything (the lab's host: no mirror on its network): dpkg
+    says so, apt-get is never run (no index download); the step goes on as when it installed them."""
+    proc, calls = _prepare_apply(tmp_path, installed=PREPARE_PACKAGES)
+    assert proc.returncode == 0, proc.stderr
+    assert not [c for c in calls if c.startswith("apt-get")]
+    assert {c.split()[-1] for c in calls if c.startswith("dpkg-query")} == set(PREPARE_PACKAGES)
+    assert "packages already installed" in proc.stderr
+    assert "sysctl -qw net.ipv6.conf.ens6.disable_ipv6=1" in calls and calls[-1] == "ensure_stack_user"
+
+
+def test_prepare_host_installs_all_its_packages_when_one_is_missing(tmp_path):
+    proc, calls = _prepare_apply(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    apt = [c for c in calls if c.startswith("apt-get")]
+    assert apt[0].endswith(" update") and apt[1].split()[-len(PREPARE_PACKAGES) :] == PREPARE_PACKAGES
+    assert "installing packages: " + " ".join(PREPARE_PACKAGES) in proc.stderr
 
 
 def test_prepare_host_names_what_is_missing_when_the_install_did_not_provide_it(tmp_path):

@@ -493,6 +493,7 @@ if [ "$1" = -t ]; then
   [ -z "${FAKE_CONFIGTEST_FAIL:-}" ] || { echo "AH00526: Syntax error (fake)" >&2; exit 1; }
   exec "$APACHE" -t -f "$FAKE_APACHE_CONF"
 fi
+[ "$1" != graceful ] || [ -z "${FAKE_RELOAD_FAIL:-}" ] || { echo "httpd (no pid file) not running" >&2; exit 1; }
 """
 
 
@@ -554,6 +555,22 @@ def test_fake_apache_apply_enables_what_is_missing_tests_reloads_and_remove_undo
     ]
     assert snapshot(root) == before  # proxy.load still there; every file and module link of ours gone
     assert not (tmp / "state" / "tls-front").exists()
+
+
+def test_fake_apache_a_reload_that_fails_fails_the_step(host, pki):
+    """Apache not reloaded (not running, a unit that cannot reload): the new front is not served,
+    so apply must not report success."""
+    before = snapshot(host[1])
+    failed = run_host(host, "apply", params(pki), FAKE_RELOAD_FAIL="1")
+    assert failed.returncode != 0
+    assert "Apache did not reload" in failed.stderr and "Apache reloaded" not in failed.stderr
+    assert fake_calls(host)[-1] == "apache2ctl graceful"
+    n = len(fake_calls(host))
+    again = run_host(host, "apply", params(pki))  # the files were put back: this apply reloads
+    assert again.returncode == 0 and '"changed":true' in again.stdout, again.stderr
+    assert fake_calls(host)[n:][-1] == "apache2ctl graceful"
+    assert run_host(host, "remove", None).returncode == 0
+    assert snapshot(host[1]) == before
 
 
 def test_fake_apache_a_refused_configuration_restores_the_previous_files(host, pki):

@@ -221,15 +221,31 @@ wait_for_cloud_init() {
   ((rc == 0 || rc == 2)) || die "cloud-init failed (status $rc): see /var/log/cloud-init.log"
 }
 
-# install_packages : PACKAGES (apt), then check that this step's own commands (NEEDS) are there.
+# install_packages : PACKAGES (apt; nothing fetched when dpkg has every one installed already: a
+# re-run, an image that has them, a host without a mirror), then check that this step's own
+# commands (NEEDS) are there.
 install_packages() {
-  local cmd
-  log "installing packages: ${PACKAGES[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -qq -o DPkg::Lock::Timeout=600 update
-  apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${PACKAGES[@]}" >/dev/null
+  local cmd missing
+  missing=$(missing_packages "${PACKAGES[@]}")
+  if [ -z "$missing" ]; then
+    log "packages already installed: ${PACKAGES[*]}"
+  else
+    log "installing packages: ${PACKAGES[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -qq -o DPkg::Lock::Timeout=600 update
+    apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${PACKAGES[@]}" >/dev/null
+  fi
   for cmd in "${!NEEDS[@]}"; do
     command -v "$cmd" >/dev/null || die "$cmd not found after installing ${NEEDS[$cmd]}: this step needs it"
+  done
+}
+
+# missing_packages PACKAGE... : those dpkg does not have installed, one a line.
+missing_packages() {
+  local pkg status
+  for pkg in "$@"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) || status=
+    [ "$status" = installed ] || echo "$pkg"
   done
 }
 

@@ -269,8 +269,13 @@ apply() {
     restore
     die "Apache refuses the configuration (previous files restored): $(tail -n 5 "$WORK/configtest")"
   fi
+  if [ "$CHANGED" = 1 ] && ! reload_apache; then
+    restore # a later apply writes them again, and reloads
+    rm -rf "$STATE/backup"
+    die "Apache did not reload: the new configuration is not served (previous files restored)"
+  fi
   rm -rf "$STATE/backup"
-  if [ "$CHANGED" = 1 ]; then reload_apache && log "Apache reloaded"; fi
+  [ "$CHANGED" = 0 ] || log "Apache reloaded"
   report
 }
 

@@ -34,6 +34,7 @@ def lab():
         yield built
     finally:
         built.teardown()
+        _timings.update(built.timings)  # with what the tests measured (prepare-host, the re-apply timer)
         _finished.append(time.monotonic())
 
 
@@ -48,7 +49,7 @@ def clean(lab):
 
 def _remove_all(lab: Lab) -> None:
     for step in ("port-forwards", "gateway-mac"):
-        if not (lab.state / step).exists():  # the lab shares the host's filesystem: skip a no-op SSH
+        if not (lab.state / step).exists():  # the state folder is bound into the host: skip a no-op SSH
             continue
         p = lab.step(step, "remove")
         assert p.returncode == 0, f"{step} remove failed: {p.stderr}"

@@ -47,8 +47,9 @@ def main() -> int:
     try:
         lab.build()
         print(
-            f"lab {lab.tag}: vpc, internet, VPC peer, host (Open vSwitch, sshd, Neutron 28.0.2: API, RPC "
-            f"server, periodic workers, OVS/L3/DHCP agents), {lab.router.ns} made by external-gateway, "
+            f"lab {lab.tag}: vpc, internet, VPC peer, host (a booted Debian container: systemd, sshd, "
+            f"Open vSwitch; Neutron 28.0.2: API, RPC server, periodic workers, OVS/L3/DHCP agents), "
+            f"{lab.router.ns} made by external-gateway, "
             f"vm1 {VM1_IP}, vm2 {VM2_IP} (floating IP), addresses from Neutron's DHCP agent"
         )
         print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in lab.timings.items()))

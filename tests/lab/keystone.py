@@ -12,13 +12,14 @@
     catalog      as DevStack makes it: http://10.0.1.10/identity and http://10.0.1.10/networking
     clouds.yaml  /etc/openstack/clouds.yaml with cloud `devstack-admin`, as DevStack writes it
 
-This machine's /etc is never written: the lab host's /etc is an overlay in sshd's private mount
-namespace (net.Lab._build_sshd) whose upper layer is `etc` below the lab's work folder; this module
-writes its files there, and Apache runs in that mount namespace (entered through sshd's), so the files
-the steps write over SSH and their `apache2ctl graceful` are the ones this Apache reads. Only Debian's
-apache2-bin (the server and its modules) is installed here, not the `apache2` package: the two
-scripts of it the tls-front step calls (a2enmod/a2dismod, apache2ctl) are tests/lab/apache/, installed
-in the host's /usr/local/bin.
+This machine's /etc is never written: the lab host is a container (tests/lab/container.py); this
+module writes its files into the container's /etc (`etc`, the overlay root as the lab sees it), and
+Apache runs inside as a service of the container, so the files the steps write over SSH and their
+`apache2ctl graceful` are the ones this Apache reads. Keystone's uWSGI stays outside, in the host's
+network namespace (its socket is in the lab's work folder, bound into the container). Only Debian's
+apache2-bin (the server and its modules) is in the host's root filesystem, not the `apache2` package:
+the two scripts of it the tls-front step calls (a2enmod/a2dismod, apache2ctl) are tests/lab/apache/,
+installed in the host's /usr/local/bin.
 
 Setup (db_sync, fernet and credential keys, bootstrap, uWSGI, the service user and endpoints) runs in
 a thread that Neutron starts once MariaDB answers (`database_ready`), beside Neutron's own migrations;
@@ -34,6 +35,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 from tests.lab import neutron
 from tests.lab.neutron import LAB_VENV, wait_for
@@ -97,6 +99,22 @@ def parse_local_conf(text: str, conf: str) -> tuple[dict[str, str], dict[str, di
             name, _, value = line.partition("=")
             sections.setdefault(section, {})[name.strip()] = value.strip()
     return localrc, sections
+
+
+class Host(Protocol):
+    """What the host's Apache needs of the lab host (tests/lab/container.py `Container`)."""
+
+    def service(
+        self,
+        unit: str,
+        *args: str,
+        forking: bool = False,
+        output: Path | None = None,
+        reload: str = "",
+        env: dict[str, str] | None = None,
+        stop_timeout: float = 0,
+    ) -> None:
+        """Run `args` as a service of the host."""
 
 
 class Keystone:
@@ -215,20 +233,12 @@ IncludeOptional sites-enabled/*.conf
             (bindir / name).chmod(0o755)
 
     # --- processes -------------------------------------------------------------------------------
-    def start_apache(self, sshd_pid: int) -> None:
-        """The host's Apache in sshd's network and mount namespaces (the host's /etc overlay)."""
-        log = open(self.apache_run / "apache2.out", "ab")  # noqa: SIM115 - the child keeps it
-        try:
-            p = subprocess.Popen(
-                ["nsenter", "-t", str(sshd_pid), "-m", "-n", "--", APACHE, "-DFOREGROUND"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        self.neutron.groups["apache"] = p.pid  # stopped with Neutron's daemons (Neutron.down)
+    def start_apache(self, host: Host) -> None:
+        """The host's Apache (the container's apache2-bin) as the host's apache2.service, as DevStack
+        leaves it: its /etc, its PID namespace; `systemctl reload apache2` (what tls-front runs
+        under systemd) is Debian's graceful restart. Stopped with the host."""
+        reload = "/usr/local/bin/apache2ctl graceful"
+        host.service("apache2", APACHE, "-DFOREGROUND", output=self.apache_run / "apache2.out", reload=reload)
         wait_for("the host's Apache", lambda: self._http_code("/") not in ("000", ""), 30, 0.1)
 
     def database_ready(self) -> None:

@@ -1,7 +1,7 @@
 """The emulated AWS VPC around a host that runs real Neutron (tests/lab/neutron.py).
 
     internet ns                vpc ns                                host ns (the EC2 instance)
-    eth0 198.51.100.10 ── inet0 198.51.100.1                        sshd on eth0 10.0.1.10
+    eth0 198.51.100.10 ── inet0 198.51.100.1                        sshd (the container) on 10.0.1.10
                           1:1 NAT elastic IP <-> registered IP       eth0 ── p-mgmt (vbr-mgmt 10.0.1.1)
                           vbr-prov 10.0.2.1: bridge that drops       eth1 (no IP, arp off): the provider
                           frames whose (port, MAC, IP) is not        ENI, a port of br-ex (Open vSwitch,
@@ -22,17 +22,20 @@ namespace, as pulumi-command's would. On the host the management IP sits on the 
 br-mgmt (eth0 its port): the VXLAN endpoint of the userspace datapath. The compute host `host2`
 (10.0.1.11 on the same management bridge, vm3 bound to it, vm3's floating IP 10.0.2.13 / elastic IP
 203.0.113.23) is tests/lab/compute.py's.
+
+The host is a machine: a Debian 12 container booted by systemd-nspawn in the host namespace
+(tests/lab/container.py), with sshd (pinned host key), Open vSwitch and Apache as its services and
+the steps' re-apply timers in its systemd; Neutron's daemons and agents run beside it, in the same
+network namespace (container.py says why the agents stay outside).
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import ctypes
 import functools
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -50,7 +53,7 @@ from components.network import MANAGEMENT_PORTS
 from components.openstack import TlsParts, args_from_settings, local_conf_for, selected_steps, step_inputs
 from config.settings import NAMESPACE, Settings, load_settings
 from onhost import remote
-from tests.lab import keystone, neutron
+from tests.lab import container, keystone, neutron
 from tests.lab.neutron import wait_for
 
 INTERNET_IP = "198.51.100.10"
@@ -100,7 +103,6 @@ BINARIES = [
     "ovs-vswitchd",
     "ovs-vsctl",
     "ovs-ofctl",
-    "sshd",
     "ssh",
     "ssh-keygen",
     "sudo",
@@ -122,7 +124,7 @@ def prerequisites() -> list[str]:
         problems.append("missing binaries: " + " ".join(missing))
     if not OVS_SCHEMA.exists():
         problems.append(f"missing {OVS_SCHEMA} (package openvswitch-switch)")
-    return problems + neutron.prerequisites() + keystone.prerequisites()
+    return problems + neutron.prerequisites() + keystone.prerequisites() + container.prerequisites()
 
 
 def sh(
@@ -291,15 +293,23 @@ class Lab:
         self.run = self.work / "ovs"
         self.prefix = self.work / "prefix"
         self.state = self.work / "state"
-        self.bin = self.work / "bin"
-        # The host's /etc: an overlay of this machine's in sshd's mount namespace (_build_sshd); what
-        # the steps write there lands in etc/upper.
-        self.etc = self.work / "etc"
         self.clouds_yaml = Path("/etc/openstack/clouds.yaml")  # as the host sees it (DevStack's)
         self.vpc, self.inet, self.host, self.peer = (f"{self.tag}-{n}" for n in ("vpc", "inet", "host", "peer"))
+        # The host: a booted Debian container in the host namespace (tests/lab/container.py); its
+        # files as the lab sees them under `root`, what changed in them under `upper`.
+        self.container = container.Container(
+            self.work / "host",
+            f"{self.tag}-host",
+            self.host,
+            binds=[(self.work, str(self.work)), (self.run, "/run/openvswitch")],
+            ro_binds=[neutron.LAB_VENV],
+        )
+        self.etc = self.container.root / "etc"
+        self.upper = self.container.upper
         self.vms = [Vm("vm1", f"{self.tag}-vm1", VM1_IP), Vm("vm2", f"{self.tag}-vm2", VM2_IP)]
         self.vm1, self.vm2 = (vm.ns for vm in self.vms)
         self.neutron = neutron.Neutron(self.work / "neutron", self.host, self.run, mgmt_ip=MGMT_IP)
+        self.neutron.host = self.container  # the OVS agent runs in it
         from tests.lab.compute import ComputeHost  # it imports this module
 
         # vm3 joins self.vms once plugged (after vm1 and vm2)
@@ -308,12 +318,13 @@ class Lab:
         # Keystone, and Neutron's keystonemiddleware, configured as DevStack configures them with the
         # local.conf the program renders for this machine.
         local_conf = local_conf_for(contract_for_render(self.devstack_settings, "<the lab's key>"))
-        self.keystone = keystone.Keystone(self.work / "keystone", self.etc / "upper", MGMT_IP, self.neutron, local_conf)
+        self.keystone = keystone.Keystone(self.work / "keystone", self.etc, MGMT_IP, self.neutron, local_conf)
         self.neutron.identity = self.keystone  # Neutron authenticates with the lab's real Keystone
         self.router = Router("", "")
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self.key = self.work / "id_ed25519"
+        self.known_hosts = self.work / "known_hosts"  # the host's key, pinned
         self.timings: dict[str, float] = {}
         self._down = False
         self._netns_dir = False  # this process has its own /run/netns (private_netns_dir)
@@ -360,10 +371,11 @@ class Lab:
                 self._build_vpc()
                 self._build_security_group()
                 self._build_host()
+                self._build_container()
                 self._build_ovs()
                 self.compute.underlay_controller()  # the management IP onto br-mgmt: the VXLAN endpoint
-                self._build_sshd()
-                self.keystone.start_apache(self.sshd.pid)
+                self._wait_sshd()
+                self.keystone.start_apache(self.container)
                 host2 = pool.submit(self.compute.build_host)
                 backends.result()
                 self.neutron.up()
@@ -371,6 +383,7 @@ class Lab:
             self.compute.start_agent()
             self.timings["neutron up"] = self.neutron.timings["neutron up"]
             self.timings.update(self.keystone.timings)
+            self.timings.update(self.container.timings)
             t = time.monotonic()
             out = self.step("external-gateway", "apply", self.external_gateway_params())
             if out.returncode != 0:
@@ -487,12 +500,13 @@ table ip ooa_sg {{
         sh("ip", "link", "set", "eth1", "arp", "off", "up", ns=h)
 
     def _build_ovs(self) -> None:
-        """ovsdb-server and ovs-vswitchd of this lab; br-ex with the provider NIC, as DevStack
+        """ovsdb-server and ovs-vswitchd of the host (the container's, as its services; their run
+        folder is the lab's, the host's /run/openvswitch); br-ex with the provider NIC, as DevStack
         makes it. br-int, br-tun and every flow are the OVS agent's."""
-        self.run.mkdir(parents=True)
         db, sock = self.run / "conf.db", f"unix:{self.run}/db.sock"
-        sh("ovsdb-tool", "create", str(db), str(OVS_SCHEMA))
-        self.ovs(
+        self.container.run("ovsdb-tool", "create", str(db), str(OVS_SCHEMA))
+        self.container.service(
+            "ooa-ovsdb-server",
             "ovsdb-server",
             str(db),
             f"--remote=p{sock}",
@@ -500,6 +514,7 @@ table ip ooa_sg {{
             f"--unixctl={self.run}/ovsdb-server.ctl",
             f"--log-file={self.run}/ovsdb-server.log",
             "--detach",
+            forking=True,
         )
         self.ovs("ovs-vsctl", "--no-wait", "init")
         self.ovs(
@@ -511,61 +526,54 @@ table ip ooa_sg {{
             f"external_ids:system-id={neutron.HOSTNAME}",
             f"external_ids:hostname={neutron.HOSTNAME}",
         )
-        self.ovs(
+        self.container.service(
+            "ooa-ovs-vswitchd",
             "ovs-vswitchd",
             sock,
             f"--pidfile={self.run}/ovs-vswitchd.pid",
             f"--unixctl={self.run}/ovs-vswitchd.ctl",
             f"--log-file={self.run}/ovs-vswitchd.log",
             "--detach",
+            forking=True,
         )
         self.ovs("ovs-vsctl", "--timeout=10", "add-br", "br-ex", "--", "set", "bridge", "br-ex", "datapath_type=netdev")
         self.ovs("ovs-vsctl", "--timeout=10", "add-port", "br-ex", "eth1")
         sh("ip", "link", "set", "br-ex", "up", ns=self.host)
 
-    def _build_sshd(self) -> None:
-        w = self.work
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(w / "ssh_host_ed25519_key"))
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
-        shutil.copy(f"{self.key}.pub", w / "authorized_keys")
-        (w / "sshd_config").write_text(
-            f"ListenAddress {MGMT_IP}\nPort 22\nHostKey {w}/ssh_host_ed25519_key\nPidFile {w}/sshd.pid\n"
-            f"AuthorizedKeysFile {w}/authorized_keys\nPermitRootLogin prohibit-password\n"
-            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-            "X11Forwarding no\nAllowTcpForwarding no\n"
+    def _build_container(self) -> None:
+        """The host's files (sshd's key and configuration, root's authorized key, the CLI and
+        DevStack's files: Apache's configuration, clouds.yaml), then its boot."""
+        root = self.container.root
+        self.run.mkdir(parents=True)
+        self.container.mount()
+        for key in (root / "etc/ssh/ssh_host_ed25519_key", self.key):
+            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+        host_key = (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+        self.known_hosts.write_text(f"{MGMT_EIP} {host_key[0]} {host_key[1]}\n")
+        shutil.copy(f"{self.key}.pub", root / "root/.ssh/authorized_keys")
+        # Debian's sshd_config includes sshd_config.d/*.conf first: the first value of a key wins.
+        (root / "etc/ssh/sshd_config.d/ooa-lab.conf").write_text(
+            "HostKey /etc/ssh/ssh_host_ed25519_key\nPermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nX11Forwarding no\n"
+            "AllowTcpForwarding no\n"
         )
-        # The host's openstack CLI (DevStack puts it in /usr/local/bin), Debian's Apache scripts, and
-        # DevStack's files in the host's /etc: Apache's configuration, the clouds.yaml with cloud
-        # devstack-admin that external-gateway is given as CLOUD and CLOUDS_YAML.
-        self.bin.mkdir()
-        cli = self.bin / "openstack"
+        # The host's openstack CLI (DevStack puts it in /usr/local/bin; the lab venv is bound at its
+        # own path), Debian's Apache scripts, DevStack's files in /etc.
+        bindir = root / "usr/local/bin"
+        cli = bindir / "openstack"
         cli.write_text(f'#!/bin/sh\nexec "{neutron.LAB_VENV}/bin/openstack" "$@"\n')
         cli.chmod(0o755)
-        self.keystone.install_scripts(self.bin)
-        for d in ("upper", "overlay-work"):
-            (self.etc / d).mkdir(parents=True, exist_ok=True)
+        self.keystone.install_scripts(bindir)
         self.keystone.write_files()
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-        # Give the SSH sessions this lab's Open vSwitch at the default path and the CLI in
-        # /usr/local/bin, as on a real host, and an /etc of their own (this machine's, overlaid: what
-        # a step writes there lands in etc/upper): mounts private to sshd's mount namespace (ip
-        # netns exec makes one). The empty /run/openvswitch it mounts over is left in place (the
-        # openvswitch package owns it).
-        Path("/run/openvswitch").mkdir(mode=0o755, exist_ok=True)
-        overlay = f"lowerdir=/etc,upperdir={self.etc}/upper,workdir={self.etc}/overlay-work"
-        self.sshd = self.spawn(
-            self.host,
-            "sh",
-            "-c",
-            f'mount --bind "{self.run}" /run/openvswitch && mount --bind "{self.bin}" /usr/local/bin'
-            f' && mount -t overlay ooa-lab-etc -o "{overlay}" /etc'
-            f' && exec /usr/sbin/sshd -D -e -f "{w}/sshd_config"',
-        )
+        self.container.boot()
+
+    def _wait_sshd(self) -> None:
+        """The host's sshd (booted with the container) answers on the management IP."""
         for _ in range(100):
             if self.ssh("true", check=False).returncode == 0:
                 return
             time.sleep(0.1)
-        raise RuntimeError("sshd in the host namespace does not answer")
+        raise RuntimeError(f"sshd of the host does not answer: {self.ssh('true', check=False).stderr}")
 
     def router_ready(self) -> bool:
         lines = self.router_addrs().splitlines()
@@ -743,12 +751,6 @@ table ip ooa_sg {{
             wait_for(f"floating IP {address} on {self.router.qg}", on_qg, 60)
         return time.monotonic() - t
 
-    def timer(self, step: str) -> subprocess.CompletedProcess:
-        """What the step's re-apply timer runs (lib.sh, install_reapply_units: `ExecStart=<prefix>/
-        <step>.sh reapply`, `Environment=OOA_STATE=...`): the script apply installed, nothing on stdin."""
-        script = shlex.quote(str(self.prefix / f"{step}.sh"))
-        return self.ssh(f"OOA_STATE={shlex.quote(str(self.state))} exec {script} reapply </dev/null", check=False)
-
     # --- use ---------------------------------------------------------------------------------
     def ssh(self, command: str, input: str = "", check: bool = True, timeout: float = 120):
         """Run `command` as the SSH exec command on the host, from the internet, as pulumi-command does."""
@@ -757,9 +759,9 @@ table ip ooa_sg {{
             "-i",
             str(self.key),
             "-o",
-            "StrictHostKeyChecking=no",
+            "StrictHostKeyChecking=yes",
             "-o",
-            "UserKnownHostsFile=/dev/null",
+            f"UserKnownHostsFile={self.known_hosts}",
             "-o",
             "BatchMode=yes",
             "-o",
@@ -830,9 +832,11 @@ table ip ooa_sg {{
     def chain_params(self, step: str, forwards: str = "", tls: TlsParts | None = None) -> dict:
         """A step's stdin exactly as the program builds it from the step table for that config,
         with the router ids external-gateway printed (`FORWARDS` as the test gives it). With `tls`
-        (the stack's certificates, as components/tls.py `Tls` hands them to the program), the row
-        comes from the DevStack stack's chain; the program's Outputs (base64 of the PEMs, the
-        public base URL) are resolved."""
+        (the stack's certificates, as components/tls.py `Tls` hands them to the program), and for
+        prepare-host, the row comes from the DevStack stack's chain; the program's Outputs (base64
+        of the PEMs, the public base URL) are resolved."""
+        if tls is None and step == "prepare-host":  # the DevStack chain's first step: no TLS parameter
+            tls = TlsParts(MGMT_EIP, "<CA>", "<certificate>", "<key>", encode=False)
         settings = self.settings if tls is None else self.devstack_settings
         args = args_from_settings(settings, contract_for_render(settings, "<the lab's key>"), None, tls)
         (row,) = [r for r in selected_steps(args) if r.name == step]
@@ -948,7 +952,8 @@ table ip ooa_sg {{
             self.compute.stop()
             self.neutron.down()
         finally:
-            self._stop_ovs()
+            self.container.stop()  # its sshd, Open vSwitch, Apache, OVS agent, timers
+            self.timings["container stop"] = self.container.timings["container stop"]
             self.compute.stop_ovs()
             for ns in reversed(self.namespaces):
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -960,20 +965,3 @@ table ip ooa_sg {{
                 print(f"lab files kept in {self.work} (OOA_LAB_KEEP)")
             else:
                 shutil.rmtree(self.work, ignore_errors=True)
-
-    def _stop_ovs(self) -> None:
-        pids = []
-        for daemon in ("ovs-vswitchd", "ovsdb-server"):
-            pidfile = self.run / f"{daemon}.pid"
-            if pidfile.exists():
-                pids.append(int(pidfile.read_text().split()[0]))
-        # Throw-away database and userspace datapath: nothing to shut down gracefully; the tap
-        # devices of the internal ports go with ovs-vswitchd's file descriptors.
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in pids:
-            for _ in range(100):
-                if not _alive(pid):
-                    break
-                time.sleep(0.02)

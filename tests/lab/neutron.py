@@ -11,7 +11,8 @@
     (legacy routers), neutron-dhcp-agent (dnsmasq)
 
 Every daemon runs in the lab host's network namespace (loopback addresses are that namespace's own),
-in its own process group; `stop()` (an agent restart) sends SIGTERM to its group, SIGKILL after a
+in its own process group — the OVS agent, when the host is a machine (`Neutron.host`, tests/lab/
+container.py), as a service of the host instead; `stop()` (an agent restart) sends SIGTERM to its group, SIGKILL after a
 grace period (neutron-openvswitch-agent 28.0.2 does not exit on SIGTERM); `down()` kills every group
 at once (all of it is thrown away), then what the agents spawned
 themselves (dnsmasq, privsep helpers: every process whose command line names this lab's work
@@ -42,6 +43,10 @@ HOSTNAME = "lab-host"
 DB_PASSWORD = "lab-only"  # a throw-away database on a private unix socket
 PHYSNET = "public"
 AGENTS = ("ovs-agent", "l3-agent", "dhcp-agent")
+# The agents that run in the lab host when it is a machine (`Neutron.host`): the OVS agent. The L3
+# and DHCP agents make network namespaces, which would not show outside the container (see
+# tests/lab/container.py): they run beside it, in its network namespace.
+HOST_AGENTS = ("ovs-agent",)
 BINARIES = ["mariadbd", "mariadb-install-db", "mariadb", "epmd", "dnsmasq", "curl", "busybox", "conntrack"]
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 # not /usr/sbin/rabbitmqctl: that one switches to the rabbitmq user and its Erlang cookie
@@ -57,6 +62,27 @@ VENV_BINARIES = [
     "openstack",
     "privsep-helper",
 ]
+
+
+class Host(Protocol):
+    """The lab host, where the OVS agent runs as a service (tests/lab/container.py `Container`)."""
+
+    def service(
+        self,
+        unit: str,
+        *args: str,
+        forking: bool = False,
+        output: Path | None = None,
+        reload: str = "",
+        env: dict[str, str] | None = None,
+        stop_timeout: float = 0,
+    ) -> None:
+        """Run `args` as a service of the host."""
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run a command in the host."""
 
 
 class Identity(Protocol):
@@ -143,6 +169,9 @@ class Neutron:
         self.uwsgi_socket = work / "neutron-api.socket"
         """The API's uWSGI socket, as DevStack's Apache reaches it (ProxyPass /networking)."""
         self.t0: float | None = None  # when start_backends began
+        self.host: Host | None = None
+        """The lab host: the OVS agent runs in it, as its service `neutron-ovs-agent` (HOST_AGENTS)."""
+        self.in_host: set[str] = set()  # the agents running in `host` now
 
     # --- processes -----------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -178,7 +207,12 @@ class Neutron:
         self.groups[name] = p.pid
 
     def stop(self, name: str, grace: float = 10) -> None:
-        """SIGTERM the daemon's process group, SIGKILL whatever is left after `grace` seconds."""
+        """SIGTERM the daemon's process group, SIGKILL whatever is left after `grace` seconds (an
+        agent in the host: its unit stopped, SIGKILL after the stop timeout set at its start)."""
+        if name in self.in_host and self.host is not None:
+            self.in_host.discard(name)
+            self.host.run("systemctl", "stop", f"neutron-{name}.service", timeout=60)
+            return
         pgid = self.groups.pop(name, None)
         if pgid is None:
             return
@@ -426,6 +460,17 @@ ovsdb_connection = {ovsdb}
         ]
 
     def start_agent(self, agent: str) -> None:
+        if agent in HOST_AGENTS and self.host is not None:
+            keep = ("PATH", "OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OS_NEUTRON_CONFIG_DIR", "OS_NEUTRON_CONFIG_FILES")
+            env = {k: v for k, v in self.env().items() if k in keep}
+            out = self.log / f"{agent}.out"
+            # neutron-openvswitch-agent 28.0.2 does not exit on SIGTERM: SIGKILL after 3 s
+            binary, *args = self.agent_args(agent)  # systemd finds it on its own PATH, not the unit's
+            self.host.service(
+                f"neutron-{agent}", str(LAB_VENV / "bin" / binary), *args, output=out, env=env, stop_timeout=3
+            )
+            self.in_host.add(agent)
+            return
         self.start(agent, *self.agent_args(agent))
 
     def start_backends(self) -> None:

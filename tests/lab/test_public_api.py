@@ -129,7 +129,7 @@ def test_neutron_authenticates_with_the_real_keystone_and_the_catalog_is_devstac
     conf = (lab.neutron.etc / "neutron.conf").read_text()
     assert "auth_strategy = keystone" in conf and "interface = admin\n" in conf.split("[keystone_authtoken]")[1]
     # the lab's files are in its own /etc layer, never in this machine's
-    assert (lab.etc / "upper" / "openstack" / "clouds.yaml").is_file()
+    assert (lab.upper / "etc" / "openstack" / "clouds.yaml").is_file()
     assert (
         not Path("/etc/openstack/clouds.yaml").exists()
         or "devstack-admin" not in Path("/etc/openstack/clouds.yaml").read_text()
@@ -139,7 +139,7 @@ def test_neutron_authenticates_with_the_real_keystone_and_the_catalog_is_devstac
 def test_the_cloud_from_the_internet_over_tls_through_the_elastic_ip(lab, pki):
     stack = tls_parts(pki, "ca", "server")
     outside = Outside(lab, lab.work / "outside", stack, pki / "ca.crt")
-    upper = lab.etc / "upper"
+    upper = lab.upper / "etc"
     enabled_before = sorted(p.name for p in (upper / "apache2" / "mods-enabled").iterdir())
     machine_etc = sorted(os.listdir("/etc"))
     try:

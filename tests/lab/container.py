@@ -1,0 +1,227 @@
+"""The lab host as a machine: a Debian 12 container booted by systemd-nspawn in the host's network namespace.
+
+    root filesystem  tests/lab/rootfs.sh: debootstrap --variant=minbase (systemd, sshd, Open vSwitch,
+                     Apache's apache2-bin, netplan, cloud-init, ...) cached in /var/cache/ooa-lab/
+                     rootfs-<hash>; `make lab-rootfs` builds it (70-80 s cold), never the timed lab
+    per lab          an overlay mount (lower: the cache, upper/work: `<lab work>/host/`) at
+                     `<lab work>/host/root`: a run never changes the cache, and the lab reads and
+                     writes the container's files there from outside (the steps' files land in
+                     `<lab work>/host/upper`)
+    boot             systemd-nspawn -b --register=no --keep-unit --network-namespace-path=/run/netns/
+                     <host ns> --bind=/run/netns --bind=<lab work> --bind-ro=<lab venv> --bind=<lab OVS
+                     run dir>:/run/openvswitch, from the lab's private mount namespace
+                     (net.private_netns_dir); systemd reaches multi-user.target in about a second
+
+What runs inside, as the container's services: sshd (Debian's ssh.service with the lab's host key and
+root's authorized key), ovsdb-server and ovs-vswitchd (the rootfs's, `systemd-run` units on the lab's
+OVS run dir), the host's Apache (apache2.service as on a DevStack host, a `systemd-run` unit since
+apache2-bin has none: `systemctl reload apache2` runs `apache2ctl graceful`; it reads the container's
+/etc), the steps' re-apply timers (installed by the steps themselves). systemd-networkd is masked in
+the rootfs: it would share the lab host's network namespace and reconfigure the lab's NICs (netplan's
+generated files stay unused). cloud-init has no datasource here: its generator disables it,
+`cloud-init status --wait` says "disabled" and returns 0 at once.
+
+The OVS agent runs inside too (a `systemd-run` unit with the lab venv's environment; tests/lab/
+neutron.py HOST_AGENTS). What stays outside, in the same network namespace: MariaDB, RabbitMQ,
+Keystone's and neutron-server's uWSGI, the RPC server and periodic workers (tests/lab/neutron.py),
+and the L3 and DHCP agents. Those two stay because of mount propagation: systemd-nspawn makes the
+container's mount namespace a slave of the lab's, so a network namespace the lab makes (`ip netns
+add`: a bind mount on /run/netns) shows inside, but one the L3 or DHCP agent would make inside
+(qrouter-, qdhcp-) would never show outside, where the tests and the VPC emulation look for it (its
+name appears on the shared tmpfs, as an empty file). Run from the lab's mount namespace, the
+agents' namespaces reach the container too, where the steps and their timers use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.lab.neutron import wait_for
+
+ROOTFS_SCRIPT = Path(__file__).resolve().parent / "rootfs.sh"
+BINARIES = ["systemd-nspawn", "nsenter", "mount", "umount"]
+
+
+def rootfs() -> Path:
+    """The cache directory of the current rootfs.sh (built or not)."""
+    out = subprocess.run([str(ROOTFS_SCRIPT), "path"], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def prerequisites() -> list[str]:
+    """What keeps the lab host's container from booting here (empty when it can)."""
+    problems = []
+    missing = [b for b in BINARIES if shutil.which(b) is None]
+    if missing:
+        problems.append("missing binaries: " + " ".join(missing) + " (package systemd-container)")
+    path = rootfs()
+    if not (path / "usr" / "lib" / "systemd" / "systemd").exists():
+        problems.append(f"no lab host root filesystem {path} (run `make lab-rootfs`: debootstrap, 70-80 s)")
+    return problems
+
+
+class Container:
+    """One lab's host: `work` its folder (overlay layers, the root mount, nspawn's log), booted in
+    network namespace `netns`, `machine` its (tag-named) machine name, `binds` (source, target) and
+    `ro_binds` paths mounted into it."""
+
+    def __init__(
+        self,
+        work: Path,
+        machine: str,
+        netns: str,
+        binds: list[tuple[Path, str]],
+        ro_binds: list[Path],
+    ):
+        self.work = work
+        self.machine = machine
+        self.netns = netns
+        self.binds = binds
+        self.ro_binds = ro_binds
+        self.root = work / "root"
+        """The container's / as the lab sees it (the overlay mount)."""
+        self.upper = work / "upper"
+        """The overlay's upper layer: every file the container changed."""
+        self.lower = rootfs()
+        self.nspawn: subprocess.Popen | None = None
+        self.leader = 0
+        """The container's init (systemd), as this machine numbers it."""
+        self.mounted = False
+        self.timings: dict[str, float] = {}
+
+    def mount(self) -> None:
+        """The overlay root (before `boot`, so the lab can write its files into it first)."""
+        for d in (self.root, self.upper, self.work / "overlay-work"):
+            d.mkdir(parents=True, exist_ok=True)
+        options = f"lowerdir={self.lower},upperdir={self.upper},workdir={self.work / 'overlay-work'}"
+        subprocess.run(["mount", "-t", "overlay", f"{self.machine}-root", "-o", options, str(self.root)], check=True)
+        self.mounted = True
+
+    def boot(self, timeout: float = 60) -> float:
+        """systemd-nspawn boots the root; return the seconds until systemd says it is up."""
+        t = time.monotonic()
+        args = [
+            "systemd-nspawn",
+            "-D",
+            str(self.root),
+            "-b",
+            "--register=no",
+            "--keep-unit",
+            "--console=passive",
+            "--quiet",
+            f"--machine={self.machine}",
+            f"--network-namespace-path=/run/netns/{self.netns}",
+            # A joined namespace is not a "private network" to nspawn: without these the host could
+            # not configure its own NICs (ovs-vswitchd, ip, the steps' sysctl under /proc/sys/net).
+            "--capability=CAP_NET_ADMIN",
+            "--bind=/run/netns",
+            *(f"--bind={src}:{dst}" for src, dst in self.binds),
+            *(f"--bind-ro={p}" for p in self.ro_binds),
+        ]
+        log = open(self.work / "nspawn.log", "ab")  # noqa: SIM115 - the child keeps it
+        try:
+            self.nspawn = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"},
+            )
+        finally:
+            log.close()
+        nspawn = self.nspawn
+
+        def leader() -> bool:
+            if nspawn.poll() is not None:
+                raise RuntimeError(f"systemd-nspawn exited ({nspawn.returncode}): {self.log_tail()}")
+            children = Path(f"/proc/{nspawn.pid}/task/{nspawn.pid}/children").read_text().split()
+            for pid in children:  # the container's init: systemd, in its own PID namespace
+                if os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid"):
+                    self.leader = int(pid)
+            # nspawn's child becomes systemd, which then listens on /run/systemd/private (systemctl)
+            return bool(self.leader) and Path(f"/proc/{self.leader}/root/run/systemd/private").exists()
+
+        wait_for(f"container {self.machine}'s init", leader, timeout, every=0.02)
+        booted = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=timeout)
+        state = booted.stdout.strip()
+        if state not in ("running", "degraded"):
+            why = f"{state!r} {booted.stderr.strip()}"
+            raise RuntimeError(f"container {self.machine}: systemd is {why}: {self.log_tail()}")
+        if state == "degraded":
+            failed = self.run("systemctl", "--failed", "--no-legend", "--plain", check=False).stdout
+            raise RuntimeError(f"container {self.machine} booted degraded: {failed.strip()}")
+        self.timings["container boot"] = time.monotonic() - t
+        return self.timings["container boot"]
+
+    def log_tail(self) -> str:
+        try:
+            return (self.work / "nspawn.log").read_text(errors="replace")[-1500:]
+        except OSError:
+            return ""
+
+    def enter(self) -> list[str]:
+        """A command prefix that runs in every namespace of the container (its /, its PID 1's systemd)."""
+        return ["nsenter", "-t", str(self.leader), "-a", "--"]
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """A command inside the container, as root."""
+        p = subprocess.run([*self.enter(), *args], capture_output=True, text=True, timeout=timeout, input=input)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"in {self.machine}: {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
+        return p
+
+    def service(
+        self,
+        unit: str,
+        *args: str,
+        forking: bool = False,
+        output: Path | None = None,
+        reload: str = "",
+        env: dict[str, str] | None = None,
+        stop_timeout: float = 0,
+    ) -> None:
+        """A transient service of the container's systemd (`systemd-run`, waits for its start job):
+        `forking` for a daemon that detaches once ready; `output` its stdout/stderr (else the
+        journal); `reload` the command `systemctl reload` runs; `env` its environment; `stop_timeout`
+        the seconds `systemctl stop` waits after SIGTERM before SIGKILL (0: systemd's default)."""
+        props = ["--service-type=forking"] if forking else ["--service-type=exec"]
+        if reload:
+            props.append(f"--property=ExecReload={reload}")
+        if stop_timeout:
+            props.append(f"--property=TimeoutStopSec={stop_timeout:g}s")
+        props += [f"--setenv={k}={v}" for k, v in (env or {}).items()]
+        if output is not None:
+            props += [f"--property=StandardOutput=append:{output}", f"--property=StandardError=append:{output}"]
+        self.run("systemd-run", "--quiet", "--collect", f"--unit={unit}", *props, "--", *args)
+
+    def stop(self) -> None:
+        """Throw the container away: SIGKILL to its init ends its PID namespace (every process in it),
+        nspawn exits; the overlay is unmounted. Idempotent."""
+        t = time.monotonic()
+        if self.nspawn is not None:
+            if self.leader:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.leader, signal.SIGKILL)
+            try:
+                self.nspawn.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.nspawn.pid, signal.SIGKILL)
+                self.nspawn.wait(timeout=10)
+            self.nspawn = None
+            self.leader = 0
+        if self.mounted:
+            p = subprocess.run(["umount", str(self.root)], capture_output=True, text=True)
+            if p.returncode != 0:  # something still holds it: detach it now, it goes when released
+                subprocess.run(["umount", "--lazy", str(self.root)], capture_output=True)
+            self.mounted = False
+        self.timings["container stop"] = time.monotonic() - t

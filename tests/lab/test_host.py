@@ -1,0 +1,117 @@
+"""The lab host is a machine: a booted Debian 12 container (tests/lab/container.py) in the host's
+network namespace, with sshd, Open vSwitch and Apache as its services; prepare-host runs in it for
+real, over SSH exactly as Pulumi sends it, and changes the container, never this machine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.lab.net import MGMT_IP, MGMT_MAC, PROVIDER_MAC, sh
+
+pytestmark = pytest.mark.lab
+
+HOST_UNITS = (
+    "ssh.service",
+    "ooa-ovsdb-server.service",
+    "ooa-ovs-vswitchd.service",
+    "apache2.service",
+    "neutron-ovs-agent.service",
+)
+# cloud-init's network config on an EC2 instance with two ENIs (what prepare-host edits): each NIC
+# matched by its MAC, with DHCP.
+CLOUD_INIT_NETPLAN = f"""network:
+  ethernets:
+    eth0:
+      dhcp4: true
+      match:
+        macaddress: '{MGMT_MAC}'
+      set-name: eth0
+    eth1:
+      dhcp4: true
+      match:
+        macaddress: '{PROVIDER_MAC}'
+      set-name: eth1
+  version: 2
+"""
+
+
+def test_the_host_is_a_booted_debian_whose_services_run_inside(lab):
+    """systemd is the host's PID 1; sshd, Open vSwitch, Apache and the OVS agent are its units; the
+    L3 and DHCP agents' namespaces (made outside, in the lab's mount namespace) are there; systemd-networkd, which would
+    share the host's network namespace with the lab, is masked."""
+    assert "VERSION_CODENAME=bookworm" in (lab.container.root / "etc/os-release").read_text()
+    assert lab.ssh("cat /proc/1/comm").stdout.strip() == "systemd"
+    assert lab.ssh("systemctl is-system-running").stdout.strip() == "running"
+    active = lab.ssh(f"systemctl is-active {' '.join(HOST_UNITS)}", check=False).stdout.split()
+    assert active == ["active"] * len(HOST_UNITS)
+    assert lab.ssh("systemctl is-enabled systemd-networkd.service", check=False).stdout.strip() == "masked"
+    inside = lab.ssh("ip netns list").stdout
+    assert lab.router.ns in inside and any(line.startswith("qdhcp-") for line in inside.splitlines())
+    # the host's ovs-vsctl (its /run/openvswitch) and the lab's see the same switch
+    assert (
+        lab.ssh("ovs-vsctl br-exists br-ex && ovs-vsctl get bridge br-ex datapath_id").stdout.strip().strip('"')
+        == lab.br_ex_dpid()
+    )
+    # the OVS agent is the host's: its process in the container's PID namespace (the L3 agent's is not)
+    inside = lab.ssh("ps -e -o args=").stdout
+    assert "neutron-openvswitch-agent" in inside and "neutron-l3-agent" not in inside
+    assert f"{MGMT_IP}/24" in lab.ssh("ip -4 -o addr show br-mgmt").stdout
+
+
+def test_prepare_host_runs_for_real_in_the_host_and_remove_restores_it(lab):
+    """apply as Pulumi sends it: cloud-init waited for (it has no datasource in the container: status
+    disabled), no package fetched (every one is installed: the lab network has no mirror), the
+    provider NIC found by MAC among the lab's virtual NICs (eth1, a veth and a port of br-ex), the
+    netplan and cloud-init files, the `stack` user; `remove` puts the host's files back."""
+    etc = lab.etc
+    cloud_netplan = etc / "netplan/50-cloud-init.yaml"
+    cloud_netplan.parent.mkdir(exist_ok=True)
+    cloud_netplan.write_text(CLOUD_INIT_NETPLAN)
+    cloud_netplan.chmod(0o600)
+    machine_passwd = Path("/etc/passwd").read_text()
+    try:
+        t = time.monotonic()
+        p = lab.step("prepare-host", "apply", lab.chain_params("prepare-host"))
+        lab.timings["prepare-host"] = time.monotonic() - t
+        assert p.returncode == 0, p.stderr
+        assert "waiting for cloud-init to finish" in p.stderr and "packages already installed" in p.stderr, p.stderr
+        assert "[prepare-host] provider NIC: eth1 (0e:00:00:00:02:10)" in p.stderr, p.stderr
+        assert lab.ssh("cloud-init status --wait").stdout.strip() == "status: disabled"
+        ours = (etc / "netplan/90-openstack-on-aws-provider.yaml").read_text()
+        assert f'macaddress: "{PROVIDER_MAC}"' in ours and "dhcp4: false" in ours
+        stripped = cloud_netplan.read_text()
+        assert MGMT_MAC in stripped and PROVIDER_MAC not in stripped  # eth0 kept, the provider NIC's stanza gone
+        assert "network: {config: disabled}" in (etc / "cloud/cloud.cfg.d/99-openstack-on-aws-network.cfg").read_text()
+        # netplan generate ran in the host: the provider NIC's networkd file, matched by MAC
+        generated = lab.ssh("cat /run/systemd/network/10-netplan-openstack-provider.network").stdout
+        assert f"PermanentMACAddress={PROVIDER_MAC}" in generated and "LinkLocalAddressing=no" in generated
+        assert "DHCP=" not in generated, generated  # networkd's default: no DHCP
+        # the NIC: up, no address, no IPv6, still br-ex's port (eth0 untouched: networkd is masked)
+        assert "UP" in sh("ip", "-o", "link", "show", "eth1", ns=lab.host).stdout
+        assert sh("ip", "-o", "addr", "show", "eth1", ns=lab.host).stdout == ""
+        assert sh("sysctl", "-n", "net.ipv6.conf.eth1.disable_ipv6", ns=lab.host).stdout.strip() == "1"
+        assert lab.ovs("ovs-vsctl", "port-to-br", "eth1").stdout.strip() == "br-ex"
+        assert f"{MGMT_IP}/24" in sh("ip", "-4", "-o", "addr", "show", ns=lab.host).stdout
+        stack = lab.ssh("getent passwd stack && sudo -u stack sudo -n id -un").stdout.split("\n")
+        assert stack[0].split(":")[5:] == ["/opt/stack", "/bin/bash"] and stack[1] == "root"
+        assert "stack ALL=(ALL) NOPASSWD: ALL" in (etc / "sudoers.d/50-openstack-on-aws-stack").read_text()
+        assert "PROVIDER_NIC=eth1\n" in (lab.state / "prepare-host/params").read_text()
+        assert Path("/etc/passwd").read_text() == machine_passwd  # this machine: untouched
+        again = lab.step("prepare-host", "apply", lab.chain_params("prepare-host"))
+        assert again.returncode == 0 and cloud_netplan.read_text() == stripped, again.stderr
+    finally:
+        p = lab.step("prepare-host", "remove")
+    assert p.returncode == 0, p.stderr
+    assert cloud_netplan.read_text() == CLOUD_INIT_NETPLAN and cloud_netplan.stat().st_mode & 0o777 == 0o600
+    assert lab.ssh("getent passwd stack", check=False).returncode == 2
+    assert not (lab.state / "prepare-host").exists()
+    cloud_netplan.unlink()
+    for name in ("passwd", "group", "shadow", "gshadow"):  # the user gone: the files as the image has them
+        assert (etc / name).read_text() == (lab.container.lower / "etc" / name).read_text(), name
+    assert not (lab.container.root / "opt/stack").exists()
+    gone = ("netplan/90-openstack-on-aws-provider.yaml", "cloud/cloud.cfg.d/99-openstack-on-aws-network.cfg")
+    assert not [f for f in gone if (etc / f).exists()]
+    assert not (etc / "sudoers.d/50-openstack-on-aws-stack").exists()
