@@ -20,9 +20,10 @@ apache2-bin (the server and its modules) is installed here, not the `apache2` pa
 scripts of it the tls-front step calls (a2enmod/a2dismod, apache2ctl) are tests/lab/apache/, installed
 in the host's /usr/local/bin.
 
-Setup (db_sync, fernet and credential keys, bootstrap, uWSGI, the service user and endpoints) runs in
-a thread that Neutron starts once MariaDB answers (`database_ready`), beside Neutron's own migrations;
-Neutron's first API call waits for it (`token`).
+Setup (fernet and credential keys, bootstrap, uWSGI, the service user and endpoints; the database and
+its schema come migrated in the lab's MariaDB data folder, tests/lab/dbcache.py) runs in a thread
+that Neutron starts once MariaDB answers (`database_ready`), beside Neutron's own start; Neutron's
+first API call waits for it (`token`).
 """
 
 from __future__ import annotations
@@ -241,13 +242,10 @@ IncludeOptional sites-enabled/*.conf
         try:
             manage = ["keystone-manage", "--config-file", str(self.work / "keystone.conf")]
             owner = ("--keystone-user", "root", "--keystone-group", "root")
-            # the key repositories are files: made while the schema migrates
+            # The database, its user and its schema (keystone-manage db_sync) come migrated in
+            # the lab's MariaDB data folder (tests/lab/dbcache.py); the key repositories are files.
             with ThreadPoolExecutor(max_workers=2) as pool:
                 keys = [pool.submit(self.neutron.run, *manage, k, *owner) for k in ("fernet_setup", "credential_setup")]
-                self._create_database()
-                t = time.monotonic()
-                self.neutron.run(*manage, "db_sync", timeout=300)
-                self.timings["keystone db_sync"] = time.monotonic() - t
                 for k in keys:
                     k.result()
             self.neutron.run(
@@ -278,17 +276,6 @@ IncludeOptional sites-enabled/*.conf
             self._error = e
         finally:
             self.timings["keystone setup"] = time.monotonic() - t0
-
-    def _create_database(self) -> None:
-        my = f"--defaults-file={self.neutron.etc}/my.cnf"
-        self.neutron.run(
-            "mariadb",
-            my,
-            "-uroot",
-            input="CREATE DATABASE IF NOT EXISTS keystone CHARACTER SET utf8;\n"
-            f"CREATE USER IF NOT EXISTS 'keystone'@'localhost' IDENTIFIED BY '{neutron.DB_PASSWORD}';\n"
-            "GRANT ALL ON keystone.* TO 'keystone'@'localhost';\n",
-        )
 
     def _register_neutron(self) -> None:
         """DevStack's `service` project, the `neutron` user (role service there) and the network

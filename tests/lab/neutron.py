@@ -34,12 +34,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-REPO = Path(__file__).resolve().parents[2]
-LAB_VENV = Path(os.environ.get("OOA_LAB_VENV", REPO / ".lab-venv"))
+from tests.lab import dbcache
+from tests.lab.dbcache import DB_PASSWORD, LAB_VENV
+
 API_PORT, AMQP_PORT, EPMD_PORT, DIST_PORT = 19696, 17672, 17369, 17673
 API = f"http://127.0.0.1:{API_PORT}"
 HOSTNAME = "lab-host"
-DB_PASSWORD = "lab-only"  # a throw-away database on a private unix socket
 PHYSNET = "public"
 AGENTS = ("ovs-agent", "l3-agent", "dhcp-agent")
 BINARIES = ["mariadbd", "mariadb-install-db", "mariadb", "epmd", "dnsmasq", "curl", "busybox", "conntrack"]
@@ -83,6 +83,8 @@ def prerequisites() -> list[str]:
     absent = [b for b in VENV_BINARIES if not (LAB_VENV / "bin" / b).exists()]
     if absent:
         problems.append(f"lab virtualenv {LAB_VENV} lacks {' '.join(absent)} (run `make lab-venv`)")
+    if not problems and (stale := dbcache.problem()):
+        problems.append(stale)
     return problems
 
 
@@ -273,14 +275,7 @@ datadir = {w}/mysql/data
 socket = {sock}
 pid-file = {w}/mysql/mysqld.pid
 log-error = {self.log}/mariadb.err
-skip-networking
-skip-name-resolve
-user = root
-innodb_buffer_pool_size = 64M
-innodb_log_file_size = 16M
-performance_schema = OFF
-max_connections = 200
-
+{dbcache.server_settings()}
 [client]
 socket = {sock}
 """,
@@ -430,13 +425,15 @@ ovsdb_connection = {ovsdb}
 
     def start_backends(self) -> None:
         """MariaDB with the schema migrated, RabbitMQ starting: they need only the host namespace's
-        loopback, so the lab builds the VPC, Open vSwitch and sshd meanwhile (Lab.build)."""
+        loopback, so the lab builds the VPC, Open vSwitch and sshd meanwhile (Lab.build). The data
+        folder, with Neutron's and Keystone's databases, users and schemas, is a copy of the one
+        `make lab-db` migrated once for these packages (tests/lab/dbcache.py)."""
         self.t0 = time.monotonic()
         self.netns_before = set(netns_list())
         self.write_config()
         my = f"--defaults-file={self.etc}/my.cnf"
         if not (self.work / "mysql" / "data" / "mysql").exists():
-            self.run("mariadb-install-db", my, "--auth-root-authentication-method=socket")
+            self.timings["migrated database copied"] = dbcache.prepare(self.work / "mysql" / "data")
         self.start("mariadb", "mariadbd", my)
         self.start("epmd", "epmd", "-port", str(EPMD_PORT), "-address", "127.0.0.1", env=self.rabbit_env())
         wait_for("epmd", lambda: self._tcp_open(EPMD_PORT), 10)
@@ -444,19 +441,7 @@ ovsdb_connection = {ovsdb}
         ping = ("mariadb", my, "-uroot", "-e", "select 1")
         wait_for("MariaDB", lambda: self.run(*ping, check=False).returncode == 0, 60)
         if self.identity is not None:
-            self.identity.database_ready()  # Keystone's setup overlaps Neutron's migrations
-        self.run(
-            "mariadb",
-            my,
-            "-uroot",
-            input="CREATE DATABASE IF NOT EXISTS neutron CHARACTER SET utf8;\n"
-            f"CREATE USER IF NOT EXISTS 'neutron'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';\n"
-            "GRANT ALL ON neutron.* TO 'neutron'@'localhost';\n",
-        )
-        t = time.monotonic()
-        conf = ["--config-file", f"{self.etc}/neutron.conf", "--config-file", f"{self.etc}/ml2_conf.ini"]
-        self.run("neutron-db-manage", *conf, "upgrade", "heads")
-        self.timings["db migrations"] = time.monotonic() - t
+            self.identity.database_ready()  # Keystone's setup (its schema is migrated too)
         self.timings["backends"] = time.monotonic() - self.t0
 
     def up(self) -> None:
