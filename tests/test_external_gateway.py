@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -145,8 +146,8 @@ def test_each_apply_starts_the_cli_as_few_times_as_it_can(tmp_path):
     cloud = Cloud(tmp_path, EMPTY)
     _ok(cloud.run("apply"))
     verbs = [c["args"][:2] for c in cloud.calls()]
-    assert verbs == [
-        ["network", "list"], ["subnet", "list"], ["router", "list"],  # what exists, one call per kind
+    assert sorted(verbs[:3]) == [["network", "list"], ["router", "list"], ["subnet", "list"]]  # side by side
+    assert verbs[3:] == [
         ["network", "create"], ["subnet", "create"], ["router", "create"],  # the router with its gateway
         ["network", "create"], ["subnet", "create"],
         ["port", "list"], ["router", "add"],
@@ -163,6 +164,45 @@ def test_each_apply_starts_the_cli_as_few_times_as_it_can(tmp_path):
         ["subnet", "delete", "private-subnet", "public-subnet"], ["network", "delete", "private", "public"],
     ]
     assert cloud.state == EMPTY
+
+
+def test_the_three_listings_run_side_by_side(tmp_path):
+    """The listings are reads: they start together, so apply pays one CLI start-up for the three
+    (the real CLI's is ~1 s, FAKE_OS_STARTUP stands for it), not three in a row."""
+    cloud = Cloud(tmp_path, EMPTY)
+    cloud.env["FAKE_OS_STARTUP"] = "0.5"
+    _ok(cloud.run("apply"))
+    listings = [c for c in cloud.calls() if c["args"][1] == "list" and c["args"][0] != "port"]
+    assert len(listings) == 3
+    assert max(c["started"] for c in listings) < min(c["ended"] for c in listings), "the listings ran one after another"
+
+
+def test_a_wrong_cloud_stops_the_other_listings_and_leaves_no_state(tmp_path):
+    """The cloud's probe (the network listing) fails: apply stops before saving anything and the
+    listings started beside it do not outlive it."""
+    cloud = Cloud(tmp_path, EMPTY)
+    cloud.env["FAKE_OS_STARTUP"] = "2"
+    cloud.env["FAKE_OS_FAIL"] = "network list"
+    proc = cloud.run("apply")
+    assert proc.returncode != 0 and "cloud devstack-admin of" in proc.stderr, proc.stderr
+    assert not (tmp_path / "state").exists()
+    pids = [int(p) for p in Path(f"{cloud.state_file}.pids").read_text().split()]
+    assert len(pids) == 3
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    def running() -> list[int]:
+        return [p for p in pids if alive(p)]
+
+    for _ in range(20):  # killed as apply stopped: gone within moments, not after their 2 s
+        if not running():
+            break
+        time.sleep(0.05)
+    assert running() == []
 
 
 def test_a_name_that_several_objects_share_stops_apply_before_any_change(tmp_path):

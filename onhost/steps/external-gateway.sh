@@ -59,6 +59,30 @@ validate_params() {
 # os ARGS... : the openstack CLI as cloud CLOUD of CLOUDS_YAML. Each call starts the CLI (1-2 s):
 # apply lists each kind once and reads ids from what create prints, instead of a show per object.
 os() { OS_CLIENT_CONFIG_FILE="$CLOUDS_YAML" openstack --os-cloud "$CLOUD" "$@"; }
+# listing NAME ARGS... : start `os ARGS...` in the background (a read: the listings start side by
+# side, one CLI start-up of wall time instead of three), its output into $WORK/NAME.
+listing() {
+  local name=$1
+  shift
+  # a simple command, not the function os: the job's pid is the CLI's own, so cleanup's kill reaches it
+  OS_CLIENT_CONFIG_FILE="$CLOUDS_YAML" openstack --os-cloud "$CLOUD" "$@" </dev/null >"$WORK/$name" 2>"$WORK/$name.err" &
+  LISTINGS[$name]=$!
+}
+# cleanup : the EXIT trap of apply: listings still running (apply stopped early) end, $WORK goes.
+cleanup() {
+  local pid
+  for pid in "${LISTINGS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+# listed NAME VAR : wait for that listing (in this shell: the job is its child); its output into
+# VAR, or its error and a stop.
+listed() {
+  local rc=0
+  wait "${LISTINGS[$1]}" || rc=$?
+  cat "$WORK/$1.err" >&2
+  ((rc == 0)) || die "openstack $1 list failed"
+  printf -v "$2" '%s' "$(cat "$WORK/$1")"
+}
 # record KIND NAME : remember that apply created (or set) it, for remove.
 record() { grep -qxF "$1 $2" "$CREATED" || printf '%s %s\n' "$1" "$2" >>"$CREATED"; }
 # recorded KIND NAME : apply created it.
@@ -134,13 +158,18 @@ apply() {
   validate_params
   command -v openstack >/dev/null || die "no openstack CLI on the host (DevStack: run install-openstack first)"
   [ -r "$CLOUDS_YAML" ] || die "no $CLOUDS_YAML (DevStack: run install-openstack first)"
+  WORK=$(mktemp -d)
+  declare -gA LISTINGS=()
+  trap cleanup EXIT
+  listing subnet subnet list -f json -c ID -c Name -c Network -c Subnet
+  listing router router list --long -f json -c ID -c Name -c "External gateway info"
   # Before anything is saved: a wrong cloud must leave the state of the last good apply as it was.
   NETWORK_LIST=$(os network list -f json -c ID -c Name) || die "cloud $CLOUD of $CLOUDS_YAML does not answer"
+  listed subnet SUBNET_LIST
+  listed router ROUTER_LIST
   install -d -m 0700 "$STATE"
   touch "$CREATED"
   save_params "$STATE/params" "${PARAMS[@]}"
-  SUBNET_LIST=$(os subnet list -f json -c ID -c Name -c Network -c Subnet)
-  ROUTER_LIST=$(os router list --long -f json -c ID -c Name -c "External gateway info")
 
   # Every name resolved, and an existing tenant subnet checked, before the first change.
   local net_id subnet_id router_id tenant_net_id tenant_subnet_id ports port_id
