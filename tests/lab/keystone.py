@@ -243,13 +243,10 @@ IncludeOptional sites-enabled/*.conf
             manage = ["keystone-manage", "--config-file", str(self.work / "keystone.conf")]
             owner = ("--keystone-user", "root", "--keystone-group", "root")
             # The database, its user and its schema (keystone-manage db_sync) come migrated in
-            # the lab's MariaDB data folder (tests/lab/dbcache.py); the key repositories are files.
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                keys = [pool.submit(self.neutron.run, *manage, k, *owner) for k in ("fernet_setup", "credential_setup")]
-                for k in keys:
-                    k.result()
-            self.neutron.run(
-                *manage,
+            # the lab's MariaDB data folder (tests/lab/dbcache.py). The key repositories are files
+            # and bootstrap writes rows only: the three run side by side; uWSGI starts once the keys
+            # exist (its app needs no row to load), while bootstrap may still run.
+            bootstrap = (
                 "bootstrap",
                 "--bootstrap-password",
                 ADMIN_PASSWORD,
@@ -266,8 +263,14 @@ IncludeOptional sites-enabled/*.conf
                 "--bootstrap-public-url",
                 self.url,
             )
-            env = {**self.neutron.env(), "OS_KEYSTONE_CONFIG_FILES": str(self.work / "keystone.conf")}
-            self.neutron.start("keystone", "uwsgi", "--ini", str(self.work / "keystone-uwsgi.ini"), env=env)
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                rows = pool.submit(self.neutron.run, *manage, *bootstrap)
+                keys = [pool.submit(self.neutron.run, *manage, k, *owner) for k in ("fernet_setup", "credential_setup")]
+                for k in keys:
+                    k.result()
+                env = {**self.neutron.env(), "OS_KEYSTONE_CONFIG_FILES": str(self.work / "keystone.conf")}
+                self.neutron.start("keystone", "uwsgi", "--ini", str(self.work / "keystone-uwsgi.ini"), env=env)
+                rows.result()
             wait_for("Keystone through the host's Apache", lambda: self._http_code("/identity/v3") == "200", 60)
             self._register_neutron()
             if self.localrc.get("KEYSTONE_ADMIN_ENDPOINT") == "True":  # DevStack's bootstrap_keystone
