@@ -365,6 +365,7 @@ class Lab:
                 self._build_sshd()
                 self.keystone.start_apache(self.sshd.pid)
                 host2 = pool.submit(self.compute.build_host)
+                self.timings["vpc, host, ovs, sshd, apache"] = time.monotonic() - t0
                 backends.result()
                 self.neutron.up()
                 host2.result()

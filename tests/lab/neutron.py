@@ -450,7 +450,9 @@ ovsdb_connection = {ovsdb}
         if self.t0 is None:
             self.start_backends()
         conf = ["--config-file", f"{self.etc}/neutron.conf", "--config-file", f"{self.etc}/ml2_conf.ini"]
+        assert self.t0 is not None
         wait_for("RabbitMQ", lambda: self._tcp_open(AMQP_PORT), 90)
+        self.timings["rabbitmq listening"] = time.monotonic() - self.t0
         self.start("neutron-api", "uwsgi", "--ini", f"{self.etc}/neutron-api-uwsgi.ini")
         self.start("neutron-rpc", "neutron-rpc-server", *conf, "--log-file", f"{self.log}/neutron-rpc.log")
         self.start(
@@ -459,9 +461,11 @@ ovsdb_connection = {ovsdb}
         # An agent's first RPC call to a queue nobody consumes yet is lost: it times out and backs
         # off for up to a minute. Start the agents once the RPC server consumes its topics.
         wait_for("the RPC server's queues", self.rpc_consuming, 120, every=1)
+        self.timings["rpc consuming"] = time.monotonic() - self.t0
         for agent in AGENTS:
             self.start_agent(agent)
         wait_for("the neutron API", lambda: bool(self.api("GET", "networks") is not None), 120)
+        self.timings["api answering"] = time.monotonic() - self.t0
         wait_for("three agents alive", lambda: self.agents_alive() == 3, 120)
         self.timings["neutron up"] = time.monotonic() - self.t0
 
