@@ -12,9 +12,11 @@ to a call per object fails its tests. Tests only (tests/test_external_gateway.py
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -44,12 +46,28 @@ def _gateway_info(router: dict) -> dict | None:
 
 
 def main(argv: list[str]) -> int:
+    # Calls may run side by side (the step's listings): one at a time past the start-up (they share
+    # the state file); FAKE_OS_STARTUP seconds stand for the CLI's start-up; FAKE_OS_FAIL ("<kind>
+    # <verb>") makes that call fail at once; every call's pid goes to <FAKE_OS_STATE>.pids.
+    started = time.monotonic()
     state_file = Path(os.environ["FAKE_OS_STATE"])
+    with open(f"{state_file}.pids", "a") as pids:
+        pids.write(f"{os.getpid()}\n")
+    if " ".join(argv[2:4]) == os.environ.get("FAKE_OS_FAIL"):  # as the real CLI fails on a wrong cloud
+        print(f"fake openstack: {os.environ['FAKE_OS_FAIL']} fails", file=sys.stderr)
+        return 1
+    time.sleep(float(os.environ.get("FAKE_OS_STARTUP", "0")))
+    with open(f"{state_file}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _call(state_file, argv, started)
+
+
+def _call(state_file: Path, argv: list[str], started: float) -> int:
     cloud = json.loads(state_file.read_text())
     assert argv[0] == "--os-cloud", argv
     with open(os.environ["FAKE_OS_LOG"], "a") as log:
         log.write(json.dumps({"cloud": argv[1], "config": os.environ.get("OS_CLIENT_CONFIG_FILE"),
-                              "args": argv[2:]}) + "\n")
+                              "args": argv[2:], "started": started, "ended": time.monotonic()}) + "\n")
     kind, verb, *rest = argv[2:]
     table = cloud[kind + "s"] if kind in ("network", "subnet", "router") else None
     networks = cloud["networks"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -145,24 +146,91 @@ def test_each_apply_starts_the_cli_as_few_times_as_it_can(tmp_path):
     cloud = Cloud(tmp_path, EMPTY)
     _ok(cloud.run("apply"))
     verbs = [c["args"][:2] for c in cloud.calls()]
-    assert verbs == [
-        ["network", "list"], ["subnet", "list"], ["router", "list"],  # what exists, one call per kind
-        ["network", "create"], ["subnet", "create"], ["router", "create"],  # the router with its gateway
-        ["network", "create"], ["subnet", "create"],
-        ["port", "list"], ["router", "add"],
-    ]
-    router_create = cloud.calls()[5]["args"]
-    assert "--external-gateway" in router_create and "--fixed-ip" in router_create
+    assert sorted(verbs[:3]) == [["network", "list"], ["router", "list"], ["subnet", "list"]]  # side by side
+    # the external side and the tenant side overlap: their calls interleave, each side in its order
+    names = [" ".join(c["args"][:3]) for c in cloud.calls()[3:]]
+    external = ["network create public", "subnet create public-subnet", "router create router1"]
+    tenant = ["network create private", "subnet create private-subnet"]
+    assert [n for n in names if n in external] == external and [n for n in names if n in tenant] == tenant
+    assert sorted(names[5:]) == ["port list --router", "router add subnet"]  # once both sides are made
+    (router_create,) = [c["args"] for c in cloud.calls() if c["args"][:2] == ["router", "create"]]
+    assert "--external-gateway" in router_create and "--fixed-ip" in router_create  # the router with its gateway
     first = len(cloud.calls())
     _ok(cloud.run("apply"))  # all there: the three listings and the router's ports
     assert len(cloud.calls()) - first == 4
     second = len(cloud.calls())
     _ok(cloud.run("remove"))  # the interface, the router, then the subnets and the networks, a call per kind
-    assert [c["args"] for c in cloud.calls()[second:]] == [
-        ["router", "remove", "subnet", "router1", "private-subnet"], ["router", "delete", "router1"],
+    # (the two sides were made side by side: the order of names within a kind's call may vary)
+    assert [c["args"][:2] + sorted(c["args"][2:]) for c in cloud.calls()[second:]] == [
+        ["router", "remove", "private-subnet", "router1", "subnet"], ["router", "delete", "router1"],
         ["subnet", "delete", "private-subnet", "public-subnet"], ["network", "delete", "private", "public"],
     ]
+    assert cloud.calls()[second]["args"] == ["router", "remove", "subnet", "router1", "private-subnet"]
     assert cloud.state == EMPTY
+
+
+def test_the_three_listings_run_side_by_side(tmp_path):
+    """The listings are reads: they start together, so apply pays one CLI start-up for the three
+    (the real CLI's is ~1 s, FAKE_OS_STARTUP stands for it), not three in a row."""
+    cloud = Cloud(tmp_path, EMPTY)
+    cloud.env["FAKE_OS_STARTUP"] = "0.5"
+    _ok(cloud.run("apply"))
+    listings = [c for c in cloud.calls() if c["args"][1] == "list" and c["args"][0] != "port"]
+    assert len(listings) == 3
+    assert max(c["started"] for c in listings) < min(c["ended"] for c in listings), "the listings ran one after another"
+
+
+def test_the_tenant_side_is_made_beside_the_external_side(tmp_path):
+    """From scratch: the tenant network's creates overlap the external side's, and the new tenant
+    subnet is attached while the router's ports are listed (FAKE_OS_STARTUP stands for the CLI's
+    start-up): 5 rounds of start-ups, not 8, after the listings."""
+    cloud = Cloud(tmp_path, EMPTY)
+    cloud.env["FAKE_OS_STARTUP"] = "0.4"
+    _ok(cloud.run("apply"))
+    calls = cloud.calls()[3:]
+
+    def span(*names: str) -> tuple[float, float]:
+        (c,) = [c for c in calls if " ".join(c["args"][:3]) in names]
+        return c["started"], c["ended"]
+
+    def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        return a[0] < b[1] and b[0] < a[1]
+
+    assert overlap(span("network create private"), span("network create public"))
+    assert overlap(span("subnet create private-subnet"), span("subnet create public-subnet"))
+    assert overlap(span("router add subnet"), span("port list --router"))
+    rounds = 1
+    for prev, cur in zip(calls, calls[1:], strict=False):
+        rounds += cur["started"] >= prev["ended"]
+    assert rounds <= 5, rounds
+
+
+def test_a_wrong_cloud_stops_the_other_listings_and_leaves_no_state(tmp_path):
+    """The cloud's probe (the network listing) fails: apply stops before saving anything and the
+    listings started beside it do not outlive it."""
+    cloud = Cloud(tmp_path, EMPTY)
+    cloud.env["FAKE_OS_STARTUP"] = "2"
+    cloud.env["FAKE_OS_FAIL"] = "network list"
+    proc = cloud.run("apply")
+    assert proc.returncode != 0 and "cloud devstack-admin of" in proc.stderr, proc.stderr
+    assert not (tmp_path / "state").exists()
+    pids = [int(p) for p in Path(f"{cloud.state_file}.pids").read_text().split()]
+    assert pids  # the probe ran (a listing killed before its start-up wrote nothing)
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    def running() -> list[int]:
+        return [p for p in pids if alive(p)]
+
+    for _ in range(20):  # killed as apply stopped: gone within moments, not after their 2 s
+        if not running():
+            break
+        time.sleep(0.05)
+    assert running() == []
 
 
 def test_a_name_that_several_objects_share_stops_apply_before_any_change(tmp_path):

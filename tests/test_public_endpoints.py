@@ -23,12 +23,18 @@ PUBLIC = "https://198.51.100.7"
 FAKE_OPENSTACK = r'''#!/usr/bin/env python3
 """A fake openstack CLI: `endpoint list|set|create|delete` and `service list` on a JSON catalog
 ($FAKE_OS_DB); the services are those its endpoints name."""
-import json, os, sys
+import fcntl, json, os, sys, time
 
 args = sys.argv[1:]
+started = time.monotonic()
+time.sleep(float(os.environ.get("FAKE_OS_STARTUP", "0")))  # the CLI's start-up; calls may run side by side
+db_path = os.environ["FAKE_OS_DB"]
+lock = open(db_path + ".lock", "w")
+fcntl.flock(lock, fcntl.LOCK_EX)  # past its start-up, one call at a time on the catalog file
 with open(os.environ["FAKE_OS_LOG"], "a") as log:
     log.write(json.dumps(args) + "\n")
-db_path = os.environ["FAKE_OS_DB"]
+with open(os.environ["FAKE_OS_LOG"] + ".times", "a") as times:
+    times.write(json.dumps([started, time.monotonic(), args[4:6]]) + "\n")
 db = json.load(open(db_path))
 
 def opt(name, default=None):
@@ -80,9 +86,10 @@ elif action == "create":
     db.append(new)
     assert (fmt, column) == ("value", "id")
     print(new["id"])
-elif action == "delete":
-    find(rest[0])
-    db[:] = [e for e in db if e["id"] != rest[0]]
+elif action == "delete":  # several ids, as the real CLI takes them
+    for eid in rest:
+        find(eid)
+    db[:] = [e for e in db if e["id"] not in rest]
 else:
     sys.exit(f"unsupported: {args}")
 json.dump(db, open(db_path, "w"))
@@ -118,10 +125,10 @@ def fake(tmp_path: Path):
 
 
 def run(fake: Path, action: str, stdin: str = "", base: str = PUBLIC,
-        backend: str = HOST_IP) -> subprocess.CompletedProcess[str]:
+        backend: str = HOST_IP, startup: str = "0") -> subprocess.CompletedProcess[str]:
     env = {"PATH": f"{fake / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "OOA_STATE": str(fake / "state"),
            "FAKE_OS_DB": str(fake / "catalog.json"), "FAKE_OS_LOG": str(fake / "calls.log"),
-           "FAKE_OS_REACHABLE": f"http://{HOST_IP}/"}
+           "FAKE_OS_REACHABLE": f"http://{HOST_IP}/", "FAKE_OS_STARTUP": startup}
     if action == "apply" and not stdin:
         stdin = f"PUBLIC_BASE_URL={base}\nBACKEND_HOST={backend}\n"
     return subprocess.run(["bash", str(STEP), action], input=stdin, env=env, capture_output=True, text=True,
@@ -169,11 +176,40 @@ def test_the_catalog_is_read_with_two_listings_whatever_its_size(fake):
     one set per move (DevStack's catalog here: 5 endpoints, 4 of them behind the front)."""
     assert run(fake, "apply").returncode == 0
     verbs = [tuple(c[4:6]) for c in calls(fake)]
-    assert verbs[:2] == [("service", "list"), ("endpoint", "list")]
+    assert sorted(verbs[:2]) == [("endpoint", "list"), ("service", "list")]
     assert sorted(verbs[2:]) == [("endpoint", "create")] * 4 + [("endpoint", "set")] * 4
     n = len(verbs)
     assert run(fake, "apply").returncode == 0
-    assert [tuple(c[4:6]) for c in calls(fake)[n:]] == [("service", "list"), ("endpoint", "list")]
+    assert sorted(tuple(c[4:6]) for c in calls(fake)[n:]) == [("endpoint", "list"), ("service", "list")]
+    n = len(calls(fake))
+    assert run(fake, "remove").returncode == 0  # a listing, a set per move, one delete for all four
+    assert sorted(tuple(c[4:6]) for c in calls(fake)[n:]) == [("endpoint", "delete")] + [("endpoint", "list")] + [
+        ("endpoint", "set")
+    ] * 4
+
+
+def test_calls_that_do_not_depend_on_each_other_run_side_by_side(fake):
+    """The two listings, then the creates, then the moves, each batch started together: apply pays
+    three CLI start-ups of wall time (the real CLI's is ~1 s; FAKE_OS_STARTUP stands for it), not
+    ten; remove the listing, the restores together, then one delete."""
+    times = fake / "calls.log.times"
+
+    def batches() -> list[list[str]]:
+        """The calls grouped by overlap in time, each group's verbs sorted."""
+        rows = sorted(json.loads(line) for line in times.read_text().splitlines())
+        groups: list[list] = []
+        for start, end, verb in rows:
+            if groups and start < max(e for _, e, _ in groups[-1]):
+                groups[-1].append((start, end, verb))
+            else:
+                groups.append([(start, end, verb)])
+        times.write_text("")
+        return [sorted(" ".join(v) for _, _, v in g) for g in groups]
+
+    assert run(fake, "apply", startup="0.4").returncode == 0
+    assert batches() == [["endpoint list", "service list"], ["endpoint create"] * 4, ["endpoint set"] * 4]
+    assert run(fake, "remove", startup="0.4").returncode == 0
+    assert batches() == [["endpoint list"], ["endpoint set"] * 4, ["endpoint delete"]]
 
 
 def test_an_endpoint_whose_service_is_ambiguous_stops_before_any_change(fake):

@@ -59,6 +59,48 @@ validate_params() {
 # os ARGS... : the openstack CLI as cloud CLOUD of CLOUDS_YAML. Each call starts the CLI (1-2 s):
 # apply lists each kind once and reads ids from what create prints, instead of a show per object.
 os() { OS_CLIENT_CONFIG_FILE="$CLOUDS_YAML" openstack --os-cloud "$CLOUD" "$@"; }
+# listing NAME ARGS... : start `os ARGS...` in the background (a read: the listings start side by
+# side, one CLI start-up of wall time instead of three), its output into $WORK/NAME.
+listing() {
+  local name=$1
+  shift
+  # a simple command, not the function os: the job's pid is the CLI's own, so cleanup's kill reaches it
+  OS_CLIENT_CONFIG_FILE="$CLOUDS_YAML" openstack --os-cloud "$CLOUD" "$@" </dev/null >"$WORK/$name" 2>"$WORK/$name.err" &
+  LISTINGS[$name]=$!
+}
+# tenant_side NET_ID SUBNET_ID : the tenant network and subnet, each made if its id is empty;
+# prints "<network id> <subnet id> new|old" (new: the subnet was made now).
+tenant_side() {
+  local net=$1 subnet=$2 made=old
+  if [ -z "$net" ]; then
+    net=$(os network create "$TENANT_NET" -f value -c id)
+    record network "$TENANT_NET"
+  fi
+  if [ -z "$subnet" ]; then
+    subnet=$(os subnet create "$TENANT_SUBNET" --network "$net" --subnet-range "$TENANT_CIDR" \
+      --dns-nameserver "$TENANT_DNS" -f value -c id)
+    record subnet "$TENANT_SUBNET"
+    made=new
+  fi
+  printf '%s %s %s\n' "$net" "$subnet" "$made"
+}
+# cleanup : the EXIT trap of apply: listings still running (apply stopped early) end; the tenant
+# side, if still running, is waited for (it records what it makes, for remove); $WORK goes.
+cleanup() {
+  local pid
+  for pid in "${LISTINGS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [ -n "${TENANT_JOB:-}" ]; then wait "$TENANT_JOB" || true; fi
+  rm -rf "$WORK"
+}
+# listed NAME VAR : wait for that listing (in this shell: the job is its child); its output into
+# VAR, or its error and a stop.
+listed() {
+  local rc=0
+  wait "${LISTINGS[$1]}" || rc=$?
+  cat "$WORK/$1.err" >&2
+  ((rc == 0)) || die "openstack $1 list failed"
+  printf -v "$2" '%s' "$(cat "$WORK/$1")"
+}
 # record KIND NAME : remember that apply created (or set) it, for remove.
 record() { grep -qxF "$1 $2" "$CREATED" || printf '%s %s\n' "$1" "$2" >>"$CREATED"; }
 # recorded KIND NAME : apply created it.
@@ -134,13 +176,18 @@ apply() {
   validate_params
   command -v openstack >/dev/null || die "no openstack CLI on the host (DevStack: run install-openstack first)"
   [ -r "$CLOUDS_YAML" ] || die "no $CLOUDS_YAML (DevStack: run install-openstack first)"
+  WORK=$(mktemp -d)
+  declare -gA LISTINGS=()
+  trap cleanup EXIT
+  listing subnet subnet list -f json -c ID -c Name -c Network -c Subnet
+  listing router router list --long -f json -c ID -c Name -c "External gateway info"
   # Before anything is saved: a wrong cloud must leave the state of the last good apply as it was.
   NETWORK_LIST=$(os network list -f json -c ID -c Name) || die "cloud $CLOUD of $CLOUDS_YAML does not answer"
+  listed subnet SUBNET_LIST
+  listed router ROUTER_LIST
   install -d -m 0700 "$STATE"
   touch "$CREATED"
   save_params "$STATE/params" "${PARAMS[@]}"
-  SUBNET_LIST=$(os subnet list -f json -c ID -c Name -c Network -c Subnet)
-  ROUTER_LIST=$(os router list --long -f json -c ID -c Name -c "External gateway info")
 
   # Every name resolved, and an existing tenant subnet checked, before the first change.
   local net_id subnet_id router_id tenant_net_id tenant_subnet_id ports port_id
@@ -151,6 +198,10 @@ apply() {
   [ -z "$tenant_subnet_id" ] || check_subnet "$TENANT_SUBNET" "$tenant_subnet_id" "$TENANT_CIDR"
   [ -z "$router_id" ] || check_router "$router_id"
 
+  # The tenant network and subnet are made beside the external side (independent objects: their
+  # CLI start-ups overlap); each object recorded as soon as it exists.
+  tenant_side "$tenant_net_id" "$tenant_subnet_id" </dev/null >"$WORK/tenant" &
+  TENANT_JOB=$!
   if [ -z "$net_id" ]; then
     net_id=$(os network create "$EXTERNAL_NETWORK" --external --provider-network-type flat \
       --provider-physical-network "$PHYSICAL_NETWORK" -f value -c id)
@@ -164,21 +215,26 @@ apply() {
   else
     router_gateway "$router_id" "$subnet_id"
   fi
-  if [ -z "$tenant_net_id" ]; then
-    tenant_net_id=$(os network create "$TENANT_NET" -f value -c id)
-    record network "$TENANT_NET"
-  fi
-  if [ -z "$tenant_subnet_id" ]; then
-    tenant_subnet_id=$(os subnet create "$TENANT_SUBNET" --network "$tenant_net_id" --subnet-range "$TENANT_CIDR" \
-      --dns-nameserver "$TENANT_DNS" -f value -c id)
-    record subnet "$TENANT_SUBNET"
-  fi
-  # The router's ports, once: its gateway port, and whether the tenant subnet is attached.
-  ports=$(os port list --router "$router_id" --long -f json -c ID -c "Device Owner" -c "Fixed IP Addresses")
-  if ! jq -e --arg s "$tenant_subnet_id" '[.[] | select(."Device Owner" == "network:router_interface")
-    | ."Fixed IP Addresses"[]?.subnet_id] | index($s)' <<<"$ports" >/dev/null; then
-    os router add subnet "$router_id" "$tenant_subnet_id"
+  local rc=0 made
+  wait "$TENANT_JOB" || rc=$?
+  TENANT_JOB=
+  ((rc == 0)) || die "the tenant network $TENANT_NET or its subnet $TENANT_SUBNET could not be made"
+  read -r tenant_net_id tenant_subnet_id made <"$WORK/tenant"
+  # The router's ports, once: its gateway port, and whether the tenant subnet is attached. A
+  # subnet made just now is not: it is attached while the ports are listed.
+  local list_ports=(os port list --router "$router_id" --long -f json -c ID -c "Device Owner" -c "Fixed IP Addresses")
+  if [ "$made" = new ]; then
+    os router add subnet "$router_id" "$tenant_subnet_id" </dev/null &
+    ports=$("${list_ports[@]}")
+    wait $! || die "attaching $TENANT_SUBNET to router $ROUTER failed"
     record interface "$ROUTER/$TENANT_SUBNET"
+  else
+    ports=$("${list_ports[@]}")
+    if ! jq -e --arg s "$tenant_subnet_id" '[.[] | select(."Device Owner" == "network:router_interface")
+      | ."Fixed IP Addresses"[]?.subnet_id] | index($s)' <<<"$ports" >/dev/null; then
+      os router add subnet "$router_id" "$tenant_subnet_id"
+      record interface "$ROUTER/$TENANT_SUBNET"
+    fi
   fi
 
   port_id=$(jq -r '[.[] | select(."Device Owner" == "network:router_gateway") | .ID] | join(" ")' <<<"$ports")

@@ -59,20 +59,39 @@ validate_params() {
 # for a move (its internal endpoint exists by then: apply creates it first), `public` before that
 # and again once remove has restored it.
 iface() { cat "$INTERFACE" 2>/dev/null || echo public; }
-os() { openstack --os-cloud "$CLOUD" --os-interface "$(iface)" "$@"; }
+os() { os_via "$(iface)" "$@"; }
+# os_via INTERFACE ARGS... : the CLI through that catalog interface.
+os_via() { openstack --os-cloud "$CLOUD" --os-interface "$1" "${@:2}"; }
+# workdir : a scratch folder for the output of calls run side by side, removed on exit.
+workdir() {
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+}
+# wait_all PID... : wait for each of these calls, started side by side (each CLI start-up at the
+# same time); non-zero if any failed, once all have ended (none is left running).
+wait_all() {
+  local pid failed=0
+  for pid in "$@"; do wait "$pid" || failed=1; done
+  return "$failed"
+}
 
 # endpoints : every endpoint as "<id> <region> <service id> <interface> <url> <service type>" lines.
-# Two listings, not a show per endpoint (each CLI call costs a start-up and a token: a DevStack
-# catalog has a score of endpoints); the endpoint listing names its service, the service listing
-# gives the ID that `endpoint create` needs. A name and type that match several services stop here.
+# Two listings side by side, not a show per endpoint (each CLI call costs a start-up and a token: a
+# DevStack catalog has a score of endpoints); the endpoint listing names its service, the service
+# listing gives the ID that `endpoint create` needs. A name and type that match several services
+# stop here.
 endpoints() {
-  local services
-  services=$(os service list -f json)
-  os endpoint list -f json | jq -r --argjson services "$services" '.[] as $e
+  local services listing pid
+  os service list -f json </dev/null >"$WORK/services" &
+  pid=$!
+  listing=$(os endpoint list -f json)
+  wait "$pid" || die "openstack service list failed"
+  services=$(cat "$WORK/services")
+  jq -r --argjson services "$services" '.[] as $e
     | [$services[] | select(.Name == $e["Service Name"] and .Type == $e["Service Type"]) | .ID] as $ids
     | if ($ids | length) == 1 then [$e.ID, $e.Region, $ids[0], $e.Interface, $e.URL, $e["Service Type"]] | join(" ")
       else error("endpoint \($e.ID): \($ids | length) services named \($e["Service Name"]) of type \($e["Service Type"])")
-      end'
+      end' <<<"$listing"
 }
 
 # ours URL : is URL served by DevStack's Apache on BACKEND_HOST (port 80), so reachable through the front?
@@ -93,7 +112,9 @@ apply() {
   command -v jq >/dev/null || die "no jq: run prepare-host first"
   install -d -m 0700 "$STATE"
   touch "$ORIGINAL" "$CREATED"
-  local id region service iface url original wanted new_id moves=() public=() skipped=() created=()
+  local id region service iface url original wanted new_id moves=() public=() skipped=() created=() todo=()
+  local identity_moves=
+  workdir
   ALL=$(endpoints)
   # Pass 1: which public endpoints are ours, and an internal endpoint for each (before any move).
   while read -r id region service iface url stype; do
@@ -107,55 +128,79 @@ apply() {
       original=$url
     fi
     if ! has_internal "$region" "$service"; then
-      new_id=$(os endpoint create --region "$region" "$service" internal "$original" -f value -c id)
-      echo "$new_id" >>"$CREATED"
-      ALL+=$'\n'"$new_id $region $service internal $original $stype"
-      created+=("\"$original\"")
-      log "internal endpoint $new_id: $original"
+      todo+=("$region $service $original")
+      ALL+=$'\n'"- $region $service internal $original $stype"
     fi
     [ -n "$(original_of "$id")" ] || printf '%s %s\n' "$id" "$original" >>"$ORIGINAL"
-    [ "$stype" != identity ] || echo internal >"$INTERFACE"
+    [ "$stype" != identity ] || identity_moves=1
     moves+=("$id $url $PUBLIC_BASE_URL$(path_of "$original")")
   done <<<"$ALL"
-  # Pass 2: the public endpoints move (our own calls now go through the internal endpoints).
+  # The missing internal endpoints, created side by side through the interface our calls use now
+  # (before any move; each id recorded, also when another create failed, so remove deletes it).
+  local via pids=() n
+  via=$(iface)
+  for n in "${!todo[@]}"; do
+    read -r region service original <<<"${todo[$n]}"
+    os_via "$via" endpoint create --region "$region" "$service" internal "$original" -f value -c id \
+      </dev/null >"$WORK/create.$n" &
+    pids+=($!)
+  done
+  local failed=0
+  wait_all "${pids[@]}" || failed=1
+  for n in "${!todo[@]}"; do
+    new_id=$(cat "$WORK/create.$n")
+    [ -n "$new_id" ] || continue
+    read -r region service original <<<"${todo[$n]}"
+    echo "$new_id" >>"$CREATED"
+    created+=("\"$original\"")
+    log "internal endpoint $new_id: $original"
+  done
+  ((failed == 0)) || die "creating the internal endpoints failed: nothing moved"
+  # Keystone's internal endpoint exists: our own calls go through the internal endpoints from here.
+  [ -z "$identity_moves" ] || echo internal >"$INTERFACE"
+  # Pass 2: the public endpoints move, side by side.
+  pids=()
   for id in "${moves[@]}"; do
     read -r id url wanted <<<"$id"
     if [ "$url" != "$wanted" ]; then
-      os endpoint set --url "$wanted" "$id"
+      os endpoint set --url "$wanted" "$id" </dev/null &
+      pids+=($!)
       log "public endpoint $id: $url -> $wanted"
     fi
     public+=("\"$wanted\"")
   done
+  wait_all "${pids[@]}" || die "moving the public endpoints failed (apply again, or remove)"
   local IFS=,
   printf '{"public":[%s],"internal_created":[%s],"left_alone":[%s]}\n' "${public[*]}" "${created[*]}" "${skipped[*]}"
 }
 
 remove() {
   [ -d "$STATE" ] || { log "no state: nothing to remove"; return 0; }
-  local id url existing restored=0 deleted=0
+  local id url existing restored=0 pids=() gone=()
+  workdir
   existing=$(os endpoint list -f json | jq -r '.[] | .ID')
   if [ -f "$ORIGINAL" ]; then
     while read -r id url; do
       if grep -qxF "$id" <<<"$existing"; then
-        os endpoint set --url "$url" "$id"
+        os endpoint set --url "$url" "$id" </dev/null &
+        pids+=($!)
         restored=$((restored + 1))
       else
         log "endpoint $id is gone: not restored"
       fi
     done <"$ORIGINAL"
+    wait_all "${pids[@]}" || die "restoring the public endpoints failed (remove again)"
     rm -f "$ORIGINAL" "$INTERFACE" # Keystone's public endpoint works from here again
   fi
   if [ -f "$CREATED" ]; then
     while read -r id; do
-      [ -n "$id" ] || continue
-      if grep -qxF "$id" <<<"$existing"; then
-        os endpoint delete "$id"
-        deleted=$((deleted + 1))
-      fi
+      if [ -n "$id" ] && grep -qxF "$id" <<<"$existing"; then gone+=("$id"); fi
     done <"$CREATED"
+    # one call for all of them (the CLI takes several ids)
+    if ((${#gone[@]})); then os endpoint delete "${gone[@]}"; fi
   fi
   rm -rf "$STATE"
-  printf '{"removed":true,"restored":%d,"internal_deleted":%d}\n' "$restored" "$deleted"
+  printf '{"removed":true,"restored":%d,"internal_deleted":%d}\n' "$restored" "${#gone[@]}"
 }
 
 case "${1:-}" in

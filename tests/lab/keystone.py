@@ -21,9 +21,10 @@ apache2-bin (the server and its modules) is in the host's root filesystem, not t
 the two scripts of it the tls-front step calls (a2enmod/a2dismod, apache2ctl) are tests/lab/apache/,
 installed in the host's /usr/local/bin.
 
-Setup (db_sync, fernet and credential keys, bootstrap, uWSGI, the service user and endpoints) runs in
-a thread that Neutron starts once MariaDB answers (`database_ready`), beside Neutron's own migrations;
-Neutron's first API call waits for it (`token`).
+Setup (fernet and credential keys, bootstrap, uWSGI, the service user and endpoints; the database and
+its schema come migrated in the lab's MariaDB data folder, tests/lab/dbcache.py) runs in a thread
+that Neutron starts once MariaDB answers (`database_ready`), beside Neutron's own start; Neutron's
+first API call waits for it (`token`).
 """
 
 from __future__ import annotations
@@ -251,17 +252,11 @@ IncludeOptional sites-enabled/*.conf
         try:
             manage = ["keystone-manage", "--config-file", str(self.work / "keystone.conf")]
             owner = ("--keystone-user", "root", "--keystone-group", "root")
-            # the key repositories are files: made while the schema migrates
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                keys = [pool.submit(self.neutron.run, *manage, k, *owner) for k in ("fernet_setup", "credential_setup")]
-                self._create_database()
-                t = time.monotonic()
-                self.neutron.run(*manage, "db_sync", timeout=300)
-                self.timings["keystone db_sync"] = time.monotonic() - t
-                for k in keys:
-                    k.result()
-            self.neutron.run(
-                *manage,
+            # The database, its user and its schema (keystone-manage db_sync) come migrated in
+            # the lab's MariaDB data folder (tests/lab/dbcache.py). The key repositories are files
+            # and bootstrap writes rows only: the three run side by side; uWSGI starts once the keys
+            # exist (its app needs no row to load), while bootstrap may still run.
+            bootstrap = (
                 "bootstrap",
                 "--bootstrap-password",
                 ADMIN_PASSWORD,
@@ -278,8 +273,14 @@ IncludeOptional sites-enabled/*.conf
                 "--bootstrap-public-url",
                 self.url,
             )
-            env = {**self.neutron.env(), "OS_KEYSTONE_CONFIG_FILES": str(self.work / "keystone.conf")}
-            self.neutron.start("keystone", "uwsgi", "--ini", str(self.work / "keystone-uwsgi.ini"), env=env)
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                rows = pool.submit(self.neutron.run, *manage, *bootstrap)
+                keys = [pool.submit(self.neutron.run, *manage, k, *owner) for k in ("fernet_setup", "credential_setup")]
+                for k in keys:
+                    k.result()
+                env = {**self.neutron.env(), "OS_KEYSTONE_CONFIG_FILES": str(self.work / "keystone.conf")}
+                self.neutron.start("keystone", "uwsgi", "--ini", str(self.work / "keystone-uwsgi.ini"), env=env)
+                rows.result()
             wait_for("Keystone through the host's Apache", lambda: self._http_code("/identity/v3") == "200", 60)
             self._register_neutron()
             if self.localrc.get("KEYSTONE_ADMIN_ENDPOINT") == "True":  # DevStack's bootstrap_keystone
@@ -288,17 +289,6 @@ IncludeOptional sites-enabled/*.conf
             self._error = e
         finally:
             self.timings["keystone setup"] = time.monotonic() - t0
-
-    def _create_database(self) -> None:
-        my = f"--defaults-file={self.neutron.etc}/my.cnf"
-        self.neutron.run(
-            "mariadb",
-            my,
-            "-uroot",
-            input="CREATE DATABASE IF NOT EXISTS keystone CHARACTER SET utf8;\n"
-            f"CREATE USER IF NOT EXISTS 'keystone'@'localhost' IDENTIFIED BY '{neutron.DB_PASSWORD}';\n"
-            "GRANT ALL ON keystone.* TO 'keystone'@'localhost';\n",
-        )
 
     def _register_neutron(self) -> None:
         """DevStack's `service` project, the `neutron` user (role service there) and the network

@@ -35,12 +35,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-REPO = Path(__file__).resolve().parents[2]
-LAB_VENV = Path(os.environ.get("OOA_LAB_VENV", REPO / ".lab-venv"))
+from tests.lab import dbcache
+from tests.lab.dbcache import DB_PASSWORD, LAB_VENV
+
 API_PORT, AMQP_PORT, EPMD_PORT, DIST_PORT = 19696, 17672, 17369, 17673
 API = f"http://127.0.0.1:{API_PORT}"
 HOSTNAME = "lab-host"
-DB_PASSWORD = "lab-only"  # a throw-away database on a private unix socket
 PHYSNET = "public"
 AGENTS = ("ovs-agent", "l3-agent", "dhcp-agent")
 # The agents that run in the lab host when it is a machine (`Neutron.host`): the OVS agent. The L3
@@ -109,6 +109,8 @@ def prerequisites() -> list[str]:
     absent = [b for b in VENV_BINARIES if not (LAB_VENV / "bin" / b).exists()]
     if absent:
         problems.append(f"lab virtualenv {LAB_VENV} lacks {' '.join(absent)} (run `make lab-venv`)")
+    if not problems and (stale := dbcache.problem()):
+        problems.append(stale)
     return problems
 
 
@@ -307,14 +309,7 @@ datadir = {w}/mysql/data
 socket = {sock}
 pid-file = {w}/mysql/mysqld.pid
 log-error = {self.log}/mariadb.err
-skip-networking
-skip-name-resolve
-user = root
-innodb_buffer_pool_size = 64M
-innodb_log_file_size = 16M
-performance_schema = OFF
-max_connections = 200
-
+{dbcache.server_settings()}
 [client]
 socket = {sock}
 """,
@@ -351,6 +346,12 @@ connection = mysql+pymysql://neutron:{DB_PASSWORD}@localhost/neutron?unix_socket
 
 [oslo_concurrency]
 lock_path = {self.state}/lock
+
+[oslo_messaging_rabbit]
+# The lab starts Neutron's processes while RabbitMQ boots: a first connection that finds no broker
+# is retried every second instead of after 1, 3, 5 ... s (the speed of the lab's start only).
+rabbit_retry_interval = 1
+rabbit_retry_backoff = 0
 {self.identity.authtoken() if self.identity else ""}
 [agent]
 # Everything runs as root; sudo would reset PATH (no privsep-helper) and OVS_RUNDIR.
@@ -379,6 +380,9 @@ vni_ranges = 1001:2000
 interface_driver = openvswitch
 agent_mode = legacy
 enable_metadata_proxy = false
+# The first full sync after a start (a restart's resync) waits a random 0-5 s by default, so that
+# many agents do not hit the server at once; one agent here: no wait (convergence speed only).
+periodic_fuzzy_delay = 0
 
 [ovs]
 datapath_type = netdev
@@ -475,13 +479,15 @@ ovsdb_connection = {ovsdb}
 
     def start_backends(self) -> None:
         """MariaDB with the schema migrated, RabbitMQ starting: they need only the host namespace's
-        loopback, so the lab builds the VPC, Open vSwitch and sshd meanwhile (Lab.build)."""
+        loopback, so the lab builds the VPC, Open vSwitch and sshd meanwhile (Lab.build). The data
+        folder, with Neutron's and Keystone's databases, users and schemas, is a copy of the one
+        `make lab-db` migrated once for these packages (tests/lab/dbcache.py)."""
         self.t0 = time.monotonic()
         self.netns_before = set(netns_list())
         self.write_config()
         my = f"--defaults-file={self.etc}/my.cnf"
         if not (self.work / "mysql" / "data" / "mysql").exists():
-            self.run("mariadb-install-db", my, "--auth-root-authentication-method=socket")
+            self.timings["migrated database copied"] = dbcache.prepare(self.work / "mysql" / "data")
         self.start("mariadb", "mariadbd", my)
         self.start("epmd", "epmd", "-port", str(EPMD_PORT), "-address", "127.0.0.1", env=self.rabbit_env())
         wait_for("epmd", lambda: self._tcp_open(EPMD_PORT), 10)
@@ -489,19 +495,7 @@ ovsdb_connection = {ovsdb}
         ping = ("mariadb", my, "-uroot", "-e", "select 1")
         wait_for("MariaDB", lambda: self.run(*ping, check=False).returncode == 0, 60)
         if self.identity is not None:
-            self.identity.database_ready()  # Keystone's setup overlaps Neutron's migrations
-        self.run(
-            "mariadb",
-            my,
-            "-uroot",
-            input="CREATE DATABASE IF NOT EXISTS neutron CHARACTER SET utf8;\n"
-            f"CREATE USER IF NOT EXISTS 'neutron'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';\n"
-            "GRANT ALL ON neutron.* TO 'neutron'@'localhost';\n",
-        )
-        t = time.monotonic()
-        conf = ["--config-file", f"{self.etc}/neutron.conf", "--config-file", f"{self.etc}/ml2_conf.ini"]
-        self.run("neutron-db-manage", *conf, "upgrade", "heads")
-        self.timings["db migrations"] = time.monotonic() - t
+            self.identity.database_ready()  # Keystone's setup (its schema is migrated too)
         self.timings["backends"] = time.monotonic() - self.t0
 
     def up(self) -> None:
@@ -510,18 +504,25 @@ ovsdb_connection = {ovsdb}
         if self.t0 is None:
             self.start_backends()
         conf = ["--config-file", f"{self.etc}/neutron.conf", "--config-file", f"{self.etc}/ml2_conf.ini"]
-        wait_for("RabbitMQ", lambda: self._tcp_open(AMQP_PORT), 90)
+        assert self.t0 is not None
+        # The control plane starts while RabbitMQ boots: its imports and plugin loading (~4 s) overlap
+        # the broker's start, and it connects once the broker listens (retrying every second, see
+        # [oslo_messaging_rabbit] in neutron.conf).
         self.start("neutron-api", "uwsgi", "--ini", f"{self.etc}/neutron-api-uwsgi.ini")
         self.start("neutron-rpc", "neutron-rpc-server", *conf, "--log-file", f"{self.log}/neutron-rpc.log")
         self.start(
             "neutron-periodic", "neutron-periodic-workers", *conf, "--log-file", f"{self.log}/neutron-periodic.log"
         )
+        wait_for("RabbitMQ", lambda: self._tcp_open(AMQP_PORT), 90)
+        self.timings["rabbitmq listening"] = time.monotonic() - self.t0
         # An agent's first RPC call to a queue nobody consumes yet is lost: it times out and backs
         # off for up to a minute. Start the agents once the RPC server consumes its topics.
         wait_for("the RPC server's queues", self.rpc_consuming, 120, every=1)
+        self.timings["rpc consuming"] = time.monotonic() - self.t0
         for agent in AGENTS:
             self.start_agent(agent)
         wait_for("the neutron API", lambda: bool(self.api("GET", "networks") is not None), 120)
+        self.timings["api answering"] = time.monotonic() - self.t0
         wait_for("three agents alive", lambda: self.agents_alive() == 3, 120)
         self.timings["neutron up"] = time.monotonic() - self.t0
 
@@ -602,6 +603,9 @@ of_listen_port = 16633
 [agent]
 tunnel_types = vxlan
 l2_population = false
+# The rpc_loop's period (default 2 s): how soon a new or re-created port is wired and reported
+# ACTIVE. Only the lab's speed of convergence depends on it (each idle iteration costs ~5 ms).
+polling_interval = 1
 
 [securitygroup]
 firewall_driver = openvswitch
