@@ -97,7 +97,7 @@ random_local_mac() {
 # install_reapply_units STEP : where systemd runs, a timer re-runs `<this dir>/STEP.sh reapply`
 # at boot, after Neutron's L3 agent starts, and every 10 s: the router namespace or its gateway port
 # can be re-created at any time, and until the next run the VPC drops the tenants' traffic, so the
-# period is the outage; a run that finds nothing to do is a few ms of CPU (the lab prints it).
+# period is the outage; a run that finds nothing to do is short (the lab prints how long).
 # Without systemd it does nothing.
 install_reapply_units() {
   local step=$1 unit=openstack-on-aws-$1-reapply dir
