@@ -36,10 +36,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from tests.lab import neutron
 from tests.lab.neutron import LAB_VENV, wait_for
+
+if TYPE_CHECKING:  # container.py imports neutron, which this module imports
+    from tests.lab.container import Container
 
 ADMIN_PASSWORD = "Lab-Admin-Passw0rd"  # a throw-away cloud in network namespaces; DevStack's charset
 SERVICE_PASSWORD = "Lab-Service-Passw0rd"
@@ -100,22 +103,6 @@ def parse_local_conf(text: str, conf: str) -> tuple[dict[str, str], dict[str, di
             name, _, value = line.partition("=")
             sections.setdefault(section, {})[name.strip()] = value.strip()
     return localrc, sections
-
-
-class Host(Protocol):
-    """What the host's Apache needs of the lab host (tests/lab/container.py `Container`)."""
-
-    def service(
-        self,
-        unit: str,
-        *args: str,
-        forking: bool = False,
-        output: Path | None = None,
-        reload: str = "",
-        env: dict[str, str] | None = None,
-        stop_timeout: float = 0,
-    ) -> None:
-        """Run `args` as a service of the host."""
 
 
 class Keystone:
@@ -234,7 +221,7 @@ IncludeOptional sites-enabled/*.conf
             (bindir / name).chmod(0o755)
 
     # --- processes -------------------------------------------------------------------------------
-    def start_apache(self, host: Host) -> None:
+    def start_apache(self, host: Container) -> None:
         """The host's Apache (the container's apache2-bin) as the host's apache2.service, as DevStack
         leaves it: its /etc, its PID namespace; `systemctl reload apache2` (what tls-front runs
         under systemd) is Debian's graceful restart. Stopped with the host."""

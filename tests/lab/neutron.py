@@ -33,10 +33,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tests.lab import dbcache
 from tests.lab.dbcache import DB_PASSWORD, LAB_VENV
+
+if TYPE_CHECKING:  # container.py imports this module
+    from tests.lab.container import Container
 
 API_PORT, AMQP_PORT, EPMD_PORT, DIST_PORT = 19696, 17672, 17369, 17673
 API = f"http://127.0.0.1:{API_PORT}"
@@ -62,27 +65,6 @@ VENV_BINARIES = [
     "openstack",
     "privsep-helper",
 ]
-
-
-class Host(Protocol):
-    """The lab host, where the OVS agent runs as a service (tests/lab/container.py `Container`)."""
-
-    def service(
-        self,
-        unit: str,
-        *args: str,
-        forking: bool = False,
-        output: Path | None = None,
-        reload: str = "",
-        env: dict[str, str] | None = None,
-        stop_timeout: float = 0,
-    ) -> None:
-        """Run `args` as a service of the host."""
-
-    def run(
-        self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None
-    ) -> subprocess.CompletedProcess:
-        """Run a command in the host."""
 
 
 class Identity(Protocol):
@@ -171,7 +153,8 @@ class Neutron:
         self.uwsgi_socket = work / "neutron-api.socket"
         """The API's uWSGI socket, as DevStack's Apache reaches it (ProxyPass /networking)."""
         self.t0: float | None = None  # when start_backends began
-        self.host: Host | None = None
+        self.host: Container | None = None
+        """The lab host, where the OVS agent runs as a service (None: every agent in the host namespace)."""
         """The lab host: the OVS agent runs in it, as its service `neutron-ovs-agent` (HOST_AGENTS)."""
         self.in_host: set[str] = set()  # the agents running in `host` now
 
