@@ -243,8 +243,8 @@ enabled_modules() {
 enable_modules() {
   local mod before new
   for mod in "${MODULES[@]}"; do
-    if [ -e "$ROOT/etc/apache2/mods-enabled/$mod.load" ] || [ -L "$ROOT/etc/apache2/mods-enabled/$mod.load" ]; then continue; fi
     before=$(enabled_modules)
+    ! grep -qxF "$mod" <<<"$before" || continue
     a2enmod -q "$mod" >/dev/null
     new=$(comm -13 <(printf '%s\n' "$before") <(enabled_modules))
     printf '%s\n' "${new:-$mod}" >>"$STATE/enabled-modules"

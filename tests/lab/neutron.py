@@ -154,7 +154,6 @@ class Neutron:
         """The API's uWSGI socket, as DevStack's Apache reaches it (ProxyPass /networking)."""
         self.t0: float | None = None  # when start_backends began
         self.host: Container | None = None
-        """The lab host, where the OVS agent runs as a service (None: every agent in the host namespace)."""
         """The lab host: the OVS agent runs in it, as its service `neutron-ovs-agent` (HOST_AGENTS)."""
         self.in_host: set[str] = set()  # the agents running in `host` now
 
