@@ -177,7 +177,6 @@ apply() {
 remove() {
   [ -d "$STATE" ] || { log "no state: nothing to remove"; return 0; }
   local id url existing restored=0 pids=() gone=()
-  workdir
   existing=$(os endpoint list -f json | jq -r '.[] | .ID')
   if [ -f "$ORIGINAL" ]; then
     while read -r id url; do
