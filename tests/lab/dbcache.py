@@ -1,26 +1,33 @@
-"""The lab's MariaDB data folder with Neutron's and Keystone's schemas migrated, built once, copied per lab.
+"""The lab's MariaDB data folder with Neutron's and Keystone's schemas migrated and Keystone
+bootstrapped, with Keystone's key repositories: built once, copied per lab.
 
 Migrating both schemas is the heaviest CPU work of a lab's build (neutron-db-manage: 142 alembic
 migrations; keystone-manage db_sync), and it gives the same result every time for the same
-packages. So `make lab-db` (a prerequisite of `make test` and `make lab`, like the lab virtualenv)
-runs them once, on a private MariaDB exactly as the lab runs it (same my.cnf settings, same
-databases and users), shuts it down cleanly and keeps its whole data folder under
-/var/cache/ooa-lab/db-<key> (OOA_LAB_DB_CACHE overrides the folder); each lab copies that folder
-(~0.3 s) instead of running mariadb-install-db and both migrations (measured: 1.9 + 4.7 + 2.7 s
-alone, 2-3 times that in a lab build where they compete for the CPU).
+packages; so do Keystone's fernet and credential key setups and its bootstrap (DevStack's admin,
+project admin, RegionOne, the identity service and its public endpoint: rows only). So `make
+lab-db` (a prerequisite of `make test` and `make lab`, like the lab virtualenv) runs them once, on
+a private MariaDB exactly as the lab runs it (same my.cnf settings, same databases and users),
+shuts it down cleanly and keeps its whole data folder and both key folders under
+/var/cache/ooa-lab/db-<key> (OOA_LAB_DB_CACHE overrides the folder); each lab copies them (~0.3 s)
+instead of running mariadb-install-db, both migrations and three keystone-manage commands (measured:
+1.9 + 4.7 + 2.7 s alone for the first three, 2-3 times that in a lab build where they compete for
+the CPU). The key setups ran beside bootstrap in the lab, which raced: bootstrap fails when it loads
+the token provider before fernet_setup has made the keys; here they run in order.
 
-What the tests prove does not change: the schema is the one neutron-db-manage and keystone-manage
-made from the pinned packages, only made earlier. The key is a hash of what decides that result:
-the lab's lock file (tests/lab/requirements-lab.txt), the MariaDB server's version, and this
-module's text (the server settings, the SQL that makes the databases and users, the commands). A
-key without its folder (packages changed, never built) is a clear failure of the lab's
-prerequisites naming `make lab-db`, never a silent migration.
+What the tests prove does not change: the schema and rows are the ones neutron-db-manage and
+keystone-manage made from the pinned packages, only made earlier. The key is a hash of what decides
+that result: the lab's lock file (tests/lab/requirements-lab.txt), the MariaDB server's version,
+this module's text (the server settings, the SQL that makes the databases and users, the commands)
+and the bootstrap's arguments (Keystone's URL on the lab host's management IP). A key without its
+folder (packages changed, never built) is a clear failure of the lab's prerequisites naming `make
+lab-db`, never a silent migration.
 
 Concurrency: builds take an exclusive flock on <cache>/db.lock and publish with an atomic rename
 (a lab never sees a half-built folder). Old keys' folders are left in place (labs of other
 worktrees may use them); `rm -rf /var/cache/ooa-lab` is always safe between runs.
 
-Entry points: `python -m tests.lab.dbcache build|path`; `prepare(datadir)` for the lab.
+Entry points: `python -m tests.lab.dbcache build|path`; `prepare(datadir)` and
+`keystone_keys(folder)` for the lab.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ CACHE = Path(os.environ.get("OOA_LAB_DB_CACHE", "/var/cache/ooa-lab"))
 LOCK_FILE = REPO / "tests" / "lab" / "requirements-lab.txt"
 DB_PASSWORD = "lab-only"  # a throw-away database on a private unix socket
 DATABASES = ("neutron", "keystone")
+ADMIN_PASSWORD = "Lab-Admin-Passw0rd"  # a throw-away cloud in network namespaces; DevStack's charset
+REGION = "RegionOne"
+KEY_FOLDERS = ("fernet-keys", "credential-keys")
 SERVER = "mariadbd"
 BINARIES = ["mariadbd", "mariadb-install-db", "mariadb", "mariadb-admin"]
 
@@ -80,20 +90,51 @@ def setup_sql() -> str:
     )
 
 
+def keystone_url() -> str:
+    """Keystone as DevStack's catalog and clouds.yaml name it (KEYSTONE_SERVICE_URI) on the lab host."""
+    from tests.lab.net import MGMT_IP  # net imports neutron, which imports this module
+
+    return f"http://{MGMT_IP}/identity"
+
+
+def bootstrap_args() -> list[str]:
+    """keystone-manage bootstrap as DevStack's bootstrap_keystone runs it."""
+    return [
+        "bootstrap",
+        *("--bootstrap-password", ADMIN_PASSWORD, "--bootstrap-username", "admin"),
+        *("--bootstrap-project-name", "admin", "--bootstrap-role-name", "admin"),
+        *("--bootstrap-service-name", "keystone", "--bootstrap-region-id", REGION),
+        *("--bootstrap-public-url", keystone_url()),
+    ]
+
+
+def keystone_conf_text(url: str, keys: Path) -> str:
+    """What keystone-manage needs here: the database, the key folders under `keys`, and bcrypt's
+    fewest rounds (the lab's keystone.conf has them too: a token request takes ~0.1 s instead of
+    ~1 s on a busy lab; bootstrap's admin password is hashed with them)."""
+    return (
+        f"[database]\nconnection = {url}\n[fernet_tokens]\nkey_repository = {keys}/fernet-keys\n"
+        f"[fernet_receipts]\nkey_repository = {keys}/fernet-keys\n"
+        f"[credential]\nkey_repository = {keys}/credential-keys\n"
+        "[token]\nprovider = fernet\n[identity]\npassword_hash_rounds = 4\n"
+    )
+
+
 def server_version() -> str:
     return subprocess.run([SERVER, "--version"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def key() -> str:
-    """What decides the migrated data folder: the lock file, the server's version, this module."""
+    """What decides the cached folders: the lock file, the server's version, this module, bootstrap's arguments."""
     h = hashlib.sha256()
-    for part in (LOCK_FILE.read_bytes(), server_version().encode(), Path(__file__).read_bytes()):
+    parts = (LOCK_FILE.read_bytes(), server_version().encode(), Path(__file__).read_bytes())
+    for part in (*parts, " ".join(bootstrap_args()).encode()):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()[:16]
 
 
 def entry() -> Path:
-    """The cached data folder for today's key."""
+    """The cache's folder for today's key: data (MariaDB's), fernet-keys, credential-keys."""
     return CACHE / f"db-{key()}"
 
 
@@ -111,10 +152,10 @@ def problem() -> str:
     if missing():
         return ""  # the lab's own prerequisites name what is missing
     where = entry()
-    if not (where / "mysql").is_dir():
+    if not (where / "data" / "mysql").is_dir():
         return (
             f"no migrated lab database for this lock file and MariaDB at {where} "
-            "(run `make lab-db`: it migrates Neutron's and Keystone's schemas once)"
+            "(run `make lab-db`: it migrates Neutron's and Keystone's schemas and bootstraps Keystone once)"
         )
     return ""
 
@@ -122,12 +163,21 @@ def problem() -> str:
 def prepare(datadir: Path) -> float:
     """Copy the cached data folder to `datadir` (which must not exist); the seconds it took."""
     t = time.monotonic()
-    source = entry()
-    if not (source / "mysql").is_dir():
-        raise RuntimeError(problem() or f"no cached lab database at {source}")
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-a", "--reflink=auto", str(source), str(datadir)], check=True)
+    _copy(entry() / "data", datadir)
     return time.monotonic() - t
+
+
+def keystone_keys(folder: Path) -> None:
+    """Copy the cached fernet and credential key folders into `folder` (modes kept: 0700 folders)."""
+    for name in KEY_FOLDERS:
+        _copy(entry() / name, folder / name)
+
+
+def _copy(source: Path, target: Path) -> None:
+    if not source.is_dir():
+        raise RuntimeError(problem() or f"no {source} in the lab's cache")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(source), str(target)], check=True)
 
 
 def _run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> None:
@@ -137,8 +187,9 @@ def _run(*args: str, input: str | None = None, env: dict[str, str] | None = None
 
 
 def _migrate(base: Path) -> dict[str, float]:
-    """install-db, the server, the databases and users, both migrations (side by side), a clean
-    shutdown; the seconds each part took."""
+    """install-db, the server, the databases and users, both migrations (side by side), Keystone's
+    key setups (side by side) and bootstrap, a clean shutdown; the seconds each part took. What is
+    kept goes to <base>/entry (data, fernet-keys, credential-keys)."""
     timings: dict[str, float] = {}
     cnf = base / "my.cnf"
     cnf.write_text(my_cnf(base))
@@ -163,40 +214,56 @@ def _migrate(base: Path) -> dict[str, float]:
             "[DEFAULT]\ncore_plugin = ml2\nservice_plugins = router\n"
             f"[database]\nconnection = {url.format('neutron')}\n"
         )
-        keystone_conf.write_text(f"[database]\nconnection = {url.format('keystone')}\n")
+        keep = base / "entry"
+        keep.mkdir()
+        keystone_conf.write_text(keystone_conf_text(url.format("keystone"), keep))
         env = {**os.environ, "PATH": f"{LAB_VENV}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-        commands = {
-            "neutron migrations": ["neutron-db-manage", "--config-file", str(neutron_conf), "upgrade", "heads"],
-            "keystone db_sync": ["keystone-manage", "--config-file", str(keystone_conf), "db_sync"],
-        }
+        manage = ["keystone-manage", "--config-file", str(keystone_conf)]
+        owner = ["--keystone-user", "root", "--keystone-group", "root"]
         t = time.monotonic()
-        running = {
-            name: subprocess.Popen(
-                args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-            for name, args in commands.items()
-        }
-        for name, p in running.items():
-            out, _ = p.communicate(timeout=600)
-            if p.returncode != 0:
-                raise RuntimeError(f"{name} failed ({p.returncode}): {out.strip()[-2000:]}")
+        _side_by_side(
+            {
+                "neutron migrations": ["neutron-db-manage", "--config-file", str(neutron_conf), "upgrade", "heads"],
+                "keystone db_sync": [*manage, "db_sync"],
+            },
+            env,
+        )
         timings["migrations (both, side by side)"] = time.monotonic() - t
+        t = time.monotonic()
+        _side_by_side({f"keystone {k}": [*manage, k, *owner] for k in ("fernet_setup", "credential_setup")}, env)
+        _side_by_side({"keystone bootstrap": [*manage, *bootstrap_args()]}, env)  # it loads the fernet keys
+        timings["keystone keys and bootstrap"] = time.monotonic() - t
         _run("mariadb-admin", my, "-uroot", "shutdown")
         server.wait(timeout=60)
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
+    (base / "data").rename(keep / "data")
     return timings
 
 
+def _side_by_side(commands: dict[str, list[str]], env: dict[str, str]) -> None:
+    """Run the commands at once; the first failure (its name, code and output) is raised."""
+    running = {
+        name: subprocess.Popen(
+            args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for name, args in commands.items()
+    }
+    for name, p in running.items():
+        out, _ = p.communicate(timeout=600)
+        if p.returncode != 0:
+            raise RuntimeError(f"{name} failed ({p.returncode}): {out.strip()[-2000:]}")
+
+
 def build() -> Path:
-    """The cached data folder for today's key, built if missing (under the cache's flock)."""
+    """The cache's folder for today's key, built if missing (under the cache's flock)."""
     CACHE.mkdir(mode=0o755, parents=True, exist_ok=True)
     target = entry()
     with open(CACHE / "db.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / "mysql").is_dir():
+        if (target / "data" / "mysql").is_dir():
             return target
         t = time.monotonic()
         base = CACHE / f".build-{os.getpid()}"
@@ -204,7 +271,7 @@ def build() -> Path:
         base.mkdir(mode=0o700)
         try:
             timings = _migrate(base)
-            (base / "data").rename(target)  # atomic: a lab sees the whole folder or none
+            (base / "entry").rename(target)  # atomic: a lab sees the whole folder or none
         finally:
             shutil.rmtree(base, ignore_errors=True)
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())

@@ -21,10 +21,10 @@ apache2-bin (the server and its modules) is in the host's root filesystem, not t
 the two scripts of it the tls-front step calls (a2enmod/a2dismod, apache2ctl) are tests/lab/apache/,
 installed in the host's /usr/local/bin.
 
-Setup (fernet and credential keys, bootstrap, uWSGI, the service user and endpoints; the database and
-its schema come migrated in the lab's MariaDB data folder, tests/lab/dbcache.py) runs in a thread
-that Neutron starts once MariaDB answers (`database_ready`), beside Neutron's own start; Neutron's
-first API call waits for it (`token`).
+Setup (uWSGI, the service user and endpoints; the database with its schema and bootstrap's rows,
+and the fernet and credential keys, come made by `make lab-db`, tests/lab/dbcache.py) runs in a
+thread that Neutron starts once MariaDB answers (`database_ready`), beside Neutron's own start;
+Neutron's first API call waits for it (`token`).
 """
 
 from __future__ import annotations
@@ -34,19 +34,17 @@ import shutil
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.lab import neutron
+from tests.lab import dbcache, neutron
+from tests.lab.dbcache import ADMIN_PASSWORD, REGION
 from tests.lab.neutron import LAB_VENV, wait_for
 
 if TYPE_CHECKING:  # container.py imports neutron, which this module imports
     from tests.lab.container import Container
 
-ADMIN_PASSWORD = "Lab-Admin-Passw0rd"  # a throw-away cloud in network namespaces; DevStack's charset
 SERVICE_PASSWORD = "Lab-Service-Passw0rd"
-REGION = "RegionOne"
 APACHE = "/usr/sbin/apache2"
 MODULES = Path("/usr/lib/apache2/modules")
 APACHE_SCRIPTS = Path(__file__).resolve().parent / "apache"
@@ -133,24 +131,9 @@ class Keystone:
         self.work.mkdir(parents=True, exist_ok=True)
         self.apache_run.mkdir(exist_ok=True)
         sock = self.neutron.work / "mysql" / "mysqld.sock"
+        database = f"mysql+pymysql://keystone:{neutron.DB_PASSWORD}@localhost/keystone?unix_socket={sock}&charset=utf8"
         (self.work / "keystone.conf").write_text(
-            f"""[DEFAULT]
-log_file = {self.work}/keystone.log
-[database]
-connection = mysql+pymysql://keystone:{neutron.DB_PASSWORD}@localhost/keystone?unix_socket={sock}&charset=utf8
-[fernet_tokens]
-key_repository = {self.work}/fernet-keys
-[fernet_receipts]
-key_repository = {self.work}/fernet-keys
-[credential]
-key_repository = {self.work}/credential-keys
-[token]
-provider = fernet
-[identity]
-# bcrypt's fewest rounds: a token request takes ~0.1 s instead of ~1 s on a busy lab (passwords
-# hashed from here on, so bootstrap's admin too; nothing the lab proves depends on the cost)
-password_hash_rounds = 4
-"""
+            f"[DEFAULT]\nlog_file = {self.work}/keystone.log\n" + dbcache.keystone_conf_text(database, self.work)
         )
         # keystone.server.configure parses sys.argv with oslo.config: hide uWSGI's.
         (self.work / "keystone_api.py").write_text(
@@ -237,37 +220,11 @@ IncludeOptional sites-enabled/*.conf
     def _setup(self) -> None:
         t0 = time.monotonic()
         try:
-            manage = ["keystone-manage", "--config-file", str(self.work / "keystone.conf")]
-            owner = ("--keystone-user", "root", "--keystone-group", "root")
-            # The database, its user and its schema (keystone-manage db_sync) come migrated in
-            # the lab's MariaDB data folder (tests/lab/dbcache.py). The key repositories are files
-            # and bootstrap writes rows only: the three run side by side; uWSGI starts once the keys
-            # exist (its app needs no row to load), while bootstrap may still run.
-            bootstrap = (
-                "bootstrap",
-                "--bootstrap-password",
-                ADMIN_PASSWORD,
-                "--bootstrap-username",
-                "admin",
-                "--bootstrap-project-name",
-                "admin",
-                "--bootstrap-role-name",
-                "admin",
-                "--bootstrap-service-name",
-                "keystone",
-                "--bootstrap-region-id",
-                REGION,
-                "--bootstrap-public-url",
-                self.url,
-            )
-            with ThreadPoolExecutor(max_workers=3) as pool:
-                rows = pool.submit(self.neutron.run, *manage, *bootstrap)
-                keys = [pool.submit(self.neutron.run, *manage, k, *owner) for k in ("fernet_setup", "credential_setup")]
-                for k in keys:
-                    k.result()
-                env = {**self.neutron.env(), "OS_KEYSTONE_CONFIG_FILES": str(self.work / "keystone.conf")}
-                self.neutron.start("keystone", "uwsgi", "--ini", str(self.work / "keystone-uwsgi.ini"), env=env)
-                rows.result()
+            # The schema, bootstrap's rows and both key folders come made by `make lab-db`
+            # (tests/lab/dbcache.py): the database in the lab's MariaDB data folder, the keys here.
+            dbcache.keystone_keys(self.work)
+            env = {**self.neutron.env(), "OS_KEYSTONE_CONFIG_FILES": str(self.work / "keystone.conf")}
+            self.neutron.start("keystone", "uwsgi", "--ini", str(self.work / "keystone-uwsgi.ini"), env=env)
             wait_for("Keystone through the host's Apache", lambda: self._http_code("/identity/v3") == "200", 60)
             self._register_neutron()
             if self.localrc.get("KEYSTONE_ADMIN_ENDPOINT") == "True":  # DevStack's bootstrap_keystone

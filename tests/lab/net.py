@@ -325,6 +325,10 @@ class Lab:
         self.procs: list[subprocess.Popen] = []
         self.key = self.work / "id_ed25519"
         self.known_hosts = self.work / "known_hosts"  # the host's key, pinned
+        # One SSH connection carries every exec session (OpenSSH multiplexing): the host sees each
+        # command, its stdin and exit status as Pulumi sends them; only the key exchange and login
+        # (170-210 ms of two busy cores) happen once instead of per call.
+        self.mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.work}/ssh-%C", "-o", "ControlPersist=yes"]
         self.timings: dict[str, float] = {}
         self._down = False
         self._netns_dir = False  # this process has its own /run/netns (private_netns_dir)
@@ -772,6 +776,7 @@ table ip ooa_sg {{
             "LogLevel=ERROR",
             "-o",
             "ConnectTimeout=3",
+            *self.mux,
             f"root@{MGMT_EIP}",
             command,
             ns=self.inet,
@@ -961,6 +966,7 @@ table ip ooa_sg {{
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+        sh("ssh", *self.mux, "-O", "exit", f"root@{MGMT_EIP}", ns=self.inet, check=False)
         try:
             self.compute.stop()
             self.neutron.down()
