@@ -171,10 +171,35 @@ def test_port_forwards_reach_the_tenant_listeners_tcp_and_udp(clean):
     assert lab.udp(lab.peer, PROVIDER_IP, 5353) == f"vm1/udp/53/{PEER_IP}"
 
 
+def units(lab: Lab) -> dict[str, dict[str, str]]:
+    """Each re-apply unit's enablement, state, load state and whether systemd must reload to see its file."""
+    shown = {}
+    for unit in TIMERS.split() + [t.replace(".timer", ".service") for t in TIMERS.split()]:
+        show = lab.ssh(f"systemctl show -p UnitFileState -p ActiveState -p LoadState -p NeedDaemonReload {unit}")
+        shown[unit] = dict(line.split("=", 1) for line in show.stdout.splitlines())
+    return shown
+
+
+def reloads_since(lab: Lab, since: str) -> int:
+    """How often the host's systemd reloaded its configuration since `since` (the host's `date +%s.%N`)."""
+    logged = lab.ssh(f"journalctl -q _PID=1 --since=@{since} --output=cat").stdout.splitlines()
+    return logged.count("Reloading.")
+
+
 def test_apply_twice_equals_once(clean):
+    """... also for the host's systemd: apply reloads its configuration once (`enable` does, and that
+    reload sees the new unit files), an apply that changes nothing not at all (a reload takes
+    140-190 ms here, more beside DevStack's units)."""
     lab = clean
+    since = lab.ssh("date +%s.%N").stdout.strip()
     first = apply_both(lab)
     once = lab.snapshot()
+    assert reloads_since(lab, since) == 2  # one per step
+    loaded = {"LoadState": "loaded", "NeedDaemonReload": "no"}
+    for unit, shown in units(lab).items():  # (a service may be running: the timer starts it at once)
+        kind = {"UnitFileState": "enabled", "ActiveState": "active"} if unit.endswith(".timer") else {}
+        assert shown | loaded | kind == shown, (unit, shown)
+    since = lab.ssh("date +%s.%N").stdout.strip()
     second = apply_both(lab)
     assert lab.snapshot() == once  # same MACs (br-ex keeps its random MAC), same rules, same state
     again = [
@@ -183,6 +208,7 @@ def test_apply_twice_equals_once(clean):
     ]
     assert all(p.returncode == 0 for p in again)
     assert not any(" set to " in p.stderr or "pinned" in p.stderr for p in again), "a no-op must not rewrite"
+    assert reloads_since(lab, since) == 0
     assert second == first
     assert nat(once).count("-A PREROUTING -j OOA-PORTFWD") == 1
     assert sum(ln.startswith("-A OOA-PORTFWD") for ln in nat(once)) == 3
@@ -195,9 +221,14 @@ def test_remove_restores_the_state_before_apply_exactly(clean):
     applied = lab.snapshot()
     assert applied["qg_mac"] != before["qg_mac"] and applied["br_ex_hwaddr"] != before["br_ex_hwaddr"]
     assert nat(applied) != nat(before)
+    since = lab.ssh("date +%s.%N").stdout.strip()
     for step in ("port-forwards", "gateway-mac"):
         assert json.loads(lab.step(step, "remove").stdout)["removed"] is True
     assert lab.snapshot() == before  # MACs, every iptables table, no state left
+    # the re-apply units are gone from the disk and from systemd, with one reload per step
+    gone = {"LoadState": "not-found", "ActiveState": "inactive", "NeedDaemonReload": "no"}
+    assert all(shown | gone == shown for shown in units(lab).values()), units(lab)
+    assert reloads_since(lab, since) == 2
     for step in ("port-forwards", "gateway-mac"):  # nothing applied: remove and reapply do nothing
         for action in ("remove", "reapply"):
             p = lab.step(step, action)
