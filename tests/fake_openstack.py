@@ -120,6 +120,9 @@ def _call(state_file: Path, argv: list[str], started: float) -> int:
             if name is None:
                 return 1
             del table[name]  # type: ignore[arg-type]
+            if kind == "network":  # Neutron deletes the network's subnets with it
+                for subnet in [k for k, v in cloud["subnets"].items() if v["network"] == name]:
+                    del cloud["subnets"][subnet]
     elif kind == "router" and verb == "set":
         _, router = _find(table, rest[0])  # type: ignore[arg-type,misc]
         fixed = dict(kv.split("=") for kv in _opt(rest, "--fixed-ip").split(","))  # type: ignore[union-attr]

@@ -243,11 +243,20 @@ apply() {
   jq -cn --arg r "$router_id" --arg p "$port_id" '{router_id: $r, gateway_port_id: $p}'
 }
 
+# network_of SUBNET : the network apply made SUBNET on ('' for a name it does not make).
+network_of() {
+  case $1 in
+    "$TENANT_SUBNET") echo "$TENANT_NET" ;;
+    "$EXTERNAL_NETWORK-subnet") echo "$EXTERNAL_NETWORK" ;;
+  esac
+}
+
 # remove : undo what apply recorded, newest first, with the cloud apply used.
 remove() {
   [ -f "$CREATED" ] || { log "nothing recorded: nothing to remove"; return 0; }
   CLOUD=$(saved CLOUD devstack-admin)
   CLOUDS_YAML=$(saved CLOUDS_YAML /etc/openstack/clouds.yaml)
+  EXTERNAL_NETWORK=$(saved EXTERNAL_NETWORK public)
   local kind name owner subnets=() networks=()
   while read -r kind name; do
     case $kind in
@@ -263,9 +272,17 @@ remove() {
       network) networks+=("$name") ;;
     esac
   done < <(tac "$CREATED")
-  # Subnets and networks once no router uses them: one CLI start-up per kind (it takes several names).
-  if ((${#subnets[@]})); then log "deleting subnets ${subnets[*]}" && os subnet delete "${subnets[@]}"; fi
-  if ((${#networks[@]})); then log "deleting networks ${networks[*]}" && os network delete "${networks[@]}"; fi
+  # Subnets and networks once no router uses them: one CLI start-up per kind (it takes several
+  # names). Neutron deletes a network's subnets with it: a subnet goes on its own only when its
+  # network stays (one start-up less when apply made both sides).
+  local alone=()
+  for name in "${subnets[@]}"; do
+    [[ " ${networks[*]} " == *" $(network_of "$name") "* ]] || alone+=("$name")
+  done
+  if ((${#alone[@]})); then log "deleting subnets ${alone[*]}" && os subnet delete "${alone[@]}"; fi
+  if ((${#networks[@]})); then
+    log "deleting networks ${networks[*]} (with their subnets)" && os network delete "${networks[@]}"
+  fi
   rm -rf "$STATE"
 }
 
