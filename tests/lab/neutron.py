@@ -192,10 +192,16 @@ class Neutron:
 
     def stop(self, name: str, grace: float = 10) -> None:
         """SIGTERM the daemon's process group, SIGKILL whatever is left after `grace` seconds (an
-        agent in the host: its unit stopped, SIGKILL after the stop timeout set at its start)."""
+        agent in the host: its unit stopped, SIGKILL after the stop timeout set at its start, or at
+        once when `grace` is 0)."""
         if name in self.in_host and self.host is not None:
             self.in_host.discard(name)
-            self.host.run("systemctl", "stop", f"neutron-{name}.service", timeout=60)
+            unit = f"neutron-{name}.service"
+            if not grace:  # no SIGTERM first: SIGKILL, then the stop waits until it is gone
+                self.host.run("systemctl", "kill", "--signal=SIGKILL", unit, timeout=60)
+            stopped = self.host.run("systemctl", "stop", unit, check=False, timeout=60)
+            if stopped.returncode not in (0, 5):  # 5: already collected (a transient unit, --collect)
+                raise RuntimeError(f"systemctl stop {unit} failed ({stopped.returncode}): {stopped.stderr}")
             return
         pgid = self.groups.pop(name, None)
         if pgid is None:
