@@ -277,7 +277,8 @@ remove() {
   # network stays (one start-up less when apply made both sides).
   local alone=()
   for name in "${subnets[@]}"; do
-    [[ " ${networks[*]} " == *" $(network_of "$name") "* ]] || alone+=("$name")
+    owner=$(network_of "$name")
+    [ -n "$owner" ] && [[ " ${networks[*]} " == *" $owner "* ]] || alone+=("$name")
   done
   if ((${#alone[@]})); then log "deleting subnets ${alone[*]}" && os subnet delete "${alone[@]}"; fi
   if ((${#networks[@]})); then

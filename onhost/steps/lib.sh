@@ -7,6 +7,8 @@
 
 # Where steps keep their state: saved parameters and what `remove` must undo (root only).
 OOA_STATE=${OOA_STATE:-/var/lib/openstack-on-aws}
+# Where the re-apply units go (the local administrator's unit folder).
+UNIT_DIR=/etc/systemd/system
 
 # catalog_interface : the catalog interface the host's own `openstack` calls must use: `internal`
 # once public-endpoints has moved Keystone's public endpoints to the public https address (neither
@@ -100,10 +102,11 @@ random_local_mac() {
 # period is the outage; a run that finds nothing to do is short (the lab prints how long).
 # Without systemd it does nothing.
 install_reapply_units() {
-  local step=$1 unit=openstack-on-aws-$1-reapply dir etc=/etc/systemd/system
+  local step=$1 unit=openstack-on-aws-$1-reapply dir file
+  file=$UNIT_DIR/$unit
   [ -d /run/systemd/system ] || { log "no systemd: re-apply unit not installed"; return 0; }
   dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-  cat >"$etc/$unit.service.tmp" <<UNIT
+  cat >"$file.service.tmp" <<UNIT
 [Unit]
 Description=openstack-on-aws: re-apply $step after a reboot or a re-created router namespace
 After=network-online.target openvswitch-switch.service devstack@q-l3.service
@@ -113,7 +116,7 @@ Type=oneshot
 Environment=OOA_STATE=$OOA_STATE
 ExecStart=$dir/$step.sh reapply
 UNIT
-  cat >"$etc/$unit.timer.tmp" <<UNIT
+  cat >"$file.timer.tmp" <<UNIT
 [Unit]
 Description=openstack-on-aws: re-apply $step periodically
 
@@ -127,24 +130,25 @@ WantedBy=timers.target
 UNIT
   # A reload of systemd's configuration is the slow part of this (140-190 ms on the lab's small
   # host, more beside DevStack's units): an apply that changes nothing reloads nothing.
-  if cmp -s "$etc/$unit.service.tmp" "$etc/$unit.service" && cmp -s "$etc/$unit.timer.tmp" "$etc/$unit.timer" &&
+  if cmp -s "$file.service.tmp" "$file.service" && cmp -s "$file.timer.tmp" "$file.timer" &&
     systemctl --quiet is-enabled "$unit.timer" && systemctl --quiet is-active "$unit.timer"; then
-    rm -f "$etc/$unit.service.tmp" "$etc/$unit.timer.tmp"
+    rm -f "$file.service.tmp" "$file.timer.tmp"
     return 0
   fi
-  mv "$etc/$unit.service.tmp" "$etc/$unit.service"
-  mv "$etc/$unit.timer.tmp" "$etc/$unit.timer"
+  mv "$file.service.tmp" "$file.service"
+  mv "$file.timer.tmp" "$file.timer"
   # enable reloads the configuration (new or changed files included) before --now starts the timer
   systemctl enable --now "$unit.timer" >/dev/null 2>&1 || die "cannot enable $unit.timer"
 }
 
 # remove_reapply_units STEP : undo install_reapply_units (nothing if it was never installed).
 remove_reapply_units() {
-  local unit=openstack-on-aws-$1-reapply
-  [ -e "/etc/systemd/system/$unit.timer" ] || [ -e "/etc/systemd/system/$unit.service" ] || return 0
+  local unit=openstack-on-aws-$1-reapply file
+  file=$UNIT_DIR/$unit
+  [ -e "$file.timer" ] || [ -e "$file.service" ] || return 0
   # one reload, once the files are gone (disable would reload before that too)
   if [ -d /run/systemd/system ]; then systemctl disable --now --no-reload "$unit.timer" >/dev/null 2>&1 || true; fi
-  rm -f "/etc/systemd/system/$unit.timer" "/etc/systemd/system/$unit.service"
+  rm -f "$file.timer" "$file.service"
   if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 }
 

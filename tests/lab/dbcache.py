@@ -169,8 +169,9 @@ def prepare(datadir: Path) -> float:
 
 def keystone_keys(folder: Path) -> None:
     """Copy the cached fernet and credential key folders into `folder` (modes kept: 0700 folders)."""
+    source = entry()  # its key runs `mariadbd --version`: once
     for name in KEY_FOLDERS:
-        _copy(entry() / name, folder / name)
+        _copy(source / name, folder / name)
 
 
 def _copy(source: Path, target: Path) -> None:
