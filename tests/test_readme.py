@@ -121,3 +121,62 @@ def test_the_link_checker_sees_a_broken_link_and_a_broken_anchor(tmp_path):
     assert relative_links(doc) == ["missing.md", "#a-title", "#nowhere"]
     assert anchors(doc) == {"a-title"}
     assert slug("The policy pack (`policy/`)") == "the-policy-pack-policy"
+
+
+# A development issue's number means nothing to a reader: say what and why instead.
+ISSUE_NUMBER = re.compile(r"\bissues? ?#?\d+", re.I)
+SCANNED = (
+    "README.md",
+    "Makefile",
+    "__main__.py",
+    "Pulumi.yaml",
+    "Pulumi.dev.yaml",
+    "pyproject.toml",
+    ".ci",
+    ".github",
+    "docs",
+    "examples",
+    "components",
+    "config",
+    "onhost",
+    "tools",
+    "policy",
+    "bench",
+    "tests",
+)
+SKIPPED = {"data", "venv", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "node_modules"}
+
+
+def scanned_files() -> list[Path]:
+    files: list[Path] = []
+    for name in SCANNED:
+        top = ROOT / name
+        candidates = [top] if top.is_file() else [p for p in top.rglob("*") if p.is_file()]
+        for path in candidates:
+            parts = set(path.relative_to(ROOT).parts)
+            if parts & SKIPPED or path.suffix in {".pyc", ".sum"} or path == Path(__file__):
+                continue
+            files.append(path)
+    return files
+
+
+def test_no_issue_numbers_in_the_docs_or_the_products_comments():
+    files = scanned_files()
+    assert ROOT / "components" / "openstack.py" in files and ROOT / "docs" / "steps.md" in files
+    found = []
+    for path in files:
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if ISSUE_NUMBER.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_the_issue_number_check_matches_the_ways_they_were_written():
+    for text in ("issue 13", "Issue 12 item 6", "issue #4", "issues 10", "(issue13)"):
+        assert ISSUE_NUMBER.search(text), text
+    for text in ("an issue with 3 calls", "tissue 5x", "the issuer 7"):
+        assert not ISSUE_NUMBER.search(text), text
