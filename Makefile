@@ -59,7 +59,7 @@ preview: venv
 bench: venv
 	$(PY) bench/bench_program.py
 
-# The lab: the networking steps on real Open vSwitch in network namespaces (root; see README).
+# The lab: the networking steps on real Open vSwitch in network namespaces (root; see docs/lab.md).
 lab: venv lab-venv lab-rootfs lab-db
 	OOA_LAB_VENV=$(abspath $(LAB_VENV)) $(PY) -m tests.lab.demo
 

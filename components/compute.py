@@ -1,4 +1,4 @@
-"""Compute nodes that join the controller (README "Compute nodes").
+"""Compute nodes that join the controller (docs/compute-nodes.md).
 
 `ComputeNodes` (AWS): per node an instance with one management ENI at a fixed IP after the
 controller's, IMDSv2, an encrypted root volume, the controller's key pair and image, and an Elastic

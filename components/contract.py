@@ -51,7 +51,7 @@ class SshConnection:
 
 @dataclass(frozen=True)
 class HostContract:
-    """One host as the remote steps see it (README: "The host contract")."""
+    """One host as the remote steps see it (docs/architecture.md, "The host contract")."""
 
     ssh: SshConnection
     machine_id: pulumi.Input[str]
@@ -88,7 +88,7 @@ class HostContract:
 @dataclass(frozen=True)
 class NodeContract:
     """A compute node as its steps see it: a host contract without the provider part (only the
-    controller carries the provider NIC and the networking fix; README "Compute nodes")."""
+    controller carries the provider NIC and the networking fix; docs/compute-nodes.md)."""
 
     ssh: SshConnection
     machine_id: pulumi.Input[str]

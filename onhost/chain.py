@@ -87,7 +87,7 @@ Params = Callable[[StepInputs], dict[str, object]]
 
 @dataclass(frozen=True)
 class Step:
-    """One remote step (README: "The remote steps")."""
+    """One remote step (docs/steps.md)."""
 
     name: str
     params: Params

@@ -39,7 +39,7 @@ class NodeInputs:
 
 @dataclass(frozen=True)
 class NodeStep:
-    """One compute-node step (README: "Compute nodes")."""
+    """One compute-node step (docs/compute-nodes.md)."""
 
     name: str
     params: Callable[[NodeInputs], dict[str, object]]

@@ -22,7 +22,7 @@ INTERFACE_PLACEHOLDER = "@PUBLIC_INTERFACE@"
 PUBLIC_URL_PLACEHOLDER = "@PUBLIC_BASE_URL@"
 # The services' own calls go to the catalog's internal endpoints (public-endpoints creates them and
 # moves the public ones to the public https address, neither routed nor trusted from the host):
-# the options of the services that pick the public interface by default (docs/tls.md, checked in
+# the options of the services that pick the public interface by default (docs/security-and-tls.md, checked in
 # nova 34.0.0, neutron 29.0.0, cinder 29.0.0). Nova's clients of Neutron and Placement would try
 # internal first, but DevStack sets their `interface = public` (lib/keystone configure_keystoneauth;
 # keystoneauth's deprecated name of valid_interfaces): internal first, public while there is none.
@@ -115,7 +115,7 @@ def render_local_conf(
     """
     pool_end = floating_ips[-1] if floating_ips else provider_ip
     lines = [
-        # Frozen text (it predates the move to onhost/): install-openstack's stamp hashes the whole
+        # Frozen text, its old module path included: install-openstack's stamp hashes the whole
         # local.conf, so any change here unstacks and re-installs DevStack on every deployed stack.
         "# Rendered by openstack-on-aws (components/localconf.py); do not edit on the host.",
         "[[local|localrc]]",

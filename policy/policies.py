@@ -279,7 +279,7 @@ def validate_no_world_ingress(args: ResourceValidationArgs, report_violation: Re
             )
 
 
-# The host's clear-text ports (issue 13): DevStack's Apache (Horizon and the APIs) and nova-novncproxy.
+# The host's clear-text ports: DevStack's Apache (Horizon and the APIs) and nova-novncproxy.
 # The tls-front step serves both on 443; a rule opening them lets passwords and tokens cross in clear.
 CLEARTEXT_HOST_PORTS = {80: "Horizon and the OpenStack APIs in plain HTTP", 6080: "the noVNC console proxy"}
 

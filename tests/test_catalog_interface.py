@@ -1,4 +1,4 @@
-"""After public-endpoints (issue 13), the host's own `openstack` calls use the internal endpoints:
+"""After public-endpoints, the host's own `openstack` calls use the internal endpoints:
 lib.sh exports OS_INTERFACE=internal from public-endpoints' state, for every step that sources it
 (a re-run of external-gateway or smoke, discover-hosts and compute-record on the controller)."""
 

@@ -1,4 +1,4 @@
-"""Issue 12, items 1-4: duplicates, AWS quotas at preview, merged forward rules, floating-IP ingress.
+"""Duplicates, AWS quotas at preview, merged forward rules, floating-IP ingress.
 
 The pure functions (config/checks.py, components/network.py) on their own, then through the settings
 model (messages name the key and index), then the whole program under mocks (rules registered).
@@ -57,7 +57,7 @@ def test_eip_quota_problem_says_count_quota_and_keys():
     assert found.startswith("ns:c: the stack needs 6 Elastic IPs") and "quota is 5" in found and "ns:q" in found
 
 
-# ---- item 1: every list refuses duplicates, by key and index --------------------------------
+# ---- every list refuses duplicates, by key and index ---------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_duplicate_cidrs_fail_before_any_resource_is_registered():
     assert [r.type for r in registered if r.type != "pulumi:pulumi:Stack"] == []
 
 
-# ---- item 2: quotas at preview ----------------------------------------------------------------
+# ---- quotas at preview -----------------------------------------------------------------------
 
 
 def test_too_many_rules_for_the_quota_are_refused_with_count_quota_and_key():
@@ -126,7 +126,7 @@ def test_a_thousand_contiguous_forwards_from_one_cidr_fit_the_default_quota():
         ("icmp", -1, -1), ("tcp", 22, 22), ("tcp", 20000, 20999)]
 
 
-# ---- item 3: forwards merged into port ranges -------------------------------------------------
+# ---- forwards merged into port ranges ----------------------------------------------------------
 
 
 def pf(port, proto="tcp", sources=None):
@@ -185,7 +185,7 @@ def test_program_registers_one_rule_per_range_and_source():
     assert rng["description"] == "forward to 100 tenant ports: tcp/1000-1099"
 
 
-# ---- item 4: floating-IP ingress ----------------------------------------------------------------
+# ---- floating-IP ingress -------------------------------------------------------------------------
 
 
 def provider_rules(config):

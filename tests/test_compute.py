@@ -1,4 +1,4 @@
-"""Compute nodes (README "Compute nodes"): the settings, the graph for 0, 1 and 3 nodes under
+"""Compute nodes (docs/compute-nodes.md): the settings, the graph for 0, 1 and 3 nodes under
 Pulumi's mocks, the cluster security-group rule, the steps' dependencies and options, a count
 change touching only what it must, the outputs, secrets, render and the nodes' local.conf.
 """
@@ -441,7 +441,7 @@ def test_the_node_conf_says_what_devstacks_multinode_guide_says():
 
 
 def test_the_nodes_nova_calls_the_internal_catalog():
-    """issue 13: public-endpoints moves the public endpoints to the https Elastic IP, which a node's
+    """public-endpoints moves the public endpoints to the https Elastic IP, which a node's
     nova-compute must not call (port binding, placement reports, volume attach); like the
     controller's, its clients use the internal interface, and the post-config file is a DevStack
     variable. No [keystone_authtoken]: no API runs on a node."""

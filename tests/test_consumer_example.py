@@ -1,12 +1,12 @@
 """examples/consumer under Pulumi's mocks: it reads this stack's outputs and uses them, over TLS.
 
 The StackReference is mocked with the outputs this stack exports (the names and meanings of the
-README's outputs contract, after issue 13: https `keystoneAuthUrl`, `caCertificate`). Checked: the
+README's outputs contract: https `keystoneAuthUrl`, `caCertificate`). Checked: the
 explicit OpenStack provider is configured from those outputs (https auth URL, the admin password as
 a secret, the stack's CA as `cacertFile`, `insecure` false), every OpenStack resource is registered
 with that provider, the floating IP is one of `floatingIps`, the router is the stack's, and bad
 outputs (plain http, no floating IPs) stop the program. What the real provider and cloud do with
-it is for a real deployment (or issue 13's lab).
+it is for a real deployment (the lab proves the TLS front with openstackclient).
 """
 
 from __future__ import annotations

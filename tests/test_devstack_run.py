@@ -1,4 +1,4 @@
-"""What a real DevStack run showed (issue 15), checked here on the step scripts' own functions.
+"""What a real DevStack run showed (docs/proven.md), checked here on the step scripts' own functions.
 
 1. install-openstack's progress: `run_stack` runs a stand-in stack.sh (`tests/data/fake-devstack/
    stack.sh`, faithful to DevStack stable/2026.1: xtrace first, then the summary log growing, then

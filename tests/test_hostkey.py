@@ -1,4 +1,4 @@
-"""Issue 12 item 6: nobody in the middle. The instance's SSH host key is generated, handed over at
+"""Nobody in the middle. The instance's SSH host key is generated, handed over at
 boot (cloud-init), kept secret in state, exported, and pinned on every remote step's connection.
 
 What runs here: the program under mocks (the key's path from pulumi-tls to user data and to each
@@ -90,7 +90,7 @@ def test_an_aws_host_warns_of_no_unpinned_key(run):
     assert run.warnings == []
 
 
-# ---- compute nodes (issue 11): each its own key, pinned by its steps --------------------------
+# ---- compute nodes: each its own key, pinned by its steps ---------------------------------------
 
 NODES = 3
 

@@ -70,7 +70,7 @@ def test_networking_values():
 
 
 def test_the_services_use_the_internal_catalog_and_novnc_the_tls_front():
-    """issue 13: noVNC links on https://<public address>/novnc/ (filled on the host), and the
+    """noVNC links on https://<public address>/novnc/ (filled on the host), and the
     services that pick the catalog's public interface by default told to use the internal one;
     every post-config file is a DevStack variable, like the localrc variables above."""
     from onhost.localconf import post_config_files
@@ -95,7 +95,7 @@ def test_the_services_use_the_internal_catalog_and_novnc_the_tls_front():
 
 
 def test_the_apis_validate_tokens_on_an_identity_endpoint_that_public_endpoints_never_moves():
-    """issue 13 (found in the lab, tests/lab/test_public_api.py): DevStack's keystonemiddleware
+    """Found in the lab (tests/lab/test_public_api.py): DevStack's keystonemiddleware
     validates tokens at the catalog's *public* identity endpoint, which public-endpoints moves to the
     https public address (not reachable nor trusted from the host): every API would fail once its
     service token is renewed. DevStack creates an identity *admin* endpoint on its own URL, and

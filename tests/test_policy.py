@@ -189,7 +189,7 @@ def test_world_ingress_violates() -> None:
     assert names(analyze(policies.SG_INGRESS_RULE, other)) == {"no-world-ingress"}
     legacy_rule = {"type": "ingress", "protocol": "-1", "fromPort": 0, "toPort": 0,
                    "cidrBlocks": ["0.0.0.0/0"], "securityGroupId": "sg-1"}
-    # (every protocol, and tcp/80 to the host: clear text too since the TLS front, issue 13)
+    # (every protocol, and tcp/80 to the host: clear text, which the TLS front serves on 443)
     assert names(analyze(policies.SG_RULE, legacy_rule)) == {"no-world-ingress", "no-cleartext-host-ingress"}
     inline = {"vpcId": "vpc-1", "ingress": [{"protocol": "tcp", "fromPort": 80, "toPort": 80,
                                              "ipv6CidrBlocks": ["::/0"]}]}
@@ -357,8 +357,8 @@ def test_command_connection_with_secret_outside_its_credentials_violates(connect
 def test_step_scripts_are_not_mistaken_for_secrets() -> None:
     """The command text the program sends for every step script passes the pattern checks."""
     steps = sorted(p.stem for p in remote.STEPS_DIR.glob("*.sh") if p.name != "lib.sh")
-    # Every step of the chain (DESIGN.md section 3), of the compute nodes' table and the TLS steps not yet
-    # wired (docs/tls.md) is found and checked, not none of them.
+    # Every step of the controller's and the compute nodes' tables, the TLS steps and smoke included, is
+    # found and checked, not none of them.
     assert steps == sorted(["prepare-host", "install-openstack", "external-gateway", "gateway-mac", "port-forwards",
                             *compute_chain.STEPS, "smoke", "tls-front", "public-endpoints"])
     for step in steps:
@@ -478,7 +478,7 @@ def test_an_existing_machine_complies() -> None:
         assert analyze(r.type, r.inputs, r.name) == [], r.name
 
 
-# ---- no-cleartext-host-ingress (issue 13: the TLS front serves Horizon, the APIs and noVNC on 443) ----
+# ---- no-cleartext-host-ingress (the TLS front serves Horizon, the APIs and noVNC on 443) ----
 
 MANAGEMENT_RULE = {"securityGroupId": "sg-m", "ipProtocol": "tcp", "cidrIpv4": "203.0.113.0/24"}
 

@@ -63,7 +63,7 @@ def test_resource_graph_types_and_counts(default):
         assert counts[T[kind]] == n, kind
     assert counts["openstack-on-aws:network:Network"] == 1
     assert counts["openstack-on-aws:host:Host"] == 1
-    # TLS (issue 13): a CA, a server certificate signed by it, for the management Elastic IP.
+    # TLS: a CA, a server certificate signed by it, for the management Elastic IP.
     assert counts["openstack-on-aws:tls:Tls"] == 1
     assert counts["tls:index/selfSignedCert:SelfSignedCert"] == 1
     assert counts["tls:index/certRequest:CertRequest"] == 1

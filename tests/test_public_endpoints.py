@@ -5,7 +5,8 @@ call, and behaves like the CLI on the host in one respect that matters: a call t
 interface whose identity endpoint is not DevStack's plain http://HOST_IP one fails (from the host,
 the public https URL is neither routed nor trusted). So these tests prove the step's bookkeeping
 (what it changes, in which order, through which interface; idempotence; remove restores exactly)
-and nothing about Keystone itself: the real Keystone behind the TLS front is issue 13's lab.
+and nothing about Keystone itself: the real Keystone behind the TLS front is in the lab
+(tests/lab/test_public_api.py).
 """
 
 from __future__ import annotations

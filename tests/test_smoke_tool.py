@@ -194,7 +194,7 @@ def test_stack_outputs_come_from_the_pulumi_cli(monkeypatch):
     assert calls == [["pulumi", "stack", "output", "--json", "--stack", "dev"]]  # no --show-secrets
 
 
-# ---- over TLS (issue 13): Horizon and Keystone verified against the stack's caCertificate ----------
+# ---- over TLS: Horizon and Keystone verified against the stack's caCertificate -------------------
 
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)

@@ -11,7 +11,7 @@ key file 0600 and never in the state; twice = once; unconfig removes every file;
 stop the script before any change; `apply`/`remove` with fake a2enmod/a2dismod/apache2ctl around
 the real configuration test (modules recorded and undone, reload only on change, restore when
 Apache refuses). Not run here: the host's packaged Apache (a2enmod, systemctl reload), DevStack's
-real services behind the front (issue 13's lab).
+real services behind the front (the lab: tests/lab/test_public_api.py).
 """
 
 from __future__ import annotations

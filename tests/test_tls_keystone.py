@@ -2,11 +2,10 @@
 
 The real Keystone runs in the real-Neutron lab (tests/lab/keystone.py): behind the TLS front on the
 lab host's 443, Neutron authenticating with it, the catalog step run against it, openstackclient
-from the lab's internet namespace through the Elastic IP (tests/lab/test_public_api.py). That
-retired this file's earlier run of Keystone on SQLite behind the front on 127.0.0.1 high ports
-(issue 10 item 8: what the lab covers, it covers with more: the real Neutron through the front, the
-Elastic IP path, the host's Apache, the steps over SSH; CI runs the lab as root). What stays here
-needs no root: the lock holds Keystone of the same release as the lab's Neutron.
+from the lab's internet namespace through the Elastic IP (tests/lab/test_public_api.py): the real
+Neutron through the front, the Elastic IP path, the host's Apache, the steps over SSH (CI runs the
+lab as root). What stays here needs no root: the lock holds Keystone of the same release as the
+lab's Neutron.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 13's config key and per-mode wiring: `publicDnsName` validated by key, DevStack only; the
+"""The TLS front's config key and per-mode wiring: `publicDnsName` validated by key, DevStack only; the
 existing-machine mode's TLS names; an existing OpenStack gets no TLS part at all."""
 
 from __future__ import annotations

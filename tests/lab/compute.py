@@ -1,4 +1,4 @@
-"""A compute host joined to the lab's Neutron over VXLAN (README "Compute nodes", the lab's half).
+"""A compute host joined to the lab's Neutron over VXLAN (docs/compute-nodes.md, the lab's half).
 
     vpc ns                          host ns (the controller)            host2 ns (lab-compute)
     vbr-mgmt 10.0.1.1 ── p-mgmt ── eth0 ∈ br-mgmt 10.0.1.10             eth0 ∈ br-mgmt 10.0.1.11

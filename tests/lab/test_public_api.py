@@ -1,4 +1,4 @@
-"""The cloud's APIs from the internet, over TLS, through the management Elastic IP (issue 13).
+"""The cloud's APIs from the internet, over TLS, through the management Elastic IP.
 
 On the lab host: real Keystone (tests/lab/keystone.py) and real Neutron authenticating with it,
 behind the host's Apache as DevStack sets it up. The tls-front and public-endpoints steps run over
