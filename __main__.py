@@ -1,83 +1,41 @@
 """openstack-on-aws: an all-in-one OpenStack with the cloud's networking fixes applied.
 
-Wiring only: load the settings, build the host (an EC2 instance, or an existing machine), hand its
-contract to OpenStack, export the outputs (README: "Outputs", per mode).
+Wiring only, top to bottom: the settings; the host (an EC2 instance in its own VPC, with compute
+nodes if asked, or an existing machine) and its contract; the stack's TLS (DevStack); OpenStack
+and the networking fix as remote steps on the host; the outputs (README: "Outputs", per mode).
+Each component builds its arguments from the settings next to its own code (`*_from_settings`).
 """
 
 import pulumi
-import pulumi_aws as aws
 
-from components.compute import ComputeNodes, ComputeNodesArgs, ComputeSteps, steps_args_from_settings
-from components.contract import HostContract, known_hosts_line, ssh_command
+from components.compute import ComputeNodes, ComputeSteps, nodes_args_from_settings, steps_args_from_settings
+from components.contract import HostContract, known_hosts, ssh_command
 from components.existing import ExistingMachine, ExistingMachineArgs
-from components.host import Host, HostArgs
-from components.network import Network, NetworkArgs
-from components.openstack import OpenStack, TlsParts, args_from_settings, tls_names
-from components.tls import Tls, TlsArgs
+from components.host import KEY_FILE, Host, host_args_from_settings, instance_limits
+from components.network import Network, network_args_from_settings
+from components.openstack import OpenStack, args_from_settings
+from components.tls import tls_for
 from config.secrets import required_secret, secret
-from config.settings import InstanceLimits, SettingsError, load_settings, stack_config
+from config.settings import SettingsError, load_settings, stack_config
 
-
-def instance_limits(instance_type: str) -> InstanceLimits:
-    """Ask AWS what the instance type allows (runs in preview too, before any resource; AWS host only)."""
-    info = aws.ec2.get_instance_type(instance_type=instance_type)
-    return InstanceLimits(
-        max_network_interfaces=info.maximum_network_interfaces,
-        max_ipv4_per_interface=info.maximum_ipv4_addresses_per_interface,
-        bare_metal=info.bare_metal,
-        vcpus=info.default_vcpus,
-    )
-
-
+# ---- settings: every key checked (AWS asked about the instance types) before any resource ------
 try:
     settings = load_settings(stack_config(), instance_limits)
 except SettingsError as err:
     raise pulumi.RunError(str(err)) from None
 for warning in settings.warnings():
     pulumi.log.warn(warning)
-
 name = pulumi.get_stack()
+
+# ---- the host and its contract: all that OpenStack knows of it ---------------------------------
 contract: HostContract
-compute: ComputeNodes | None = None  # AWS host only
+compute: ComputeNodes | None = None
 if settings.host is None:
-    # ---- the EC2 host: VPC, ENIs, Elastic IPs, instance ---------------------------------------
-    network = Network(
-        name,
-        NetworkArgs(
-            vpc_cidr=settings.vpc_cidr,
-            availability_zone=settings.zone,
-            management_subnet_cidr=settings.management_subnet_cidr,
-            provider_subnet_cidr=settings.provider_subnet_cidr,
-            allowed_cidrs=settings.allowed_cidrs or [],
-            port_forwards=settings.port_forwards,
-            floating_ips=settings.floating_ip_count > 0,
-            floating_ip_ingress=settings.floating_ip_ingress,
-        ),
-    )
-    host = Host(
-        name,
-        HostArgs(
-            management_subnet_id=network.management_subnet.id,
-            provider_subnet_id=network.provider_subnet.id,
-            management_sg_id=network.management_sg.id,
-            provider_sg_id=network.provider_sg.id,
-            internet_gateway=network.internet_gateway,
-            management_ip=settings.management_ip,
-            provider_ip=settings.provider_ip,
-            provider_cidr=settings.provider_subnet_cidr,
-            vpc_router_ip=settings.vpc_router_ip,
-            vpc_resolver_ip=settings.vpc_resolver_ip,
-            floating_ips=settings.floating_ips,
-            instance_type=settings.instance_type,
-            nested_virtualization=settings.nested_virtualization,
-            root_volume_gib=settings.root_volume_gib,
-            ami_id=settings.ami_id,
-            architecture=settings.architecture,
-            ssh_public_key=settings.ssh_public_key,
-            ssh_private_key=secret("sshPrivateKey"),
-        ),
-    )
+    network = Network(name, network_args_from_settings(settings))
+    host = Host(name, host_args_from_settings(settings, network, secret("sshPrivateKey")))
     contract = host.contract
+    if settings.compute_nodes.count > 0:
+        compute = ComputeNodes(name, nodes_args_from_settings(settings, network, host))
     pulumi.export("region", settings.region)
     pulumi.export("availabilityZone", settings.zone)
     pulumi.export("vpcId", network.vpc.id)
@@ -87,53 +45,17 @@ if settings.host is None:
     if host.private_key is not None:
         pulumi.export("sshPrivateKey", pulumi.Output.secret(host.private_key.private_key_openssh))
     pulumi.export("providerEniId", host.provider_eni.id)
-    key_file: str | None = "openstack-on-aws.key"
-    if settings.compute_nodes.count > 0:
-        # ---- compute nodes: instances on the management subnet that join the controller ------
-        nodes = settings.compute_nodes
-        compute = ComputeNodes(
-            name,
-            ComputeNodesArgs(
-                management_subnet_id=network.management_subnet.id,
-                management_sg_id=network.management_sg.id,
-                internet_gateway=network.internet_gateway,
-                node_ips=settings.compute_ips,
-                hostnames=[nodes.hostname(i) for i in range(nodes.count)],
-                instance_type=nodes.instance_type,
-                nested_virtualization=nodes.nested_virtualization,
-                root_volume_gib=nodes.root_volume_gib,
-                ami=host.instance.ami,
-                pin_ami=settings.ami_id is not None,
-                key_name=host.key_pair.key_name,
-                private_key=host.contract.ssh.private_key,
-            ),
-        )
 else:
-    # ---- an existing machine: no AWS resource, no AWS call ----------------------------------
-    machine = ExistingMachine(
-        name, ExistingMachineArgs(host=settings.host, private_key=required_secret("sshPrivateKey"))
-    )
+    machine = ExistingMachine(name, ExistingMachineArgs(settings.host, required_secret("sshPrivateKey")))
     contract = machine.contract
-    key_file = None
 
-# ---- TLS (DevStack): the stack's CA and the certificate of the public address --------------
-tls_parts: TlsParts | None = None
-if not settings.openstack.existing:
-    tls_ip, tls_dns = tls_names(contract, settings.public_dns_name)
-    tls = Tls(name, TlsArgs(public_ip=tls_ip, dns_name=tls_dns))
-    tls_parts = TlsParts(
-        public_ip=tls_ip,
-        ca_certificate=tls.ca_certificate,
-        server_certificate=tls.server_certificate,
-        server_private_key=tls.server_private_key,
-        dns_name=tls_dns,
-    )
+# ---- TLS (DevStack): the stack's CA and the certificate of the public address ------------------
+tls = None if settings.openstack.existing else tls_for(name, contract, settings.public_dns_name)
 
-# ---- the remote steps: OpenStack and the networking fix on the host ------------------------
-openstack = OpenStack(name, args_from_settings(settings, contract, secret("adminPassword"), tls_parts))
-
+# ---- OpenStack and the networking fix: one remote step each, on the host -----------------------
+openstack = OpenStack(name, args_from_settings(settings, contract, secret("adminPassword"), tls))
 if compute is not None and openstack.admin_password is not None:
-    # ---- the compute nodes' steps: DevStack as compute nodes, then the controller's discovery
+    # The compute nodes' steps (DevStack as compute nodes), then the controller's discovery.
     ComputeSteps(
         name,
         steps_args_from_settings(
@@ -146,37 +68,22 @@ if compute is not None and openstack.admin_password is not None:
             controller_catalog=openstack.steps.get("public-endpoints"),
         ),
     )
-    pulumi.export(
-        "computeNodes",
-        [
-            {
-                "hostname": n.contract.hostname,
-                "instanceId": n.instance.id,
-                "managementPrivateIp": str(n.contract.management_ip),
-                "publicIp": n.eip.public_ip,
-                "sshHostKey": n.host_public_key,
-            }
-            for n in compute.nodes
-        ],
-    )
+    pulumi.export("computeNodes", compute.stack_output())
 
-# ---- stack outputs: a contract for StackReference users (README "Outputs") ----------------
+# ---- stack outputs: a contract for StackReference users (README "Outputs") ---------------------
+ssh = contract.ssh
 pulumi.export("managementPrivateIp", str(contract.management_ip))
 pulumi.export("managementPublicIp", contract.public_address)
-pulumi.export("sshCommand", ssh_command(contract.ssh, key_file))
+pulumi.export("sshCommand", ssh_command(ssh, KEY_FILE if settings.host is None else None))
 pulumi.export("providerMac", contract.provider_mac)
 pulumi.export("providerPrivateIp", str(contract.provider_ip))
 if contract.provider_public_ip is not None:
     pulumi.export("providerPublicIp", contract.provider_public_ip)
 pulumi.export("floatingIps", pulumi.Output.all(**{str(ip): pub for ip, pub in contract.floating_ips.items()}))
 # The host's SSH key the steps pin (AWS: generated, installed by cloud-init; existing: host.hostKey).
-if contract.ssh.host_key is not None:
-    ssh = contract.ssh
+if ssh.host_key is not None:
     pulumi.export("sshHostKey", ssh.host_key)
-    pulumi.export(
-        "sshKnownHosts",
-        pulumi.Output.all(ssh.host, ssh.host_key).apply(lambda v: known_hosts_line(v[0], v[1], ssh.port)),
-    )
+    pulumi.export("sshKnownHosts", known_hosts(ssh))
 # What `make smoke` checks from outside: the provider's public IP:publicPort for each forward.
 pulumi.export(
     "portForwards",
@@ -185,7 +92,6 @@ pulumi.export(
         for f in settings.port_forwards
     ],
 )
-
 # With DevStack, Horizon and every API answer on https://<public address>/ and the catalog's public
 # endpoints point there: a consumer needs the CA and clouds.yaml, no tunnel (README "Using the cloud").
 if openstack.admin_password is not None:

@@ -28,12 +28,14 @@ from pulumi_command import remote
 
 from components.contract import HostContract, NodeContract, SshConnection
 from components.host import ROLE_TAG, SSH_USER, generated_host_key, hardened_instance
-from components.openstack import _stdin, connection_args, local_conf_for
+from components.openstack import connection_args, local_conf_for, step_stdin
 from onhost import localconf
 from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, NodeInputs, discover_params
 from onhost.remote import command
 
 if TYPE_CHECKING:
+    from components.host import Host
+    from components.network import Network
     from config.settings import Settings
 
 CLUSTER_RULE_DESCRIPTION = "between the cluster's nodes: VXLAN tunnels, RPC, database, APIs"
@@ -67,6 +69,26 @@ class ComputeNodesArgs:
     """The controller's key pair."""
     private_key: pulumi.Input[str]
     """Its private half (secret), for the nodes' SSH connection."""
+
+
+def nodes_args_from_settings(settings: Settings, network: Network, controller: Host) -> ComputeNodesArgs:
+    """ComputeNodesArgs from the settings' computeNodes section: on the controller's management
+    subnet and security group, with its image and key pair."""
+    nodes = settings.compute_nodes
+    return ComputeNodesArgs(
+        management_subnet_id=network.management_subnet.id,
+        management_sg_id=network.management_sg.id,
+        internet_gateway=network.internet_gateway,
+        node_ips=settings.compute_ips,
+        hostnames=[nodes.hostname(i) for i in range(nodes.count)],
+        instance_type=nodes.instance_type,
+        nested_virtualization=nodes.nested_virtualization,
+        root_volume_gib=nodes.root_volume_gib,
+        ami=controller.instance.ami,
+        pin_ami=settings.ami_id is not None,
+        key_name=controller.key_pair.key_name,
+        private_key=controller.contract.ssh.private_key,
+    )
 
 
 @dataclass
@@ -159,6 +181,19 @@ class ComputeNodes(pulumi.ComponentResource):
         ]
         self.contracts = [n.contract for n in self.nodes]
         self.register_outputs({"instance_ids": [n.instance.id for n in self.nodes]})
+
+    def stack_output(self) -> list[dict[str, pulumi.Input[str]]]:
+        """The `computeNodes` stack output: per node its name, instance, addresses and SSH host key."""
+        return [
+            {
+                "hostname": n.contract.hostname,
+                "instanceId": n.instance.id,
+                "managementPrivateIp": str(n.contract.management_ip),
+                "publicIp": n.eip.public_ip,
+                "sshHostKey": n.host_public_key,
+            }
+            for n in self.nodes
+        ]
 
 
 @dataclass
@@ -279,7 +314,7 @@ class ComputeSteps(pulumi.ComponentResource):
                     f"{name}-{node.hostname}-{step.name}",
                     step.name,
                     controller_connection if on_controller else node_connection,
-                    _stdin(step.params(inputs), secret=step.secret),
+                    step_stdin(step.params(inputs), secret=step.secret),
                     triggers=[node.machine_id, controller.machine_id, reinstall],
                     depends_on=depends,
                     deleted_with=deleted_with,
@@ -294,7 +329,7 @@ class ComputeSteps(pulumi.ComponentResource):
             f"{name}-{DISCOVER.name}",
             DISCOVER.name,
             controller_connection,
-            _stdin(discover_params(hostnames, args.cloud, args.clouds_yaml)),
+            step_stdin(discover_params(hostnames, args.cloud, args.clouds_yaml)),
             # A new or replaced node, or a new controller, is discovered again.
             triggers=[controller.machine_id, reinstall, *[n.machine_id for n in args.nodes]],
             depends_on=[*last, *([args.controller_catalog] if args.controller_catalog else [])],

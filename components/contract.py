@@ -161,6 +161,11 @@ def known_hosts_line(address: str, host_key: str, port: int = 22) -> str:
     return f"{host} {host_key.strip()}"
 
 
+def known_hosts(ssh: SshConnection) -> pulumi.Output[str]:
+    """The known_hosts line of the pinned host key (`ssh.host_key` must be set)."""
+    return pulumi.Output.all(ssh.host, ssh.host_key).apply(lambda v: known_hosts_line(v[0], v[1], ssh.port))
+
+
 def ssh_command(ssh: SshConnection, key_file: str | None = None) -> pulumi.Output[str]:
     """The shell command that logs in like the steps do (`-i key_file` when the stack made the key)."""
     parts: list[pulumi.Input[str]] = ["ssh "]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_aws as aws
@@ -11,6 +12,11 @@ import pulumi_tls as tls
 
 from components.contract import HostContract, SshConnection
 from components.contract import known_hosts_line as known_hosts_line  # re-exported: its home was here
+from config.host import InstanceLimits
+
+if TYPE_CHECKING:
+    from components.network import Network
+    from config.settings import Settings
 
 CANONICAL = "099720109477"
 # The only host key type generated and pinned: pulumi-command v1.2.1 offers the SSH server exactly the
@@ -20,6 +26,19 @@ UBUNTU_2404 = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
 SSH_USER = "ubuntu"
 # Marks each ENI's role; the policy pack finds the provider ENI by it.
 ROLE_TAG = "openstack-on-aws:role"
+# Where the sshCommand output expects the private key (`pulumi stack output sshPrivateKey > …`).
+KEY_FILE = "openstack-on-aws.key"
+
+
+def instance_limits(instance_type: str) -> InstanceLimits:
+    """Ask AWS what the instance type allows (runs in preview too, before any resource; AWS host only)."""
+    info = aws.ec2.get_instance_type(instance_type=instance_type)
+    return InstanceLimits(
+        max_network_interfaces=info.maximum_network_interfaces,
+        max_ipv4_per_interface=info.maximum_ipv4_addresses_per_interface,
+        bare_metal=info.bare_metal,
+        vcpus=info.default_vcpus,
+    )
 
 
 @dataclass
@@ -62,6 +81,32 @@ class HostArgs:
     """The user's OpenSSH public key; None generates an ED25519 key pair."""
     ssh_private_key: pulumi.Input[str] | None = None
     """Its private half (a secret), for the contract's SSH connection; needed with `ssh_public_key`."""
+
+
+def host_args_from_settings(
+    settings: Settings, network: Network, ssh_private_key: pulumi.Input[str] | None
+) -> HostArgs:
+    """HostArgs from the settings' host and address plan, on the network's subnets and security groups."""
+    return HostArgs(
+        management_subnet_id=network.management_subnet.id,
+        provider_subnet_id=network.provider_subnet.id,
+        management_sg_id=network.management_sg.id,
+        provider_sg_id=network.provider_sg.id,
+        internet_gateway=network.internet_gateway,
+        management_ip=settings.management_ip,
+        provider_ip=settings.provider_ip,
+        provider_cidr=settings.provider_subnet_cidr,
+        vpc_router_ip=settings.vpc_router_ip,
+        vpc_resolver_ip=settings.vpc_resolver_ip,
+        floating_ips=settings.floating_ips,
+        instance_type=settings.instance_type,
+        nested_virtualization=settings.nested_virtualization,
+        root_volume_gib=settings.root_volume_gib,
+        ami_id=settings.ami_id,
+        architecture=settings.architecture,
+        ssh_public_key=settings.ssh_public_key,
+        ssh_private_key=ssh_private_key,
+    )
 
 
 def host_key_cloud_config(private_key_openssh: str, public_key_openssh: str) -> str:

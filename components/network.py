@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_aws as aws
 
-from config.access import DEFAULT_FLOATING_IP_INGRESS, FloatingIpIngress
+from config.access import FloatingIpIngress
 from config.forwards import PortForward
+from config.ingress import IngressRule, plan_ingress
 
-# What the management ENI serves to `allowedCidrs`. DevStack puts Horizon and every API behind
-# Apache on port 80 (/dashboard, /identity, /compute, /image, /networking, /placement, ...); the
-# tls-front step serves all of it, and noVNC, on 443: 80 and 6080 stay closed from outside.
-MANAGEMENT_PORTS = {22: "SSH", 443: "Horizon, the OpenStack APIs and noVNC over TLS"}
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 
 @dataclass
@@ -34,112 +33,21 @@ class NetworkArgs:
     """Who may reach SSH, the APIs and Horizon, and ping both ENIs."""
     port_forwards: list[PortForward] = field(default_factory=list)
     """Each forward's public port is opened on the provider security group."""
-    floating_ips: bool = False
-    """There are floating IPs: open `floating_ip_ingress` on the provider ENI."""
-    floating_ip_ingress: list[FloatingIpIngress] | None = None
-    """What the floating IPs accept; None: SSH from `allowed_cidrs` (the default)."""
+    floating_ip_ingress: list[FloatingIpIngress] = field(default_factory=list)
+    """What the floating IPs accept, opened on the provider ENI (none without floating IPs)."""
 
 
-def _slug(cidr: IPv4Network) -> str:
-    return str(cidr).replace(".", "-").replace("/", "-")
-
-
-@dataclass(frozen=True)
-class IngressRule:
-    """One inbound security-group rule: one AWS rule, one `SecurityGroupIngressRule`."""
-
-    suffix: str
-    """Resource name after `<name>-`; unique per stack, stable for an unchanged rule."""
-    protocol: str
-    from_port: int
-    to_port: int
-    cidr: IPv4Network
-    description: str
-
-
-@dataclass(frozen=True)
-class ForwardRange:
-    """Forwards whose public ports are contiguous and share protocol and sources: one rule per source."""
-
-    protocol: str
-    from_port: int
-    to_port: int
-    sources: tuple[IPv4Network, ...]
-    forwards: tuple[PortForward, ...]
-
-    def description(self) -> str:
-        if len(self.forwards) == 1:
-            fwd = self.forwards[0]
-            return f"forward to {fwd.tenant_ip}:{fwd.tenant_port}"
-        return f"forward to {len(self.forwards)} tenant ports: {self.protocol}/{self.from_port}-{self.to_port}"
-
-
-def forward_ranges(forwards: Sequence[PortForward], default_sources: Sequence[IPv4Network]) -> list[ForwardRange]:
-    """Merge forwards into ranges of contiguous public ports with the same protocol and sources.
-
-    Sources are compared as sets (order does not matter); a forward without `source_cidrs` has
-    `default_sources`. Ranges come out sorted by protocol, sources, then port. Public ports are
-    unique per protocol (the settings refuse duplicates), so ranges never overlap.
-    """
-    def sources_of(fwd: PortForward) -> tuple[IPv4Network, ...]:
-        return tuple(sorted(set(fwd.source_cidrs or default_sources)))
-
-    ordered = sorted(forwards, key=lambda f: (f.protocol, sources_of(f), f.public_port))
-    ranges: list[ForwardRange] = []
-    for fwd in ordered:
-        sources = sources_of(fwd)
-        last = ranges[-1] if ranges else None
-        if last and (last.protocol, last.sources) == (fwd.protocol, sources) and fwd.public_port == last.to_port + 1:
-            ranges[-1] = ForwardRange(fwd.protocol, last.from_port, fwd.public_port, sources, (*last.forwards, fwd))
-        else:
-            ranges.append(ForwardRange(fwd.protocol, fwd.public_port, fwd.public_port, sources, (fwd,)))
-    return ranges
-
-
-def _ports(low: int, high: int) -> str:
-    return str(low) if low == high else f"{low}-{high}"
-
-
-def plan_ingress(
-    allowed_cidrs: Sequence[IPv4Network],
-    port_forwards: Sequence[PortForward],
-    floating_ip_ingress: Sequence[FloatingIpIngress],
-) -> dict[str, list[IngressRule]]:
-    """Every inbound rule of each security group (`management`, `provider`), as `Network` registers them.
-
-    The settings count these against the account's quota at preview, so this is the one place that
-    decides the rules. A rule identical (protocol, ports, CIDR) to one already planned for the same
-    group is left out: AWS refuses a duplicate rule, and the first one already allows the traffic.
-    """
-    plan: dict[str, list[IngressRule]] = {"management": [], "provider": []}
-    seen: set[tuple[str, str, int, int, IPv4Network]] = set()
-
-    def add(group: str, suffix: str, protocol: str, low: int, high: int, cidr: IPv4Network, what: str) -> None:
-        if (group, protocol, low, high, cidr) in seen:
-            return
-        seen.add((group, protocol, low, high, cidr))
-        plan[group].append(IngressRule(suffix, protocol, low, high, cidr, what))
-
-    for cidr in allowed_cidrs:
-        for port, what in MANAGEMENT_PORTS.items():
-            add("management", f"management-{port}-{_slug(cidr)}", "tcp", port, port, cidr, what)
-        for group in ("management", "provider"):
-            add(group, f"{group}-icmp-{_slug(cidr)}", "icmp", -1, -1, cidr, "ping")
-    for rule in floating_ip_ingress:
-        low, high = rule.ports
-        for cidr in rule.source_cidrs or allowed_cidrs:
-            if rule.protocol == "tcp" and low == high:
-                suffix = f"provider-{low}-{_slug(cidr)}"  # the name the SSH rule always had
-            elif rule.protocol == "icmp":
-                suffix = f"provider-floating-icmp-{_slug(cidr)}"
-            else:
-                suffix = f"provider-floating-{rule.protocol}-{_ports(low, high)}-{_slug(cidr)}"
-            add("provider", suffix, rule.protocol, low, high, cidr, f"floating IP ingress: {rule.label()}")
-    for rng in forward_ranges(port_forwards, allowed_cidrs):
-        for cidr in rng.sources:
-            add("provider", f"fwd-{rng.protocol}-{_ports(rng.from_port, rng.to_port)}-{_slug(cidr)}",
-                rng.protocol, rng.from_port, rng.to_port, cidr, rng.description())
-    return plan
+def network_args_from_settings(settings: Settings) -> NetworkArgs:
+    """NetworkArgs from the settings' address plan and access section (AWS host)."""
+    return NetworkArgs(
+        vpc_cidr=settings.vpc_cidr,
+        availability_zone=settings.zone,
+        management_subnet_cidr=settings.management_subnet_cidr,
+        provider_subnet_cidr=settings.provider_subnet_cidr,
+        allowed_cidrs=settings.allowed_cidrs or [],
+        port_forwards=settings.port_forwards,
+        floating_ip_ingress=settings.floating_ip_rules,
+    )
 
 
 class Network(pulumi.ComponentResource):
@@ -191,11 +99,8 @@ class Network(pulumi.ComponentResource):
 
         self.management_sg = self._security_group(name, "management", "SSH, APIs and Horizon")
         self.provider_sg = self._security_group(name, "provider", "port forwards and floating IPs")
-        floating: Sequence[FloatingIpIngress] = []
-        if args.floating_ips:
-            floating = DEFAULT_FLOATING_IP_INGRESS if args.floating_ip_ingress is None else args.floating_ip_ingress
         groups = {"management": self.management_sg, "provider": self.provider_sg}
-        for group, rules in plan_ingress(args.allowed_cidrs, args.port_forwards, floating).items():
+        for group, rules in plan_ingress(args.allowed_cidrs, args.port_forwards, args.floating_ip_ingress).items():
             for rule in rules:
                 self._ingress(groups[group], f"{name}-{rule.suffix}", rule)
 

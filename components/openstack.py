@@ -24,6 +24,7 @@ import pulumi
 import pulumi_random as random
 from pulumi_command import remote
 
+from components.clouds import clouds_yaml
 from components.contract import HostContract, NodeContract
 from onhost import localconf
 from onhost.chain import DEVSTACK, Step, StepInputs, chain_for, parse_emitted, runs_after
@@ -205,7 +206,8 @@ def connection_args(host: HostContract | NodeContract) -> remote.ConnectionArgs:
     )
 
 
-def _stdin(values: dict[str, object], secret: bool = False) -> pulumi.Output[str]:
+def step_stdin(values: dict[str, object], secret: bool = False) -> pulumi.Output[str]:
+    """A step's stdin: its parameters as `KEY=value` lines (onhost/remote.py), secret as a whole if `secret`."""
     text: pulumi.Output[str] = pulumi.Output.all(**values).apply(params)  # type: ignore[arg-type]
     return pulumi.Output.secret(text) if secret else text  # type: ignore[arg-type]
 
@@ -241,7 +243,7 @@ class OpenStack(pulumi.ComponentResource):
                 update=command(step.name, "apply"),
                 delete=command(step.name, "remove"),
                 # The stdin of a step that carries a secret is a secret as a whole.
-                stdin=_stdin(values, secret=step.secret),
+                stdin=step_stdin(values, secret=step.secret),
                 # A new machine runs every step again; so do the runs of its `reruns_after` steps.
                 triggers=[host.machine_id, *(self.steps[n].stdout for n in step.reruns_after if n in self.steps)],
                 # Don't hand the previous run's output to the next one as environment variables.
@@ -275,14 +277,12 @@ class OpenStack(pulumi.ComponentResource):
         if self.admin_password is not None and args.tls is not None:
             # DevStack: Horizon and every API on https://<public address>/ (the tls-front step), the
             # catalog's public endpoints there too (public-endpoints): no tunnel from outside.
-            from components.tls import clouds_yaml as tls_clouds_yaml  # components.tls imports this module
-
             base = public_base_url(args.tls)
             self.keystone_auth_url = pulumi.Output.concat(base, "/identity/v3")
             self.horizon_url = pulumi.Output.concat(base, "/dashboard")
             self.ca_certificate = pulumi.Output.from_input(args.tls.ca_certificate)
             self.clouds_yaml = pulumi.Output.secret(
-                pulumi.Output.all(self.keystone_auth_url, self.admin_password).apply(lambda v: tls_clouds_yaml(*v))
+                pulumi.Output.all(self.keystone_auth_url, self.admin_password).apply(lambda v: clouds_yaml(*v))
             )
             outputs |= {
                 "keystone_auth_url": self.keystone_auth_url,
@@ -290,23 +290,6 @@ class OpenStack(pulumi.ComponentResource):
                 "ca_certificate": self.ca_certificate,
             }
         self.register_outputs(outputs)
-
-
-def clouds_yaml(auth_url: str, password: str) -> str:
-    """A clouds.yaml with one cloud, `openstack-on-aws`, as the admin user."""
-    return (
-        "clouds:\n"
-        "  openstack-on-aws:\n"
-        "    auth:\n"
-        f"      auth_url: {auth_url}\n"
-        "      username: admin\n"
-        f"      password: {password}\n"
-        "      project_name: admin\n"
-        "      user_domain_name: Default\n"
-        "      project_domain_name: Default\n"
-        "    region_name: RegionOne\n"
-        "    identity_api_version: 3\n"
-    )
 
 
 def args_from_settings(

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_tls as tls
 
-from components import openstack
+from components.contract import HostContract
+from components.openstack import TlsParts, tls_names
+from config.checks import is_dns_name
 from onhost.chain import BACKEND_URL, HTTPS_PORT, NOVNC_URL
 
 KEY_ALGORITHM = "ECDSA"
@@ -54,23 +56,12 @@ class TlsArgs:
     """How long the server certificate is valid; re-issued by `pulumi up` in its last 30 days."""
 
     def __post_init__(self) -> None:
-        if self.dns_name is not None and not _is_dns_name(self.dns_name):
+        if self.dns_name is not None and not is_dns_name(self.dns_name):
             raise ValueError(f"dns_name {self.dns_name!r} is not a DNS name")
         if self.server_validity_hours <= EARLY_RENEWAL_HOURS:
             raise ValueError(f"server_validity_hours must exceed the early renewal window ({EARLY_RENEWAL_HOURS} h)")
         if self.ca_validity_hours < self.server_validity_hours:
             raise ValueError("ca_validity_hours must be at least server_validity_hours")
-
-
-def _is_dns_name(name: str) -> bool:
-    labels = name.rstrip(".").split(".")
-    return len(name) <= 253 and len(labels) >= 2 and all(
-        0 < len(label) <= 63
-        and label[0] != "-"
-        and label[-1] != "-"
-        and all(c.isascii() and (c.isalnum() or c == "-") for c in label)
-        for label in labels
-    ) and not labels[-1].isdigit()
 
 
 class Tls(pulumi.ComponentResource):
@@ -136,10 +127,20 @@ class Tls(pulumi.ComponentResource):
         )
 
 
-# ---- the two steps' parameters and the consumers' clouds.yaml ----
+def tls_for(name: str, host: HostContract, dns_name: str | None) -> TlsParts:
+    """The stack's `Tls` for the host's public address (and publicDnsName), as `OpenStack` takes it."""
+    public_ip, dns = tls_names(host, dns_name)
+    made = Tls(name, TlsArgs(public_ip=public_ip, dns_name=dns))
+    return TlsParts(
+        public_ip=public_ip,
+        ca_certificate=made.ca_certificate,
+        server_certificate=made.server_certificate,
+        server_private_key=made.server_private_key,
+        dns_name=dns,
+    )
 
-CA_FILE = "openstack-on-aws-ca.pem"
-"""Where clouds.yaml expects the CA (`cacert` is a path): `pulumi stack output caCertificate > …`."""
+
+# ---- the two steps' parameters ----
 
 
 def _b64(pem: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -164,7 +165,7 @@ def tls_front_params(
     key_pem: pulumi.Input[str],
 ) -> dict[str, pulumi.Input[str]]:
     """The stdin parameters of `tls-front.sh` (PEMs base64: one line each). SERVER_KEY is a secret,
-    so the step's stdin must be passed as a secret (components/openstack.py `_stdin(secret=True)`)."""
+    so the step's stdin must be passed as a secret (components/openstack.py `step_stdin(secret=True)`)."""
     return {
         "PUBLIC_ADDRESS": public_ip,
         "DNS_NAME": dns_name or "",
@@ -180,12 +181,3 @@ def tls_front_params(
 def public_endpoints_params(base_url: pulumi.Input[str], management_ip: str) -> dict[str, pulumi.Input[str]]:
     """The stdin parameters of `public-endpoints.sh`."""
     return {"PUBLIC_BASE_URL": base_url, "BACKEND_HOST": management_ip}
-
-
-def clouds_yaml(auth_url: str, password: str, cacert: str = CA_FILE) -> str:
-    """The admin cloud of `components.openstack.clouds_yaml`, over TLS from outside: the public
-    interface of the catalog, certificates verified against the stack's CA (`cacert` is a file path
-    for openstacksdk/keystoneauth, relative to the working directory)."""
-    return openstack.clouds_yaml(auth_url, password) + (
-        f"    interface: public\n    cacert: {cacert}\n    verify: true\n"
-    )

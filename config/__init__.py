@@ -1,5 +1,2 @@
-"""Validated stack settings, one module per config section (see config/settings.py)."""
-
-from config.settings import InstanceLimits, PortForward, Settings, SettingsError, load_settings
-
-__all__ = ["InstanceLimits", "PortForward", "Settings", "SettingsError", "load_settings"]
+"""Validated stack settings, one module per config section (see config/settings.py), and what is
+planned from them alone (config/ingress.py: the security-group rules)."""

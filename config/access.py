@@ -1,21 +1,18 @@
 """Section "access": who may reach the host through the AWS security groups (AWS host only):
 `allowedCidrs`, what the floating IPs accept (`floatingIpIngress`) and the account's inbound-rule
-quota per security group (`securityGroupRuleQuota`), checked against the rules the program plans.
+quota per security group (`securityGroupRuleQuota`), checked against the rules the program plans
+(config/ingress.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from ipaddress import IPv4Network
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from config import checks
 from config.base import Model, Port, key
-
-if TYPE_CHECKING:
-    from config.forwards import PortForward
 
 # The keys of this section that only an AWS host takes (refused, by name, for an existing machine).
 AWS_ACCESS_KEYS = ("allowedCidrs", "floatingIpIngress", "securityGroupRuleQuota")
@@ -101,17 +98,3 @@ class AccessSettings(Model):
         )
         problems += checks.nested_duplicates(rules, key("floatingIpIngress"), "sourceCidrs", lambda r: r.source_cidrs)
         return problems
-
-    def rule_quota_problems(self, port_forwards: Sequence[PortForward], floating_ip_count: int) -> list[str]:
-        """The inbound rules the program plans per security group fit `securityGroupRuleQuota`
-        (call it on lists free of duplicates: rules are counted as AWS would hold them)."""
-        # Lazy: components.network imports the config modules (PortForward, FloatingIpIngress).
-        from components.network import plan_ingress
-
-        plan = plan_ingress(self.allowed_cidrs or [], port_forwards, self.floating_rules_for(floating_ip_count))
-        return checks.rule_quota_problems(
-            {group: len(rules) for group, rules in plan.items()},
-            self.security_group_rule_quota,
-            key("securityGroupRuleQuota"),
-            "portForwards, allowedCidrs, floatingIpIngress",
-        )

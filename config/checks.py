@@ -67,6 +67,19 @@ def eip_quota_problems(needed: int, quota: int, quota_key: str, count_key: str) 
     ]
 
 
+def is_dns_name(name: str) -> bool:
+    """A DNS name a certificate can carry: at least two labels of letters, digits and '-' (not at
+    either end), at most 63 characters each and 253 in all, the last not all digits (an IP address)."""
+    labels = name.rstrip(".").split(".")
+    return len(name) <= 253 and len(labels) >= 2 and all(
+        0 < len(label) <= 63
+        and label[0] != "-"
+        and label[-1] != "-"
+        and all(c.isascii() and (c.isalnum() or c == "-") for c in label)
+        for label in labels
+    ) and not labels[-1].isdigit()
+
+
 def indexed(key: str, i: int, field: str | None = None) -> str:
     """`key[i]` or `key[i].field`: how a list element's key is named in messages."""
     return f"{key}[{i}]" + (f".{field}" if field else "")

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 
 from config.base import Model, key
+from config.checks import is_dns_name
 
 NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 # What DevStack's own set-up fixes (components' local.conf); refused with `install: devstack`.
@@ -86,14 +87,11 @@ class OpenStackSettings(Model):
             r"[A-Za-z0-9_-]+", self.admin_password.get_secret_value()
         ):
             problems.append(f"{key('adminPassword')}: use only A-Z a-z 0-9 _ - (DevStack does not quote it)")
-        if self.public_dns_name is not None:
-            from components.tls import _is_dns_name  # lazy: components import the config modules
-
-            if not _is_dns_name(self.public_dns_name):
-                problems.append(
-                    f"{key('publicDnsName')}: {self.public_dns_name!r} is not a DNS name "
-                    "(labels of letters, digits and '-', at least two, not an IP address)"
-                )
+        if self.public_dns_name is not None and not is_dns_name(self.public_dns_name):
+            problems.append(
+                f"{key('publicDnsName')}: {self.public_dns_name!r} is not a DNS name "
+                "(labels of letters, digits and '-', at least two, not an IP address)"
+            )
         section = self.openstack
         given = {type(section).model_fields[n].alias or n for n in section.model_fields_set}
         at = f"{key('openstack')}."

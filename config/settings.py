@@ -18,9 +18,11 @@ from typing import Any
 
 from pydantic import PrivateAttr, ValidationError, ValidationInfo, model_validator
 
+from config import ingress
 from config.access import AWS_ACCESS_KEYS, DEFAULT_FLOATING_IP_INGRESS, AccessSettings, FloatingIpIngress
 from config.addresses import AWS_ADDRESS_KEYS, HOST_OFFSET, AddressPlan
-from config.base import NAMESPACE, REGION_KEY, SECRET_KEYS, Model, Port, SettingsError, key
+from config.base import NAMESPACE, REGION_KEY, SECRET_KEYS, Port, SettingsError, key
+from config.checks import is_dns_name
 from config.compute import SECTION as COMPUTE_SECTION
 from config.compute import ComputeNodes, ComputeSettings
 from config.forwards import RESERVED_PUBLIC_PORTS, ForwardSettings, PortForward
@@ -38,9 +40,6 @@ from config.openstack import OpenStackSection, OpenStackSettings
 
 # The keys only an AWS host takes: refused, by name, for an existing machine.
 AWS_ONLY_KEYS = (*AWS_HOST_KEYS, *AWS_ADDRESS_KEYS, *AWS_ACCESS_KEYS, COMPUTE_SECTION)
-# The one-module settings' private names, for code written against it (move such code to its section).
-_key = key
-_Model = Model
 
 __all__ = [
     "AWS_ONLY_KEYS",
@@ -110,13 +109,11 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
         front's certificate can name (components.openstack `tls_names`)."""
         if self.host is None or self.openstack.existing:
             return []
-        from components.tls import _is_dns_name  # lazy: components import the config modules
-
         address = self.host.reachable_address
         try:
             IPv4Address(address)
         except ValueError:
-            if not _is_dns_name(address):
+            if not is_dns_name(address):
                 which = "publicAddress" if self.host.public_address else "address"
                 return [
                     f"{key('host')}.{which}: {address!r} is neither an IPv4 nor a DNS name (dotted) that "
@@ -143,7 +140,7 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
         forwards = self.forward_problems(self.tenant_cidr, aws)
         problems += access + self.openstack_problems(given, self.existing_host) + forwards
         if aws and not access and not forwards:  # rules are counted on lists free of duplicates
-            problems += self.rule_quota_problems(self.port_forwards, self.floating_ip_count)
+            problems += ingress.rule_quota_problems(self, self.port_forwards, self.floating_ip_count)
         if problems:
             raise ValueError("\n".join(problems))
         return self

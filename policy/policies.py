@@ -45,8 +45,8 @@ ENI_ATTACHMENT = "aws:ec2/networkInterfaceAttachment:NetworkInterfaceAttachment"
 REMOTE_COMMAND = "command:remote:Command"
 
 WORLD = {"0.0.0.0/0", "::/0"}
-# What components/network.py writes on a port forward's (or forward range's) ingress rule, and on
-# a floating-IP ingress rule.
+# What config/ingress.py plans (components/network.py registers it) on a port forward's (or forward
+# range's) ingress rule, and on a floating-IP ingress rule.
 FORWARD_DESCRIPTION = "forward to "
 FLOATING_DESCRIPTION = "floating IP ingress: "
 # How the provider ENI is recognised: this tag, or the description components/host.py gives it.

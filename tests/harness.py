@@ -2,7 +2,8 @@
 
 No Pulumi CLI or cloud is involved: `pulumi.runtime.set_mocks` stands in for the engine, the
 `Mocks` below for the providers. `run_program(config)` returns every registered resource's
-request (type, parent, dependencies, options, inputs) and every stack output with its secretness.
+request (type, parent, dependencies, options, inputs) and every stack output with its secretness,
+read as the engine receives them (`engine_outputs`).
 
 Secret outputs are marked as the engine marks them: each provider SDK registers its resources with
 `additionalSecretOutputs` (from the provider's schema: random.RandomPassword `result`/`bcryptHash`,
@@ -28,7 +29,7 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime.rpc import is_rpc_secret, wrap_rpc_secret
-from pulumi.runtime.stack import wait_for_rpcs
+from pulumi.runtime.stack import massage, wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,14 +259,45 @@ def run_program(config: dict[str, Any] | None = None, secret_keys: list[str] | N
         result = Result(resources=monitor.registered, urns=monitor.urns, warnings=warnings,
                         generated_secrets=monitor.generated_secrets, invokes=mocks.invokes)
         root = pulumi.runtime.settings.get_root_resource()
-        for key, value in root.outputs.items():  # type: ignore[union-attr]
-            out = pulumi.Output.from_input(value)
-            result.outputs[key] = _sync_await(out.future())
-            if _sync_await(out.is_secret()):
-                result.secret_outputs.add(key)
+        result.outputs, result.secret_outputs = engine_outputs(root.outputs)  # type: ignore[union-attr]
     finally:
         pulumi.log.warn = original_warn  # type: ignore[assignment]
     return result
+
+def engine_outputs(exported: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """The stack outputs as the engine gets them at the end of a real run: massaged and serialized
+    by the SDK's own code (the root stack's `_finish` and `register_outputs`, which the mocks run
+    before the program, with no output yet), then decoded as `pulumi stack output --json` shows
+    them (whole numbers as ints); with the keys whose value carries a secret anywhere inside.
+
+    Not `Output.from_input` on each value: that makes an Output and a task of every element of
+    every list and dict (5,000 for 1,000 port forwards), which no deployment does."""
+    wire = _sync_await(rpc.serialize_properties(massage(exported, []), {}))
+    values = rpc.deserialize_properties(wire, keep_unknowns=True)
+    secret = {key for key, value in values.items() if _carries_secret(value)}
+    return {key: _json_numbers(reveal(value)) for key, value in values.items()}, secret
+
+
+def _carries_secret(value: Any) -> bool:
+    if is_rpc_secret(value):
+        return True
+    if isinstance(value, dict):
+        return any(_carries_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_carries_secret(v) for v in value)
+    return False
+
+
+def _json_numbers(value: Any) -> Any:
+    """Protobuf numbers are doubles; the engine's JSON writes a whole one as an integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(v) for v in value]
+    return value
+
 
 # ---- the remote steps (components/openstack.py) ----
 MOCK_ROUTER_ID = "6f1d3c2a-0b4e-4c1f-9a7d-2e5b8c9d0a11"

@@ -1,6 +1,6 @@
 """Duplicates, AWS quotas at preview, merged forward rules, floating-IP ingress.
 
-The pure functions (config/checks.py, components/network.py) on their own, then through the settings
+The pure functions (config/checks.py, config/ingress.py) on their own, then through the settings
 model (messages name the key and index), then the whole program under mocks (rules registered).
 """
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.network import forward_ranges, plan_ingress
 from config import checks
+from config.ingress import forward_ranges, plan_ingress
 from config.settings import FloatingIpIngress, PortForward
 from tests.harness import run_program
 from tests.test_settings import NS, fwd, load, problems

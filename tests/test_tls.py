@@ -20,12 +20,11 @@ from pulumi.runtime.rpc import is_rpc_secret
 from pulumi.runtime.stack import wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
+from components.clouds import CA_FILE, clouds_yaml
 from components.tls import (
-    CA_FILE,
     EARLY_RENEWAL_HOURS,
     Tls,
     TlsArgs,
-    clouds_yaml,
     public_base_url,
     public_endpoints_params,
     tls_front_params,

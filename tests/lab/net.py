@@ -49,8 +49,8 @@ import pulumi
 from pulumi.runtime.sync_await import _sync_await
 
 from components.contract import contract_for_render
-from components.network import MANAGEMENT_PORTS
 from components.openstack import TlsParts, args_from_settings, local_conf_for, selected_steps, step_inputs
+from config.ingress import MANAGEMENT_PORTS
 from config.settings import NAMESPACE, Settings, load_settings
 from onhost import remote
 from tests.lab import container, keystone, neutron
@@ -477,7 +477,7 @@ table ip ooa_eip {{
     def _build_security_group(self) -> None:
         """What the internet cannot reach: private addresses (it routes only the Elastic IPs to the
         VPC), and on the management ENI anything the program's security group does not open
-        (components/network.py MANAGEMENT_PORTS, and ping): port 80 of DevStack's Apache stays inside."""
+        (config/ingress.py MANAGEMENT_PORTS, and ping): port 80 of DevStack's Apache stays inside."""
         eips = ", ".join(ELASTIC)
         ports = ", ".join(str(p) for p in MANAGEMENT_PORTS)
         ruleset = f"""

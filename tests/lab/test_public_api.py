@@ -6,7 +6,7 @@ SSH exactly as Pulumi sends them, with the parameters the program builds from th
 DevStack stack on this machine (`Lab.chain_params(..., tls=...)`), and a CA and server certificate
 made as components/tls.py makes them (ECDSA P-256; the server's IP SAN the management Elastic IP).
 Then, from the internet namespace, the real openstackclient with the `cloudsYaml` output as the
-program renders it (components/tls.py `clouds_yaml`) and the CA file beside it.
+program renders it (components/clouds.py `clouds_yaml`) and the CA file beside it.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pulumi
 import pytest
 from pulumi.runtime.sync_await import _sync_await
 
+from components.clouds import CA_FILE, clouds_yaml
 from components.openstack import TlsParts, public_base_url
-from components.tls import CA_FILE, clouds_yaml
 from tests.lab import keystone
 from tests.lab.net import MGMT_EIP, MGMT_IP, Lab, sh
 from tests.lab.neutron import API, LAB_VENV, wait_for
