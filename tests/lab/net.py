@@ -162,8 +162,14 @@ def netns_sysctls(forward: bool) -> dict[str, str]:
       each namespace answers and asks is what the lab's frames and its drop counters assume).
     - no IPv6 (the VPC emulates ENIs without IPv6 addresses).
     """
-    ipv4 = {"rp_filter": 0, "accept_redirects": 0, "send_redirects": 0, "arp_filter": 0, "arp_ignore": 0,
-            "arp_announce": 0}
+    ipv4 = {
+        "rp_filter": 0,
+        "accept_redirects": 0,
+        "send_redirects": 0,
+        "arp_filter": 0,
+        "arp_ignore": 0,
+        "arp_announce": 0,
+    }
     return {
         "net.ipv4.ip_forward": str(int(forward)),
         **{f"net.ipv4.conf.{c}.{k}": str(v) for k, v in ipv4.items() for c in ("all", "default")},
