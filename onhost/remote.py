@@ -21,6 +21,7 @@ REMOTE_PREFIX = "/usr/local/lib/openstack-on-aws"
 REMOTE_STATE = "/var/lib/openstack-on-aws"
 _EOF = "OPENSTACK_ON_AWS_EOF"
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_SETTING = re.compile(r"OOA_[A-Z0-9_]+=[A-Za-z0-9_.-]+")
 
 
 def script_path(step: str) -> Path:
@@ -33,21 +34,27 @@ def _upload(name: str, text: str, prefix: str) -> str:
     return f"sudo -n tee {prefix}/{name} >/dev/null <<'{_EOF}'\n{text}{_EOF}\n"
 
 
-def command(step: str, action: str, prefix: str = REMOTE_PREFIX, state: str = REMOTE_STATE) -> str:
+def command(
+    step: str, action: str, prefix: str = REMOTE_PREFIX, state: str = REMOTE_STATE, env: Mapping[str, str] | None = None
+) -> str:
     """The shell command that installs the step's script on the host and runs `<step>.sh <action>`.
 
     Parameters are read by the script from the command's stdin (see `params()`); the script keeps
-    its state (saved parameters, what `remove` must undo) under `state`/<step>/.
+    its state (saved parameters, what `remove` must undo) under `state`/<step>/. `env`: more
+    `OOA_…` settings for the script (tests: how long a step waits, e.g. OOA_ROUTER_WAIT).
     """
     script = script_path(step).read_text()
     lib = (STEPS_DIR / "lib.sh").read_text()
+    settings = "".join(f" {k}={v}" for k, v in (env or {}).items())
+    if not all(_SETTING.fullmatch(word) for word in settings.split()):
+        raise ValueError(f"env must be OOA_NAME=word settings: {env!r}")
     return (
         "set -euo pipefail\n"
         f"sudo -n install -d -m 0755 {prefix}\n"
         + _upload("lib.sh", lib, prefix)
         + _upload(f"{step}.sh", script, prefix)
         + f"sudo -n chmod 0755 {prefix}/{step}.sh\n"
-        f"exec sudo -n OOA_STATE={state} {prefix}/{step}.sh {action}\n"
+        f"exec sudo -n OOA_STATE={state}{settings} {prefix}/{step}.sh {action}\n"
     )
 
 

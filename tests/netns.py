@@ -76,13 +76,16 @@ class PrivateNet:
         return {"PATH": f"{SHIMS}:{PATH}", "REAL_IP": str(shutil.which("ip", path=PATH)),
                 "FAKE_NETNS": str(self.netns_list), "FAKE_OVS": str(self.ovs), "LC_ALL": "C"}
 
+    def enter(self) -> list[str]:
+        """The command prefix that runs a command inside the namespace (as its root)."""
+        assert self.proc is not None
+        return ["nsenter", "-t", str(self.proc.pid), "--user", "--net", "--mount", "--preserve-credentials", "--"]
+
     def run(self, *argv: str, stdin: str = "", check: bool = False,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run `argv` inside the namespace (as its root), with the shims first on PATH (and `env`)."""
-        assert self.proc is not None
-        enter = ["nsenter", "-t", str(self.proc.pid), "--user", "--net", "--mount", "--preserve-credentials", "--"]
-        done = subprocess.run([*enter, *argv], input=stdin, env={**self.env(), **(env or {})}, capture_output=True,
-                              text=True, timeout=120, check=False)
+        done = subprocess.run([*self.enter(), *argv], input=stdin, env={**self.env(), **(env or {})},
+                              capture_output=True, text=True, timeout=120, check=False)
         if check:
             assert done.returncode == 0, f"{argv}: {done.stderr}"
         return done
@@ -91,10 +94,22 @@ class PrivateNet:
         """Run a bash snippet in the namespace; its stdout (it must succeed)."""
         return self.run("bash", "-euo", "pipefail", "-c", script, check=True).stdout
 
-    def step(self, step: str, action: str, params: dict[str, object] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the step as Pulumi does: `remote.command()`'s text, parameters on stdin."""
-        text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state))
+    def step(self, step: str, action: str, params: dict[str, object] | None = None,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the step as Pulumi does: `remote.command()`'s text (with `env`), parameters on stdin."""
+        text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state), env=env)
         return self.run("bash", "-c", text, stdin=remote.params(params or {}))
+
+    def start_step(self, step: str, params: dict[str, object],
+                   env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """`step(step, "apply", params, env)` started, not awaited: its stderr is read as it runs."""
+        text = remote.command(step, "apply", prefix=str(self.prefix), state=str(self.state), env=env)
+        p = subprocess.Popen([*self.enter(), "bash", "-c", text], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=self.env(), text=True)
+        assert p.stdin is not None
+        p.stdin.write(remote.params(params))
+        p.stdin.close()
+        return p
 
     def timer(self, step: str, **env: str) -> subprocess.CompletedProcess[str]:
         """Run `<step>.sh reapply` as the re-apply timer's unit does (lib.sh, install_reapply_units):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -70,15 +71,40 @@ def qg(port_id: str) -> str:
     return f"qg-{port_id[:11]}"
 
 
-def add_router(net: netns.PrivateNet, router_id: str = ROUTER, port_id: str = PORT, mac: str = NEUTRON_MAC,
-               gateway_ip: str | None = GATEWAY_IP) -> str:
-    """A router namespace with its gateway device (a veth: the kernel's own MAC handling)."""
-    net.add_router(router_id)
+def plug(net: netns.PrivateNet, port_id: str, mac: str, up: bool = True) -> str:
+    """The router's gateway device as the L3 agent plugs it: Neutron's MAC, then up (a veth: the
+    kernel's own MAC handling)."""
     dev = qg(port_id)
     net.sh(f"ip link add {dev} address {mac} type veth peer name p{port_id[:8]}")
+    if up:
+        net.sh(f"ip link set {dev} up")
+    return dev
+
+
+def add_router(net: netns.PrivateNet, router_id: str = ROUTER, port_id: str = PORT, mac: str = NEUTRON_MAC,
+               gateway_ip: str | None = GATEWAY_IP) -> str:
+    """A router namespace with its gateway device."""
+    net.add_router(router_id)
+    dev = plug(net, port_id, mac)
     if gateway_ip:
         net.sh(f"ip addr add {gateway_ip}/24 dev {dev}")
     return dev
+
+
+def started(net: netns.PrivateNet, step: str, params: dict[str, object],
+            appear) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`step` apply started while what it needs is missing; once it says it waits, `appear()` makes
+    it (as the L3 agent does seconds after Neutron's API has the router). The finished run, and the
+    first line it logged."""
+    p = net.start_step(step, params, env={"OOA_ROUTER_WAIT": "60"})
+    assert p.stderr is not None and p.stdout is not None
+    first = p.stderr.readline()  # the step logs nothing else before it waits
+    appear()
+    rc = p.wait(timeout=120)
+    return subprocess.CompletedProcess(p.args, rc, p.stdout.read(), first + p.stderr.read()), first
+
+
+WAITED = r" \(waited (\d+) s for Neutron's L3 agent\)"
 
 
 def ok(p: subprocess.CompletedProcess[str]) -> dict:
@@ -177,19 +203,41 @@ def test_port_forwards_refuse_a_bad_forward_before_any_change(net, spec, message
 
 
 def test_port_forwards_need_the_gateway_ip_in_the_router_namespace(net):
+    """... within OOA_ROUTER_WAIT: an error naming what is missing and how long it waited."""
     add_router(net, gateway_ip=None)
-    p = forwards(net, "apply")
-    assert p.returncode != 0 and f"gateway IP {GATEWAY_IP} is not on any device" in p.stderr
+    p = net.step("port-forwards", "apply", {"ROUTER_ID": ROUTER, "GATEWAY_IP": GATEWAY_IP, "FORWARDS": FORWARDS},
+                 env={"OOA_ROUTER_WAIT": "1"})
+    missing = f"gateway IP {GATEWAY_IP} is not on any device in namespace qrouter-{ROUTER}"
+    assert p.returncode != 0 and p.stdout == ""
+    assert f"waiting up to 1 s for Neutron's L3 agent: {missing}" in p.stderr
+    waited = re.search(f"error: {re.escape(missing)}{WAITED}", p.stderr)
+    assert waited and int(waited[1]) >= 1, p.stderr
     assert f"-N {CHAIN}" not in net.nat() and not (net.state / "port-forwards").exists()
+
+
+def test_port_forwards_apply_waits_for_the_gateway_ip(net):
+    """The namespace and the gateway device are there, the gateway IP not yet: apply waits for it."""
+    dev = add_router(net, gateway_ip=None)
+    params = {"ROUTER_ID": ROUTER, "GATEWAY_IP": GATEWAY_IP, "FORWARDS": FORWARDS}
+    p, first = started(net, "port-forwards", params, lambda: net.sh(f"ip addr add {GATEWAY_IP}/24 dev {dev}"))
+    assert first.strip() == (f"[port-forwards] waiting up to 60 s for Neutron's L3 agent: gateway IP {GATEWAY_IP}"
+                             f" is not on any device in namespace qrouter-{ROUTER}")
+    assert ok(p)["forwards"] and chain(net, CHAIN) == [dnat("tcp", 522, "192.168.100.10:22"),
+                                                         dnat("udp", 5353, "192.168.100.11:53")]
 
 
 # ---- gateway-mac -----------------------------------------------------------------------------
 
 
-def gateway_mac(net: netns.PrivateNet, action: str, router_id: str = ROUTER, port_id: str = PORT, **over: str):
-    params = {"ROUTER_ID": router_id, "GATEWAY_PORT_ID": port_id, "PROVIDER_MAC": PROVIDER_MAC,
-              "EXTERNAL_BRIDGE": "br-ex", "VPC_GATEWAY_IP": VPC_GATEWAY_IP, **over}
-    return net.step("gateway-mac", action, params if action == "apply" else None)
+def gateway_mac(net: netns.PrivateNet, action: str, router_id: str = ROUTER, port_id: str = PORT,
+                env: dict[str, str] | None = None, **over: str):
+    params = gateway_mac_params(router_id, port_id, **over) if action == "apply" else None
+    return net.step("gateway-mac", action, params, env=env)
+
+
+def gateway_mac_params(router_id: str = ROUTER, port_id: str = PORT, **over: str) -> dict[str, object]:
+    return {"ROUTER_ID": router_id, "GATEWAY_PORT_ID": port_id, "PROVIDER_MAC": PROVIDER_MAC,
+            "EXTERNAL_BRIDGE": "br-ex", "VPC_GATEWAY_IP": VPC_GATEWAY_IP, **over}
 
 
 def is_local_unicast(mac: str) -> bool:
@@ -230,9 +278,9 @@ def test_gateway_mac_sets_the_mac_pins_the_bridge_and_remove_restores_both(net, 
 
 
 def test_gateway_mac_reports_a_reachable_vpc_gateway(net):
-    dev = add_router(net)
+    add_router(net)
     net.add_bridge("br-ex")
-    net.sh(f"ip addr add {VPC_GATEWAY_IP}/24 dev p{PORT[:8]} && ip link set p{PORT[:8]} up && ip link set {dev} up")
+    net.sh(f"ip addr add {VPC_GATEWAY_IP}/24 dev p{PORT[:8]} && ip link set p{PORT[:8]} up")
     assert ok(gateway_mac(net, "apply"))["gateway_reachable"] is True
 
 
@@ -279,7 +327,7 @@ def test_gateway_mac_reapply_sets_the_mac_again_and_waits_for_the_namespace(net)
 def test_gateway_mac_refuses_bad_parameters_and_missing_targets_before_any_change(net, over, message):
     dev = add_router(net)
     net.add_bridge("br-ex")
-    p = gateway_mac(net, "apply", **over)
+    p = gateway_mac(net, "apply", env={"OOA_ROUTER_WAIT": "0"}, **over)
     assert p.returncode != 0 and message in p.stderr
     assert net.mac(dev) == NEUTRON_MAC and net.bridge_hwaddr("br-ex") is None
     assert not (net.state / "gateway-mac").exists()
@@ -292,7 +340,7 @@ def recreate_gateway(net: netns.PrivateNet, old_port: str, *new: tuple[str, str]
     """The L3 agent deleted the old gateway device and plugged the new port(s) (id, Neutron MAC)."""
     net.sh(f"ip link del {qg(old_port)}")
     for port_id, mac in new:
-        net.sh(f"ip link add {qg(port_id)} address {mac} type veth peer name p{port_id[:8]}")
+        plug(net, port_id, mac)
 
 
 def applied(net: netns.PrivateNet) -> tuple[str, str]:
@@ -325,7 +373,7 @@ def test_gateway_mac_reapply_follows_a_recreated_gateway_port_and_remove_restore
     assert reapplied["device"] == new_dev and reapplied["bridge_mac"] == pinned
     assert (net.state / "gateway-mac" / "originals").read_text() == followed
     # apply with the stale port id refuses before any change
-    stale = gateway_mac(net, "apply")
+    stale = gateway_mac(net, "apply", env={"OOA_ROUTER_WAIT": "0"})
     assert stale.returncode != 0 and f"gateway device {qg(PORT)} does not exist" in stale.stderr
     assert net.mac(new_dev) == PROVIDER_MAC and (net.state / "gateway-mac" / "originals").read_text() == followed
     # remove restores the device the step changed last: the new port's own MAC, and the bridge
@@ -340,7 +388,8 @@ def test_gateway_mac_reapply_waits_for_the_new_gateway_device(net):
     net.sh(f"ip link del {qg(PORT)}")
     new_dev = qg(OTHER_PORT)
     # the new device appears 2 s into the timer's run (the agent plugs it while reapply waits)
-    script = (f"(sleep 2; ip link add {new_dev} address {OTHER_NEUTRON_MAC} type veth peer name pother) & "
+    script = (f"(sleep 2; ip link add {new_dev} address {OTHER_NEUTRON_MAC} type veth peer name pother && "
+              f"ip link set {new_dev} up) & "
               f"{net.prefix}/gateway-mac.sh reapply; wait")
     p = net.run("bash", "-euo", "pipefail", "-c", script, env={"OOA_STATE": str(net.state), "OOA_GATEWAY_WAIT": "20"})
     assert ok(p)["device"] == new_dev and net.mac(new_dev) == PROVIDER_MAC
@@ -368,3 +417,61 @@ def test_gateway_mac_reapply_refuses_a_bad_wait(net):
     applied(net)
     p = net.timer("gateway-mac", OOA_GATEWAY_WAIT="soon")
     assert p.returncode != 0 and "OOA_GATEWAY_WAIT is not a number of seconds: 'soon'" in p.stderr
+
+
+# ---- gateway-mac: apply waits for the router the L3 agent builds --------------------------------
+
+
+@pytest.mark.parametrize(
+    "missing,problem",
+    [
+        ("namespace", f"router namespace qrouter-{ROUTER} does not exist"),
+        ("device", f"gateway device {qg(PORT)} does not exist in namespace qrouter-{ROUTER}"),
+        ("down", f"gateway device {qg(PORT)} in namespace qrouter-{ROUTER} is not up"),
+    ],
+    ids=["namespace", "device", "down"],
+)
+def test_gateway_mac_apply_waits_for_the_l3_agent_to_build_the_router(net, missing, problem):
+    """external-gateway returns once Neutron's API has the router gateway; the L3 agent makes the
+    namespace and plugs the qg- device (Neutron's MAC, then up) seconds later, while apply waits."""
+    net.add_bridge("br-ex")
+    if missing != "namespace":
+        net.add_router(ROUTER)
+    if missing == "down":
+        plug(net, PORT, NEUTRON_MAC, up=False)
+
+    def agent() -> None:
+        if missing == "namespace":
+            net.add_router(ROUTER)
+        if missing == "down":
+            net.sh(f"ip link set {qg(PORT)} up")
+        else:
+            plug(net, PORT, NEUTRON_MAC)
+
+    p, first = started(net, "gateway-mac", gateway_mac_params(), agent)
+    assert first.strip() == f"[gateway-mac] waiting up to 60 s for Neutron's L3 agent: {problem}"
+    out = ok(p)
+    assert out["device"] == qg(PORT) and out["mac"] == PROVIDER_MAC == net.mac(qg(PORT))
+    assert f"ORIG_DEV_MAC={NEUTRON_MAC}\n" in (net.state / "gateway-mac" / "originals").read_text()
+
+
+def test_gateway_mac_apply_gives_up_after_the_wait_naming_what_is_missing(net):
+    net.add_bridge("br-ex")
+    p = gateway_mac(net, "apply", env={"OOA_ROUTER_WAIT": "2"})
+    missing = f"router namespace qrouter-{ROUTER} does not exist"
+    assert p.returncode != 0 and p.stdout == ""
+    assert f"waiting up to 2 s for Neutron's L3 agent: {missing}" in p.stderr
+    waited = re.search(f"error: {re.escape(missing)}{WAITED}", p.stderr)
+    assert waited and int(waited[1]) >= 2, p.stderr
+    assert not (net.state / "gateway-mac").exists() and net.bridge_hwaddr("br-ex") is None
+
+
+@pytest.mark.parametrize("step", ["gateway-mac", "port-forwards"])
+def test_apply_refuses_a_bad_router_wait(net, step):
+    add_router(net)
+    net.add_bridge("br-ex")
+    params = gateway_mac_params() if step == "gateway-mac" else {"ROUTER_ID": ROUTER, "GATEWAY_IP": GATEWAY_IP,
+                                                                  "FORWARDS": ""}
+    p = net.step(step, "apply", params, env={"OOA_ROUTER_WAIT": "soon"})
+    assert p.returncode != 0 and "OOA_ROUTER_WAIT is not a number of seconds: 'soon'" in p.stderr
+    assert not (net.state / step).exists()

@@ -34,3 +34,16 @@ def test_a_script_holding_the_heredoc_end_marker_is_refused(monkeypatch, tmp_pat
     monkeypatch.setattr(remote, "STEPS_DIR", tmp_path)
     with pytest.raises(ValueError, match="evil.sh contains the line OPENSTACK_ON_AWS_EOF"):
         remote.command("evil", "apply")
+
+
+def test_settings_for_the_script_go_on_its_sudo_line() -> None:
+    text = remote.command("gateway-mac", "apply", state="/s", env={"OOA_ROUTER_WAIT": "0"})
+    script = "/usr/local/lib/openstack-on-aws/gateway-mac.sh"
+    assert text.endswith(f"exec sudo -n OOA_STATE=/s OOA_ROUTER_WAIT=0 {script} apply\n")
+    assert text.replace(" OOA_ROUTER_WAIT=0", "") == remote.command("gateway-mac", "apply", state="/s")
+
+
+@pytest.mark.parametrize("env", [{"PATH": "/tmp"}, {"OOA_WAIT": "1 x"}, {"OOA_WAIT": "$(reboot)"}, {"OOA_WAIT": ""}])
+def test_settings_for_the_script_are_ooa_words_only(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="env must be OOA_NAME=word settings"):
+        remote.command("gateway-mac", "apply", env=env)

@@ -3,7 +3,9 @@
 # are registered together on one ENI; the router's gateway device (qg-… in qrouter-<router id>)
 # holds the provider ENI's registered IP, so it must also send with that ENI's MAC.
 #
-#   gateway-mac.sh apply    params on stdin; sets the qg- device's MAC to PROVIDER_MAC and pins the
+#   gateway-mac.sh apply    params on stdin; waits (lib.sh await_targets) for the L3 agent to make
+#                           the router namespace and plug the gateway device, and for the external
+#                           bridge; sets the qg- device's MAC to PROVIDER_MAC and pins the
 #                           external bridge's MAC (other-config:hwaddr) to a random locally
 #                           administered MAC, so the bridge never takes the ENI's MAC as its own;
 #                           the provider NIC's own MAC is left alone (ENA cannot change it). In
@@ -37,9 +39,7 @@ STATE=$OOA_STATE/gateway-mac
 PARAMS=(ROUTER_ID GATEWAY_PORT_ID PROVIDER_MAC EXTERNAL_BRIDGE VPC_GATEWAY_IP)
 ORIGINALS=(TARGET ORIG_DEV_MAC ORIG_BRIDGE_HWADDR BRIDGE_MAC ORIG_BRIDGE_DPID_PIN BRIDGE_DPID)
 # How long reapply waits for the router's one gateway device when the recorded one is gone.
-GATEWAY_WAIT=${OOA_GATEWAY_WAIT:-10}
-[[ $GATEWAY_WAIT =~ ^[0-9]{1,3}$ ]] || die "OOA_GATEWAY_WAIT is not a number of seconds: '$GATEWAY_WAIT'"
-GATEWAY_WAIT=$((10#$GATEWAY_WAIT))
+GATEWAY_WAIT=$(seconds OOA_GATEWAY_WAIT 10)
 
 validate_params() {
   PROVIDER_MAC=${PROVIDER_MAC,,}
@@ -53,22 +53,31 @@ validate_params() {
   DEV=qg-${GATEWAY_PORT_ID:0:11}
 }
 
-# Is everything we change there? With "wait", report what is missing and return 1 instead of dying.
-check_targets() {
-  local problem=
+# missing : what of the targets is not there (yet); nothing when all are. The L3 agent sets the
+# gateway device up once it has plugged it (with Neutron's MAC): a MAC set before that could be
+# overwritten by the agent.
+missing() {
   if ! netns_exists "$NS"; then
-    problem="router namespace $NS does not exist"
-  elif ! ip -n "$NS" link show dev "$DEV" >/dev/null 2>&1; then
-    problem="gateway device $DEV does not exist in namespace $NS"
+    echo "router namespace $NS does not exist"
+  elif ! dev_exists "$DEV"; then
+    echo "gateway device $DEV does not exist in namespace $NS"
+  elif ! dev_up "$DEV"; then
+    echo "gateway device $DEV in namespace $NS is not up"
   elif ! ovs-vsctl br-exists "$EXTERNAL_BRIDGE" 2>/dev/null; then
-    problem="Open vSwitch bridge $EXTERNAL_BRIDGE does not exist"
+    echo "Open vSwitch bridge $EXTERNAL_BRIDGE does not exist"
   fi
-  [ -z "$problem" ] || missing_target "$problem" "${1:-}"
 }
 
 current_dev_mac() { ip -n "$NS" -o link show dev "$DEV" | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2; }
 # dev_exists DEV : the device is in the router namespace.
 dev_exists() { ip -n "$NS" link show dev "$1" >/dev/null 2>&1; }
+# dev_up DEV : the device is administratively up (UP among its flags).
+dev_up() {
+  local flags
+  flags=$(ip -n "$NS" -o link show dev "$1" 2>/dev/null) || return 1
+  flags=${flags#*<}
+  [[ ,${flags%%>*}, == *,UP,* ]]
+}
 
 # gateway_devs : the qg- devices in the router namespace, one a line (the L3 agent names the
 # router's gateway device qg-<first 11 characters of its port id>).
@@ -97,7 +106,7 @@ target_dev() {
 follow_gateway() {
   local devs=() waited=0
   while :; do
-    netns_exists "$NS" || { missing_target "router namespace $NS does not exist" wait; return 1; }
+    netns_exists "$NS" || { log "waiting: router namespace $NS does not exist"; return 1; }
     mapfile -t devs < <(gateway_devs)
     ((${#devs[@]} != 1 && waited < GATEWAY_WAIT)) || break
     sleep 1
@@ -170,7 +179,7 @@ restore_originals() {
 apply() {
   load_params - "${PARAMS[@]}"
   validate_params
-  check_targets
+  await_targets
   lock_step "$STATE"
   local target=$NS/$DEV/$EXTERNAL_BRIDGE new_params=("${PARAMS[@]}")
   load_originals
@@ -220,7 +229,7 @@ reapply() {
   if netns_exists "$NS" && ! dev_exists "$DEV"; then
     follow_gateway || return 0
   fi
-  check_targets wait || return 0
+  present || return 0
   converge
   report null
 }

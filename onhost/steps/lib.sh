@@ -74,11 +74,44 @@ lock_step() {
   flock -w 60 9 || die "another run of ${OOA_STEP:-this step} holds $1.lock"
 }
 
-# missing_target PROBLEM [wait] : with "wait" (reapply), log that we wait and return 1; else die.
-missing_target() {
-  [ "${2:-}" = wait ] || die "$1"
-  log "waiting: $1"
-  return 1
+# The re-applied steps define `missing`: what of their targets (the router namespace, its devices)
+# is not there yet, in one line; nothing when all are.
+
+# seconds NAME DEFAULT : the whole seconds in the environment variable NAME (DEFAULT when unset).
+seconds() {
+  local value=${!1:-$2}
+  [[ $value =~ ^[0-9]{1,3}$ ]] || die "$1 is not a number of seconds: '$value'"
+  echo $((10#$value))
+}
+
+# await_targets : apply's wait for `missing` to print nothing. Neutron's API has a router before
+# its L3 agent builds it: the agent fetches it from neutron-server (an RPC call), then makes the
+# namespace and plugs the devices, seconds later as a rule. On a busy host neutron-server may not
+# answer that call within oslo.messaging's rpc_response_timeout (60 s); the agent fetches again
+# when the update comes round in its queue, so the wait (OOA_ROUTER_WAIT, default 120 s) covers one
+# such time-out and the retry. Logs what it waits for at the start, when that changes and every
+# 10 s; dies naming what is still missing and how long it waited.
+await_targets() {
+  local bound problem last='' start=$SECONDS next=0
+  bound=$(seconds OOA_ROUTER_WAIT 120)
+  while :; do
+    problem=$(missing)
+    [ -n "$problem" ] || return 0
+    ((SECONDS - start < bound)) || die "$problem (waited $((SECONDS - start)) s for Neutron's L3 agent)"
+    if [ "$problem" != "$last" ] || ((SECONDS - start >= next)); then
+      log "waiting up to $bound s for Neutron's L3 agent: $problem"
+      last=$problem next=$((SECONDS - start + 10))
+    fi
+    sleep 1
+  done
+}
+
+# present : reapply's check: every target is there; else log what it waits for and return 1
+# (the timer's next run tries again).
+present() {
+  local problem
+  problem=$(missing)
+  [ -z "$problem" ] || { log "waiting: $problem"; return 1; }
 }
 
 netns_exists() {

@@ -4,8 +4,9 @@
 # private IP, reached from the internet through its Elastic IP) in the nat table of
 # qrouter-<ROUTER_ID>, in a chain of our own (OOA-PORTFWD) jumped to from the top of PREROUTING.
 #
-#   port-forwards.sh apply    params on stdin; replaces the chain's rules atomically (one
-#                             iptables-restore --noflush transaction) with exactly the configured ones
+#   port-forwards.sh apply    params on stdin; waits (lib.sh await_targets) for the L3 agent to put
+#                             GATEWAY_IP in the router namespace; replaces the chain's rules atomically
+#                             (one iptables-restore --noflush transaction) with exactly the configured ones
 #   port-forwards.sh remove   deletes our jump and chain, and this step's state; nothing else
 #   port-forwards.sh reapply  applies again from the saved parameters (boot / re-created namespace);
 #                             waits quietly (exit 0) while the namespace or GATEWAY_IP is not there
@@ -57,16 +58,14 @@ validate_params() {
   done
 }
 
-# Is the router namespace there, with the gateway IP on one of its devices? With "wait", report
-# what is missing and return 1 instead of dying.
-check_targets() {
-  local problem=
+# missing : what is not there (yet) of the router namespace with the gateway IP on one of its
+# devices (the L3 agent adds it once the gateway device is plugged); nothing when both are.
+missing() {
   if ! netns_exists "$NS"; then
-    problem="router namespace $NS does not exist"
+    echo "router namespace $NS does not exist"
   elif [[ $(ip -n "$NS" -4 -o addr show) != *" inet $GATEWAY_IP/"* ]]; then
-    problem="gateway IP $GATEWAY_IP is not on any device in namespace $NS"
+    echo "gateway IP $GATEWAY_IP is not on any device in namespace $NS"
   fi
-  [ -z "$problem" ] || missing_target "$problem" "${1:-}"
 }
 
 nsipt() { ip netns exec "$NS" "$@"; }
@@ -99,7 +98,7 @@ report() {
 apply() {
   load_params - "${PARAMS[@]}"
   validate_params
-  check_targets
+  await_targets
   lock_step "$STATE"
   if [ -f "$STATE/params" ]; then
     local new_ns=$NS
@@ -119,7 +118,7 @@ reapply() {
   lock_step "$STATE"
   load_params "$STATE/params" "${PARAMS[@]}"
   validate_params
-  check_targets wait || return 0
+  present || return 0
   converge
   report
 }

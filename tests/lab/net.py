@@ -144,6 +144,39 @@ def sh(
     return p
 
 
+def netns_sysctls(forward: bool) -> dict[str, str]:
+    """The IP settings of a lab namespace, in the order they are set. A new network namespace starts
+    with the machine's IPv4 settings (net.ipv4.ip_forward and the conf.all / conf.default values
+    are copied from the machine's own namespace), not the kernel's defaults; a Docker or libvirt
+    host forwards. So each lab namespace sets what the lab relies on:
+
+    - ip_forward: only the VPC routes. The hosts' ovs-vswitchd reads their NICs through AF_PACKET
+      (the userspace datapath), so each host's own IP stack gets every frame too: on the provider
+      NIC, the frames for the router's gateway IP (the ENI's MAC is the qg- device's and eth1's
+      after gateway-mac). A forwarding host routes them out of its management NIC, the internet
+      or VPC router as their source, and the VPC drops them (what the lab saw on a forwarding
+      machine). On AWS the kernel datapath takes the NIC's frames from the host's stack.
+      Set first: a change of ip_forward also sets conf.all.accept_redirects.
+    - no ICMP redirects sent or taken (the VPC router sends none: routes stay as the lab makes them);
+      no reverse-path filter and the kernel's ARP defaults (the VPC checks the sources itself: what
+      each namespace answers and asks is what the lab's frames and its drop counters assume).
+    - no IPv6 (the VPC emulates ENIs without IPv6 addresses).
+    """
+    ipv4 = {
+        "rp_filter": 0,
+        "accept_redirects": 0,
+        "send_redirects": 0,
+        "arp_filter": 0,
+        "arp_ignore": 0,
+        "arp_announce": 0,
+    }
+    return {
+        "net.ipv4.ip_forward": str(int(forward)),
+        **{f"net.ipv4.conf.{c}.{k}": str(v) for k, v in ipv4.items() for c in ("all", "default")},
+        **{f"net.ipv6.conf.{c}.disable_ipv6": "1" for c in ("all", "default")},
+    }
+
+
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
@@ -322,6 +355,7 @@ class Lab:
         self.neutron.identity = self.keystone  # Neutron authenticates with the lab's real Keystone
         self.router = Router("", "")
         self.namespaces: list[str] = []
+        self.sysctls: dict[str, dict[str, str]] = {}  # what netns set in each
         self.procs: list[subprocess.Popen] = []
         self.key = self.work / "id_ed25519"
         self.known_hosts = self.work / "known_hosts"  # the host's key, pinned
@@ -337,11 +371,12 @@ class Lab:
     def ovs(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return sh(*args, ns=self.host, check=check, env={"OVS_RUNDIR": str(self.run)})
 
-    def netns(self, name: str) -> None:
+    def netns(self, name: str, forward: bool = False) -> None:
+        """A lab namespace with the lab's IP settings (netns_sysctls): a router's if `forward`."""
         sh("ip", "netns", "add", name)
         self.namespaces.append(name)
-        for key in ("all", "default"):
-            sh("sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1", ns=name)
+        self.sysctls[name] = netns_sysctls(forward)
+        sh("sysctl", "-qw", *(f"{k}={v}" for k, v in self.sysctls[name].items()), ns=name)
         sh("ip", "link", "set", "lo", "up", ns=name)
 
     def spawn(self, ns: str, *args: str) -> subprocess.Popen:
@@ -367,7 +402,7 @@ class Lab:
             private_netns_dir(self.tag)
             self._netns_dir = True
             for ns in (self.vpc, self.inet, self.host, self.peer, self.vm1, self.vm2, self.compute.ns, self.vm3):
-                self.netns(ns)
+                self.netns(ns, forward=ns == self.vpc)
             # MariaDB, RabbitMQ, migrations (and Keystone's setup) while the VPC, OVS and sshd are
             # built; host 2 while Neutron starts.
             with ThreadPoolExecutor(max_workers=2) as pool:
@@ -416,7 +451,6 @@ class Lab:
 
     def _build_vpc(self) -> None:
         vpc = self.vpc
-        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=vpc)
         sh("ip", "link", "add", "inet0", "netns", vpc, "type", "veth", "peer", "name", "eth0", "netns", self.inet)
         sh("ip", "addr", "add", f"{VPC_OUTER_IP}/24", "dev", "inet0", ns=vpc)
         sh("ip", "link", "set", "inet0", "up", ns=vpc)
@@ -726,14 +760,18 @@ table ip ooa_sg {{
         return port
 
     def reset_gateway(self) -> float:
+        """change_gateway, then until the agents are done with it (rewired). Returns the seconds it took."""
+        t = time.monotonic()
+        self.rewired(*self.change_gateway())
+        return time.monotonic() - t
+
+    def change_gateway(self) -> tuple[str, list[dict]]:
         """Clear the router's external gateway and set it again as it was (same network, same fixed
         IP, same SNAT) through the API, as an operator would: Neutron makes a new gateway port, so
         the L3 agent unplugs the old qg- device and plugs a new one. Neutron refuses to clear a
-        gateway that floating IPs use, so they are disassociated first and associated again, as an
-        operator has to. The API calls go in one go (the agents' work overlaps); then it waits for
-        the old device to be gone, the router wired again and the floating IPs on the new device.
-        `self.router` then names the new port. Returns the seconds it took."""
-        t = time.monotonic()
+        gateway that floating IPs use, so they are disassociated first (rewired associates them
+        again, as an operator has to). Returns as soon as the API has the new gateway, with
+        `self.router` naming the new port: the old device and the floating IPs, for rewired."""
         api = self.neutron
         info = api.api("GET", f"routers/{self.router.router_id}")["router"]["external_gateway_info"]
         old = self.router.qg
@@ -744,9 +782,15 @@ table ip ooa_sg {{
         fixed = [{"subnet_id": ip["subnet_id"], "ip_address": ip["ip_address"]} for ip in info["external_fixed_ips"]]
         gateway = {"network_id": info["network_id"], "external_fixed_ips": fixed, "enable_snat": info["enable_snat"]}
         self.set_router(external_gateway_info=gateway)
-        for fip in fips:
-            api.api("PUT", f"floatingips/{fip['id']}", {"floatingip": {"port_id": fip["port_id"]}})
         self.router.gw_port_id = self.gateway_port()["id"]
+        return old, fips
+
+    def rewired(self, old: str, fips: list[dict]) -> None:
+        """After change_gateway: the floating IPs associated again (the API calls go in one go: the
+        agents' work overlaps), then until the old device is gone, the router is wired again and the
+        floating IPs are on the new device."""
+        for fip in fips:
+            self.neutron.api("PUT", f"floatingips/{fip['id']}", {"floatingip": {"port_id": fip["port_id"]}})
 
         def gone() -> bool:
             return sh("ip", "link", "show", old, ns=self.router.ns, check=False).returncode != 0
@@ -757,7 +801,6 @@ table ip ooa_sg {{
             address = fip["floating_ip_address"]
             on_qg = lambda a=address: f"{a}/32" in self.router_addrs()  # noqa: E731
             wait_for(f"floating IP {address} on {self.router.qg}", on_qg, 60)
-        return time.monotonic() - t
 
     # --- use ---------------------------------------------------------------------------------
     def ssh(self, command: str, input: str = "", check: bool = True, timeout: float = 120):
@@ -785,9 +828,11 @@ table ip ooa_sg {{
             timeout=timeout,
         )
 
-    def step(self, step: str, action: str, params: dict | None = None) -> subprocess.CompletedProcess:
-        """The exact command text Pulumi sends for the step, run over SSH with the params on stdin."""
-        text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state))
+    def step(
+        self, step: str, action: str, params: dict | None = None, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
+        """The exact command text Pulumi sends for the step (with `env`), run over SSH with the params on stdin."""
+        text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state), env=env)
         return self.ssh(text, input=remote.params(params or {}), check=False)
 
     def host_config(self) -> dict:

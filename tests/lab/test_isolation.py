@@ -1,4 +1,5 @@
-"""Labs side by side: each lab's namespaces are its own (net.private_netns_dir)."""
+"""Labs side by side: each lab's namespaces are its own (net.private_netns_dir), with the lab's IP
+settings whatever the machine's (net.netns_sysctls)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,36 @@ def test_the_machine_does_not_see_the_labs_namespaces(lab):
     ).stdout
     assert lab.router.ns not in machine and lab.host not in machine
     assert not [ns for ns in ours if ns.startswith(("qrouter-", "qdhcp-")) and ns in machine]
+
+
+def settings(keys: list[str], ns: str | None) -> dict[str, str]:
+    """The values of sysctl `keys` in namespace `ns` (None: the machine's own)."""
+    return dict(zip(keys, net.sh("sysctl", "-n", *keys, ns=ns).stdout.split(), strict=True))
+
+
+def test_every_lab_namespace_has_the_labs_ip_settings_whatever_the_machines(lab):
+    """A new network namespace copies the machine's IPv4 settings (ip_forward, conf.all, conf.default):
+    each lab namespace sets its own (net.netns_sysctls). One more is made while each of the
+    machine's IPv4 settings the lab sets is flipped, and they are put back at once; a namespace made
+    beside it without the lab's settings shows the flip reached it."""
+    keys = [k for k in net.netns_sysctls(False) if k.startswith("net.ipv4.")]
+    machine = settings(keys, None)
+    flipped = {k: "1" if v == "0" else "0" for k, v in machine.items()}  # ip_forward first (as netns sets it)
+    bare, probe = f"{lab.tag}-bare", f"{lab.tag}-probe"
+    try:
+        net.sh("sysctl", "-qw", *(f"{k}={v}" for k, v in flipped.items()))
+        try:
+            net.sh("ip", "netns", "add", bare)
+            lab.netns(probe)
+        finally:
+            net.sh("sysctl", "-qw", *(f"{k}={v}" for k, v in machine.items()))
+        assert settings(keys, None) == machine
+        assert settings(keys, bare) == flipped, "a new namespace did not start with the machine's settings"
+        for ns in lab.namespaces:
+            assert settings(list(lab.sysctls[ns]), ns) == lab.sysctls[ns], ns
+        assert lab.sysctls[probe] == lab.sysctls[lab.inet] and lab.sysctls[lab.vpc]["net.ipv4.ip_forward"] == "1"
+    finally:
+        for ns in (bare, probe):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        if probe in lab.namespaces:
+            lab.namespaces.remove(probe)

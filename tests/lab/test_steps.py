@@ -7,6 +7,7 @@ them (restarts, a router that goes down and up)."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -414,6 +415,29 @@ def test_the_hosts_timer_fixes_the_gateway_port_neutron_recreates_when_the_gatew
     assert lab.snapshot()["qg_mac"] == new_port["mac_address"]
 
 
+def test_apply_right_after_a_gateway_change_waits_for_the_l3_agent(clean):
+    """The router's gateway cleared and set through the API (Neutron makes a new gateway port), and
+    at once, as the engine starts a step the moment the one it runs after returns, gateway-mac and
+    port-forwards apply with the new ids: the L3 agent plugs the new qg- device and puts the gateway
+    IP on it seconds after the API answered; each step waits for what it needs, and the fix works."""
+    lab = clean
+    old, fips = lab.change_gateway()
+    plugged = sh("ip", "link", "show", lab.router.qg, ns=lab.router.ns, check=False).returncode == 0
+    t = time.monotonic()
+    gm = lab.step("gateway-mac", "apply", lab.gateway_mac_params())
+    took = time.monotonic() - t
+    pf = lab.step("port-forwards", "apply", lab.port_forwards_params(FORWARDS))
+    out = ok(gm)
+    assert not plugged, "the agent had plugged the new device before apply started: nothing raced"
+    assert f"waiting up to 120 s for Neutron's L3 agent: gateway device {lab.router.qg} " in gm.stderr, gm.stderr
+    assert (out["device"], out["mac"]) == (lab.router.qg, PROVIDER_MAC)
+    assert [f["public_port"] for f in ok(pf)["forwards"]] == [522, 8080, 5353]
+    print(f"gateway-mac apply right after a gateway change: {took:.1f} s; it logged:\n{gm.stderr.strip()}")
+    lab.rewired(old, fips)  # the floating IP back on the router (the lab's own check needs it)
+    assert lab.snapshot()["qg_mac"] == PROVIDER_MAC
+    works(lab)
+
+
 NO_NS = str(uuid.uuid4())
 BAD = [
     ("gateway-mac", {"ROUTER_ID": NO_NS}, f"router namespace qrouter-{NO_NS} does not exist"),
@@ -442,7 +466,7 @@ def test_bad_parameters_fail_clearly_and_change_nothing(clean, step, override, m
     lab = clean
     base = lab.gateway_mac_params() if step == "gateway-mac" else lab.port_forwards_params(FORWARDS)
     before = lab.snapshot()
-    p = lab.step(step, "apply", {**base, **override})
+    p = lab.step(step, "apply", {**base, **override}, env={"OOA_ROUTER_WAIT": "0"})  # not waiting for an agent
     assert p.returncode != 0
     assert message in p.stderr, p.stderr
     assert p.stdout == ""
