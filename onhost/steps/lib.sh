@@ -340,6 +340,13 @@ need_placeholders() {
 
 # libvirt_type : kvm where /dev/kvm exists, else qemu (LIBVIRT_TYPE in local.conf).
 libvirt_type() { if [ -e /dev/kvm ]; then echo kvm; else echo qemu; fi; }
+# libvirt_cpu_mode TYPE : the guests' CPU mode for libvirt TYPE (LIBVIRT_CPU_MODE; local.conf says why).
+libvirt_cpu_mode() { if [ "$1" = kvm ]; then echo host-passthrough; else echo custom; fi; }
+# fill_libvirt CONF TYPE : CONF with its libvirt placeholders filled for TYPE, on stdout.
+fill_libvirt() {
+  local conf=${1//@LIBVIRT_TYPE@/$2}
+  printf '%s\n' "${conf//@LIBVIRT_CPU_MODE@/$(libvirt_cpu_mode "$2")}"
+}
 
 # devstack_stamp CONF : what a successful run records: a hash of BRANCH and the filled local.conf.
 devstack_stamp() { printf '%s\n%s\n' "$BRANCH" "$1" | sha256sum | cut -d' ' -f1; }
