@@ -63,6 +63,7 @@ if settings.host is None:
             provider_sg_id=network.provider_sg.id,
             internet_gateway=network.internet_gateway,
             management_ip=settings.management_ip,
+            management_cidr=settings.management_subnet_cidr,
             provider_ip=settings.provider_ip,
             provider_cidr=settings.provider_subnet_cidr,
             vpc_router_ip=settings.vpc_router_ip,

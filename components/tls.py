@@ -162,6 +162,7 @@ def tls_front_params(
     ca_pem: pulumi.Input[str],
     cert_pem: pulumi.Input[str],
     key_pem: pulumi.Input[str],
+    plain_sources: str = "",
 ) -> dict[str, pulumi.Input[str]]:
     """The stdin parameters of `tls-front.sh` (PEMs base64: one line each). SERVER_KEY is a secret,
     so the step's stdin must be passed as a secret (components/openstack.py `_stdin(secret=True)`)."""
@@ -174,6 +175,7 @@ def tls_front_params(
         "HTTPS_PORT": str(HTTPS_PORT),
         "BACKEND_URL": BACKEND_URL,
         "NOVNC_URL": NOVNC_URL,
+        "PLAIN_SOURCES": plain_sources,
     }
 
 

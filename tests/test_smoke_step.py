@@ -386,7 +386,8 @@ def test_fake_cloud_error_shows_the_whole_fault_and_each_hosts_reason(tmp_path):
     and in the evidence."""
     proc, ev, final, calls = run_smoke(tmp_path, statuses=["BUILD", "ERROR"], fault=RETRIES, actions=ACTIONS)
     assert proc.returncode == 1 and nothing_left(final)
-    expected = f"server went to ERROR: {RETRIES['message']}\ncompute__do_build_and_run_instance on ip-10-42-1-10: {CAUSE}"
+    event = f"compute__do_build_and_run_instance on ip-10-42-1-10: {CAUSE}"
+    expected = f"server went to ERROR: {RETRIES['message']}\n{event}"
     assert ev["failure"] == expected
     assert f"smoke test failed: {expected}\n" in proc.stderr
     assert "File " not in ev["failure"] and "conductor_schedule" not in ev["failure"]
