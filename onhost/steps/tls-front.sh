@@ -332,11 +332,15 @@ delete_firewall() {
 }
 
 # firewall : apply's part: the chain from this run's PLAIN_SOURCES, saved for reapply, and the
-# re-apply unit (at boot before Apache answers; lib.sh).
+# re-apply unit (at boot before Apache answers; lib.sh), under the step's lock. The lock goes before
+# Apache is reloaded: systemd makes a reload of Apache wait for a running reapply (the unit is
+# ordered before Apache), and a reapply waits for this lock.
 firewall() {
+  lock_step "$STATE"
   save_params "$STATE/firewall" PLAIN_SOURCES
   set_firewall
   install_reapply_units tls-front apache2.service
+  exec 9>&-
 }
 
 reapply() {
@@ -355,7 +359,6 @@ reload_apache() {
 apply() {
   read_params
   command -v apache2ctl >/dev/null || die "Apache is not installed (DevStack installs it)"
-  lock_step "$STATE"
   CHANGED=0
   firewall # first: plain text is refused before anything else changes
   local firewall_changed=$CHANGED

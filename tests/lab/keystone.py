@@ -387,6 +387,9 @@ IncludeOptional sites-enabled/*.conf
             "auth_url": self.url,
             "system_scope": "all",
             "endpoint_id": endpoint,
+            # the lab's own: each request bounded (a keystoneauth session option), so that a lookup
+            # of the public address, not routed from the host, fails in seconds, not TCP's minutes
+            "timeout": "5",
             **(self.glance_conf.get("oslo_limit", {}) if post_config else {}),
         }
         return "[oslo_limit]\n" + "".join(f"{k} = {v}\n" for k, v in options.items())
