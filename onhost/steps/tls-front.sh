@@ -31,10 +31,10 @@
 # with users' tokens), 3306 (MySQL: the rows, the cell mappings' passwords among them), 8775 (Nova's
 # metadata API: instances' user data and keys; only the host's metadata agent calls it), 5900-5999
 # (the controller's guests' VNC consoles, open to whoever connects; nova-novncproxy reaches them
-# on the host). Left open: 22, the front's port, and what carries no secret (etcd's locks on HOST_IP, iSCSI
-# and VXLAN, which the compute nodes use). Neutron's iptables_manager keeps chains not named
-# neutron-* (see port-forwards.sh); a reboot loses them: a re-apply unit (lib.sh) restores the
-# chain at boot before Apache starts, and every 10 s.
+# on the host). Left open: 22, the front's port, and what carries no secret (etcd's locks on
+# HOST_IP, iSCSI and VXLAN, which the compute nodes use). Neutron's iptables_manager keeps chains
+# not named neutron-* (see port-forwards.sh); a reboot loses them: a re-apply unit (lib.sh)
+# restores the chain at boot before Apache starts, and every 10 s.
 #
 #   tls-front.sh apply     params on stdin; enables the Apache modules it needs (ssl, proxy,
 #                          proxy_http, proxy_wstunnel, rewrite, headers: those not already enabled,
@@ -315,11 +315,12 @@ set_firewall() {
       echo "$wanted"
       echo COMMIT
     } | "$ipt-restore" -w 10 --noflush
-    log "$ipt: $CHAIN closes tcp $PLAIN_PORTS to all but the host${PLAIN_SOURCES:+ and $PLAIN_SOURCES}"
+    log "$ipt: $CHAIN closes tcp $PLAIN_PORTS to all but $(chain_rules "$ipt" | awk '$4 == "-s" {printf "%s, ", $5}')the host"
     CHANGED=1
   done
 }
 
+# delete_firewall : the chain and every jump to it, in each family (nothing when there is none).
 delete_firewall() {
   local ipt
   for ipt in $(families); do
