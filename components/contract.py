@@ -74,6 +74,9 @@ class HostContract:
     """More registered provider IPs (providerIp+1, +2, ...) -> their public addresses."""
     provider_public_ip: pulumi.Input[str] | None = None
     """Public address of `provider_ip` (source of tenant traffic, target of port forwards), if any."""
+    cluster_cidr: IPv4Network | None = None
+    """The management subnet when this program made it (AWS): compute nodes join from there, so
+    the host firewall (tls-front) lets it reach DevStack's plain-text services; None: only the host."""
     ready: Sequence[pulumi.Resource] = ()
     """What the first step waits for (instance, NIC attachment, public IP); empty for an existing machine."""
     deleted_with: pulumi.Resource | None = None
@@ -145,6 +148,7 @@ def aws_placeholder_contract(settings: Settings, private_key: str) -> HostContra
         dns_server=settings.vpc_resolver_ip,
         floating_ips={ip: f"<Elastic IP of {ip}>" for ip in settings.floating_ips},
         provider_public_ip="<provider Elastic IP>",
+        cluster_cidr=settings.management_subnet_cidr,
     )
 
 

@@ -81,6 +81,8 @@ class HostArgs:
     """The user's OpenSSH public key; None generates an ED25519 key pair."""
     ssh_private_key: pulumi.Input[str] | None = None
     """Its private half (a secret), for the contract's SSH connection; needed with `ssh_public_key`."""
+    management_cidr: IPv4Network | None = None
+    """The management subnet (the contract's cluster CIDR: where compute nodes join from)."""
 
 
 def host_args_from_settings(
@@ -94,6 +96,7 @@ def host_args_from_settings(
         provider_sg_id=network.provider_sg.id,
         internet_gateway=network.internet_gateway,
         management_ip=settings.management_ip,
+        management_cidr=settings.management_subnet_cidr,
         provider_ip=settings.provider_ip,
         provider_cidr=settings.provider_subnet_cidr,
         vpc_router_ip=settings.vpc_router_ip,
@@ -317,6 +320,7 @@ class Host(pulumi.ComponentResource):
             dns_server=args.vpc_resolver_ip,
             floating_ips={ip: eip.public_ip for ip, eip in self.floating_eips.items()},
             provider_public_ip=self.provider_eip.public_ip,
+            cluster_cidr=args.management_cidr,
             # prepare-host needs the provider NIC attached and the address it dials.
             ready=[self.instance, self.provider_attachment, self.management_eip],
             # When the instance goes, there is nothing left to undo on it.

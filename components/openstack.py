@@ -150,6 +150,7 @@ def _tls_inputs(args: OpenStackArgs) -> dict[str, object]:
         "ca_certificate": ca,
         "server_certificate": cert,
         "server_private_key": pulumi.Output.secret(key) if parts.encode else key,
+        "plain_sources": (host.cluster_cidr,) if host.cluster_cidr else (),
     }
 
 

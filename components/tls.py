@@ -163,6 +163,7 @@ def tls_front_params(
     ca_pem: pulumi.Input[str],
     cert_pem: pulumi.Input[str],
     key_pem: pulumi.Input[str],
+    plain_sources: str = "",
 ) -> dict[str, pulumi.Input[str]]:
     """The stdin parameters of `tls-front.sh` (PEMs base64: one line each). SERVER_KEY is a secret,
     so the step's stdin must be passed as a secret (components/openstack.py `step_stdin(secret=True)`)."""
@@ -175,6 +176,7 @@ def tls_front_params(
         "HTTPS_PORT": str(HTTPS_PORT),
         "BACKEND_URL": BACKEND_URL,
         "NOVNC_URL": NOVNC_URL,
+        "PLAIN_SOURCES": plain_sources,
     }
 
 

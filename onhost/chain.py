@@ -80,6 +80,8 @@ class StepInputs:
     """The TLS front's certificate, base64 of its PEM."""
     server_private_key: object = None
     """Its private key, base64 of its PEM: a secret (the tls-front row is `secret`)."""
+    plain_sources: tuple[IPv4Network, ...] = ()
+    """Who besides the host may reach its plain-text services (tls-front's firewall): the compute nodes' subnet."""
 
 
 Params = Callable[[StepInputs], dict[str, object]]
@@ -186,6 +188,7 @@ def _tls_front(i: StepInputs) -> dict[str, object]:
         "HTTPS_PORT": str(HTTPS_PORT),
         "BACKEND_URL": BACKEND_URL,
         "NOVNC_URL": NOVNC_URL,
+        "PLAIN_SOURCES": ",".join(str(c) for c in i.plain_sources),
     }
 
 

@@ -1,10 +1,10 @@
 """DevStack's local.conf, rendered from the host's addresses: a pure function, unit-tested and shown
 by render (`components.openstack.local_conf_for(contract)` feeds it the host contract).
 
-Three values are left as placeholders and filled on the host by `install-openstack.sh`:
-`@ADMIN_PASSWORD@` (the secret arrives only on the step's stdin), `@LIBVIRT_TYPE@` (`kvm` where
-`/dev/kvm` exists, else `qemu`) and `@PUBLIC_INTERFACE@` (the NIC with the provider ENI's MAC):
-only the booted machine knows the last two.
+Values left as placeholders are filled on the host by `install-openstack.sh`: `@ADMIN_PASSWORD@`
+(the secret arrives only on the step's stdin), `@LIBVIRT_TYPE@` (`kvm` where `/dev/kvm` exists, else
+`qemu`) with `@LIBVIRT_CPU_MODE@` (lib.sh `libvirt_cpu_mode`), `@PUBLIC_INTERFACE@` (the NIC with the
+provider ENI's MAC) and `@PUBLIC_BASE_URL@`: only the booted machine knows the libvirt type and the NIC.
 
 Every variable set here is one DevStack reads at the pinned branch; `tests/test_localconf.py`
 checks that against a list extracted from DevStack's source (`tests/data/devstack_variables.txt`).
@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 PASSWORD_PLACEHOLDER = "@ADMIN_PASSWORD@"
 LIBVIRT_PLACEHOLDER = "@LIBVIRT_TYPE@"
+CPU_MODE_PLACEHOLDER = "@LIBVIRT_CPU_MODE@"
 INTERFACE_PLACEHOLDER = "@PUBLIC_INTERFACE@"
 # https://<public address or DNS name> of the TLS front (tls-front): the management Elastic IP is
 # assigned at deploy time, so install-openstack fills it from its PUBLIC_BASE_URL parameter.
@@ -47,16 +48,27 @@ COMPUTE_INTERNAL_CATALOG_POST_CONFIG = tuple(o for o in INTERNAL_CATALOG_POST_CO
 # public-endpoints never moves it. The API services of the all-in-one host, by their config file:
 AUTHTOKEN_CONFS = ("$NEUTRON_CONF", "$NOVA_CONF", "$CINDER_CONF", "$GLANCE_API_CONF", "$PLACEMENT_CONF")
 AUTHTOKEN_INTERFACE = "admin"
+# Quota checks: oslo.limit finds Keystone in the catalog through its [oslo_limit] keystoneauth
+# adapter, whose interface DevStack leaves unset: openstacksdk's default, public. Glance checks
+# every image upload that way (DevStack's GLANCE_ENABLE_QUOTAS, on by default: use_keystone_limits),
+# so after the move an upload failed with 500 "The identity service for <host>:None exists but does
+# not have any supported versions". Nova does it with unified limits (NOVA_USE_UNIFIED_LIMITS; its
+# default DbQuotaDriver is deprecated in nova 2026.1). The same identity endpoint as token validation.
+OSLO_LIMIT_POST_CONFIG = (
+    ("$GLANCE_API_CONF", "oslo_limit", "valid_interfaces", AUTHTOKEN_INTERFACE),
+    ("$NOVA_CONF", "oslo_limit", "valid_interfaces", AUTHTOKEN_INTERFACE),
+)
 
 
 def catalog_post_config() -> tuple[tuple[str, str, str, str], ...]:
     """The post-config options above, each file's together (its [keystone_authtoken] first)."""
-    files = dict.fromkeys([*(o[0] for o in INTERNAL_CATALOG_POST_CONFIG), *AUTHTOKEN_CONFS])
+    others = INTERNAL_CATALOG_POST_CONFIG + OSLO_LIMIT_POST_CONFIG
+    files = dict.fromkeys([*(o[0] for o in others), *AUTHTOKEN_CONFS])
     options: list[tuple[str, str, str, str]] = []
     for file in files:
         if file in AUTHTOKEN_CONFS:
             options.append((file, "keystone_authtoken", "interface", AUTHTOKEN_INTERFACE))
-        options.extend(o for o in INTERNAL_CATALOG_POST_CONFIG if o[0] == file)
+        options.extend(o for o in others if o[0] == file)
     return tuple(options)
 
 
@@ -91,6 +103,12 @@ PASSWORDS_LOGS_LIBVIRT = (
     "VERBOSE=False",
     "LOG_COLOR=False",
     f"LIBVIRT_TYPE={LIBVIRT_PLACEHOLDER}",
+    "# The guests' CPU: host-passthrough with KVM. A nested host (an m8i with nested virtualization,",
+    "# any VM that offers KVM) has a CPU no named model matches: with DevStack's default for KVM, the",
+    "# Nehalem model, nova-compute refuses to start (not compatible with host CPU). With qemu",
+    "# (emulation, no /dev/kvm) DevStack's Nehalem model stays: libvirt allows host-passthrough only",
+    "# for accelerated guests, and Nova does not compare an emulated guest's model with the host.",
+    f"LIBVIRT_CPU_MODE={CPU_MODE_PLACEHOLDER}",
 )
 # Neutron with ML2/OVS and VXLAN tenant networks, on the controller and the compute nodes alike.
 ML2_OVS = (

@@ -84,9 +84,11 @@ def test_the_services_use_the_internal_catalog_and_novnc_the_tls_front():
         "[placement]\nendpoint_type = internal\n"
         f"[[post-config|$NOVA_CONF]]\n{token}[neutron]\nvalid_interfaces = internal,public\n"
         "[placement]\nvalid_interfaces = internal,public\n[cinder]\ncatalog_info = volumev3::internalURL\n"
+        "[oslo_limit]\nvalid_interfaces = admin\n"
         f"[[post-config|$CINDER_CONF]]\n{token}[nova]\ninterface = internal\n"
         "[DEFAULT]\nglance_catalog_info = image:glance:internalURL\n"
-        f"[[post-config|$GLANCE_API_CONF]]\n{token}[[post-config|$PLACEMENT_CONF]]\n{token}"
+        f"[[post-config|$GLANCE_API_CONF]]\n{token}[oslo_limit]\nvalid_interfaces = admin\n"
+        f"[[post-config|$PLACEMENT_CONF]]\n{token}"
     )
     known = {line.strip() for line in DEVSTACK_VARIABLES.read_text().splitlines() if not line.startswith("#")}
     files = post_config_files(text)
@@ -110,10 +112,84 @@ def test_the_apis_validate_tokens_on_an_identity_endpoint_that_public_endpoints_
     assert text.index("NOVNCPROXY_URL=") < text.index("[[post-config|")
 
 
+# Every line of DevStack's list of keystoneauth sections (tests/data/devstack_keystoneauth.txt) ->
+# the (file, section, option, value) local.conf sets there so that nothing on the host looks
+# Keystone or a service up on the catalog's public interface (https on the public address after
+# public-endpoints: neither routed nor trusted from the host), or why nothing is needed (docs/security-and-tls.md).
+NOT_READ = "session and auth options only: the option is not read; the token comes from auth_url"
+NOT_DEPLOYED = "a service this program does not deploy"
+KEYSTONEAUTH_DECISIONS: dict[str, tuple[str, str, str, str] | str] = {
+    "lib/cinder:307": ("$CINDER_CONF", "keystone_authtoken", "interface", "admin"),
+    "lib/cinder:415": "cinder's [glance]: " + NOT_READ + "; Glance is reached at glance_api_servers",
+    "lib/cinder:418": ("$CINDER_CONF", "nova", "interface", "internal"),
+    "lib/cinder:744": "cinder's [service_user] (cinder/service_auth.py): " + NOT_READ,
+    "lib/glance:334": ("$GLANCE_API_CONF", "oslo_limit", "valid_interfaces", "admin"),
+    "lib/glance:359": ("$GLANCE_API_CONF", "keystone_authtoken", "interface", "admin"),
+    "lib/keystone:438": "configure_keystoneauth's own body",
+    "lib/keystone:459": "configure_keystone_authtoken_middleware's own body",
+    "lib/keystone:472": "the deprecated configure_auth_token_middleware's body",
+    # $conf is nova.conf, and nova_cell1.conf in superconductor mode (DevStack's default): Nova
+    # registers [neutron] and [placement] without keystoneauth's deprecated `interface`
+    # (nova/conf/utils.py), so DevStack's `interface = public` is not read there and
+    # valid_interfaces keeps Nova's default, internal,public: set here for nova.conf explicitly.
+    "lib/neutron:457": ("$NOVA_CONF", "neutron", "valid_interfaces", "internal,public"),
+    "lib/neutron:1019": ("$NEUTRON_CONF", "keystone_authtoken", "interface", "admin"),
+    "lib/neutron:1025": ("$NEUTRON_CONF", "nova", "endpoint_type", "internal"),
+    "lib/neutron:1028": ("$NEUTRON_CONF", "placement", "endpoint_type", "internal"),
+    "lib/neutron_plugins/services/placement:9": ("$NEUTRON_CONF", "placement", "endpoint_type", "internal"),
+    "lib/nova:512": ("$NOVA_CONF", "keystone_authtoken", "interface", "admin"),
+    "lib/nova:635": ("$NOVA_CONF", "placement", "valid_interfaces", "internal,public"),
+    "lib/nova:647": ("$NOVA_CONF", "cinder", "catalog_info", "volumev3::internalURL"),
+    "lib/nova:657": "Manila: " + NOT_DEPLOYED,
+    "lib/nova:811": ("$NOVA_CONF", "oslo_limit", "valid_interfaces", "admin"),
+    "lib/nova:823": "nova's [service_user] (nova/conf/service_token.py): " + NOT_READ,
+    "lib/nova_plugins/hypervisor-ironic:49": "Ironic: " + NOT_DEPLOYED,
+    "lib/placement:80": ("$PLACEMENT_CONF", "keystone_authtoken", "interface", "admin"),
+    "lib/swift:438": "Swift: " + NOT_DEPLOYED,
+    "lib/swift:465": "Swift: " + NOT_DEPLOYED,
+}
+
+
+def post_config(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    """local.conf's post-config options: (file, section) -> {option: value}."""
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    file = section = None
+    for line in text.splitlines():
+        if line.startswith("[[post-config|"):
+            file, section = line[len("[[post-config|") : -2], None
+        elif line.startswith("[["):
+            file = None
+        elif file and line.startswith("["):
+            section = line[1:-1]
+        elif file and section and " = " in line:
+            option, value = line.split(" = ", 1)
+            out.setdefault((file, section), {})[option] = value
+    return out
+
+
+def test_every_keystoneauth_section_devstack_writes_is_decided():
+    """Each keystoneauth section DevStack writes for the services this program deploys looks the
+    catalog up on an interface the host reaches: the identity admin endpoint (token validation,
+    quota checks: Glance's [oslo_limit] answered 500 to every image upload after the move), the
+    internal ones (the services' clients), or the section does not use the catalog's interface."""
+    listed = [
+        line.split(": ", 1)[0]
+        for line in (ROOT / "tests" / "data" / "devstack_keystoneauth.txt").read_text().splitlines()
+        if line.startswith("lib/")
+    ]
+    assert sorted(listed) == sorted(KEYSTONEAUTH_DECISIONS)
+    options = post_config(local_conf_for(settings()))
+    for where, decision in KEYSTONEAUTH_DECISIONS.items():
+        if isinstance(decision, tuple):
+            file, section, option, value = decision
+            assert options.get((file, section), {}).get(option) == value, (where, decision)
+
+
 def test_placeholders_filled_on_the_host():
     c = conf()
     assert c["ADMIN_PASSWORD"] == "@ADMIN_PASSWORD@"
     assert c["LIBVIRT_TYPE"] == "@LIBVIRT_TYPE@"
+    assert c["LIBVIRT_CPU_MODE"] == "@LIBVIRT_CPU_MODE@"
     assert c["PUBLIC_INTERFACE"] == "@PUBLIC_INTERFACE@"
     assert conf(floating_ip_count=0)["Q_FLOATING_ALLOCATION_POOL"] == "start=10.42.2.10,end=10.42.2.10"
 
@@ -187,3 +263,28 @@ def test_render_takes_encrypted_secrets_without_decrypting_them(tmp_path):
     params = (tmp_path / "out" / "2-install-openstack" / "params.env").read_text()
     assert "ADMIN_PASSWORD=<secret: masked>\n" in params
     assert "PUBLIC_BASE_URL=https://<management Elastic IP>\n" in params and "AAABAMockCiphertext" not in params
+
+
+@pytest.mark.parametrize(("libvirt", "mode"), [("kvm", "host-passthrough"), ("qemu", "custom")])
+def test_the_guests_cpu_mode_follows_the_libvirt_type_the_host_has(libvirt, mode):
+    """nova-compute refused to start on a nested KVM host with DevStack's default for KVM (custom,
+    Nehalem: "not compatible with host CPU"): with KVM the guests get the host's CPU as it is. With
+    qemu (emulation) DevStack's custom Nehalem stays: libvirt refuses host-passthrough for an
+    unaccelerated guest (qemu_capabilities.c), and Nova compares a custom model with the host only
+    under KVM (driver.py _compare_cpu). The install steps fill both placeholders with lib.sh's
+    fill_libvirt, on the controller's and a compute node's local.conf alike."""
+    from ipaddress import IPv4Address
+
+    from onhost.localconf import render_compute_local_conf
+
+    node = render_compute_local_conf(host_ip=IPv4Address("10.42.1.11"), service_host=IPv4Address("10.42.1.10"))
+    for text in (local_conf_for(settings()), node):
+        assert "# The guests' CPU: host-passthrough with KVM." in text
+        held = text.rstrip("\n")  # as the steps hold it (decode_local_conf)
+        proc = subprocess.run(
+            ["bash", "-c", '. "$1" && fill_libvirt "$2" "$3"', "_", str(ROOT / "onhost/steps/lib.sh"), held, libvirt],
+            env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=True,
+        )
+        filled = dict(line.split("=", 1) for line in proc.stdout.splitlines() if line.startswith("LIBVIRT_"))
+        assert filled == {"LIBVIRT_TYPE": libvirt, "LIBVIRT_CPU_MODE": mode}
+        assert proc.stdout == held.replace("@LIBVIRT_TYPE@", libvirt).replace("@LIBVIRT_CPU_MODE@", mode) + "\n"

@@ -189,7 +189,12 @@ def test_outputs_per_mode(machine, cloud):
     assert out["horizonUrl"] == "https://cloud.example.org/dashboard"
     request = machine.one("dev-server-request").inputs
     assert request["dnsNames"] == ["cloud.example.org"] and request["ipAddresses"] == ["10.0.1.15"]
-    assert "DNS_NAME=cloud.example.org\n" in unwrap_rpc_secret(machine.one("dev-tls-front").inputs["stdin"])
+    front = unwrap_rpc_secret(machine.one("dev-tls-front").inputs["stdin"])
+    assert "DNS_NAME=cloud.example.org\n" in front
+    # the host firewall: an existing machine has no compute nodes, only the host reaches its plain
+    # ports; on AWS, the management subnet the program made (where compute nodes join from)
+    assert "PLAIN_SOURCES=\n" in front
+    assert "PLAIN_SOURCES=10.42.1.0/24\n" in unwrap_rpc_secret(aws.one("dev-tls-front").inputs["stdin"])
     # the key the steps pin, for the address and port they dial (behind the jump host)
     assert out["sshHostKey"] == HOST_KEY and out["sshKnownHosts"] == f"[198.51.100.20]:2222 {HOST_KEY}"
     assert out["portForwards"] == [FORWARD] == cloud.outputs["portForwards"]

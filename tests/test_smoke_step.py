@@ -97,8 +97,9 @@ elif cmd.startswith("server create"):
     st["servers"].append({"id": sid, "name": words[2], "image": opt("--image"), "flavor": opt("--flavor"),
                           "port": opt("--port")}); save(); print(sid)
 elif cmd.startswith("server show"):
-    if opt("-c") == "fault":
-        print(st.get("fault", ""))
+    if opt("-c") == "fault":  # Nova's fault: a JSON object (-f json), absent until there is one
+        assert opt("-f") == "json", "the fault is an object: read it as JSON"
+        print(json.dumps({"fault": st["fault"]} if "fault" in st else {}))
     else:
         statuses = st["statuses"]
         print(statuses.pop(0) if len(statuses) > 1 else statuses[0]); save()
@@ -108,6 +109,12 @@ elif cmd.startswith("server list"):
 elif cmd.startswith("server delete"):
     if not st.get("undeletable"):
         st["servers"] = [s for s in st["servers"] if s["id"] != words[2]]; save()
+elif cmd.startswith("server event list"):  # -f value -c "Request ID"
+    assert opt("-c") == "Request ID" and words[3] in [x["id"] for x in st["servers"]]
+    print("\n".join(a["request_id"] for a in st.get("actions", [])))
+elif cmd.startswith("server event show"):  # the action with its events (admin: with tracebacks)
+    (action,) = [a for a in st["actions"] if a["request_id"] == words[4]]
+    print(json.dumps(action))
 elif cmd.startswith("console log show"):
     print(st["console"], end="")
 else:
@@ -211,8 +218,8 @@ def test_fake_cloud_without_a_forward_lets_neutron_choose(tmp_path):
 @pytest.mark.parametrize(
     ("case", "state", "ping_ok", "message", "evidence"),
     [
-        ("error", {"statuses": ["BUILD", "ERROR"], "fault": "No valid host was found"}, True,
-         "server went to ERROR: No valid host was found", {"status": "ERROR"}),
+        ("error", {"statuses": ["BUILD", "ERROR"], "fault": {"code": 500, "message": "No valid host was found. "}},
+         True, "server went to ERROR: No valid host was found. ", {"status": "ERROR"}),
         ("never-active", {"statuses": ["BUILD"]}, True, "server not ACTIVE after 300 s", {"status": "BUILD"}),
         ("no-answer", {}, False, "does not answer ping from qrouter-", {"answers_from_router": False}),
         ("no-user-data", {"console": "login:\n"}, True, "left no output in its console log",
@@ -344,3 +351,56 @@ def test_the_user_data_script_runs_under_posix_sh_and_prints_the_markers(tmp_pat
     assert proc.returncode == 0, proc.stderr
     lines = [line.removeprefix("OOA-SMOKE ") for line in console.read_text().splitlines()]
     assert lines == expected
+
+
+# What Nova shows when a build fails on every host it was retried on (nova 2026.1: the conductor's
+# MaxRetriesExceeded is the server's fault; each compute host's reason is its build event's traceback).
+INSTANCE = "0b7f4d0e-8f0c-4f5e-9a59-4c1a3e2f1d00"
+RETRIES = {"code": 500, "created": "2026-12-05T12:00:00Z", "details": "",
+           "message": "Exceeded maximum number of retries. Exhausted all hosts available for retrying build "
+                      f"failures for instance {INSTANCE}."}
+CAUSE = (f"nova.exception.RescheduledException: Build of instance {INSTANCE} was re-scheduled: internal error: "
+         "qemu unexpectedly closed the monitor: 2026-12-05T12:00:00.000000Z qemu-system-x86_64: error: "
+         "failed to set MSR 0x10a to 0x2000000ab\nqemu-system-x86_64: ../target/i386/kvm/kvm.c:2999: "
+         "kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.")
+TRACEBACK = ("Traceback (most recent call last):\n"
+             + "".join(f'  File "/opt/stack/nova/nova/compute/manager.py", line {n}, in _build\n    step_{n}()\n'
+                       for n in range(40))
+             + "libvirt.libvirtError: internal error: qemu unexpectedly closed the monitor\n\n"
+             "During handling of the above exception, another exception occurred:\n\n"
+             "Traceback (most recent call last):\n"
+             '  File "/opt/stack/nova/nova/compute/manager.py", line 2700, in _do_build_and_run_instance\n'
+             "    raise exception.RescheduledException(\n"
+             + CAUSE + "\n")
+ACTIONS = [{"action": "create", "request_id": "req-1", "message": "Error", "events": [
+    {"event": "conductor_schedule_and_build_instances", "result": "Success", "host": "ip-10-42-1-10",
+     "traceback": None},
+    {"event": "compute__do_build_and_run_instance", "result": "Error", "host": "ip-10-42-1-10",
+     "traceback": TRACEBACK}]}]
+
+
+def test_fake_cloud_error_shows_the_whole_fault_and_each_hosts_reason(tmp_path):
+    """The fault of a build that ran out of hosts says only that; the reason each compute host gave
+    (a multi-line libvirt error at the end of a long chained traceback) comes from the server's
+    events: shown whole (the last exception, not the traceback's frames), in the failure message
+    and in the evidence."""
+    proc, ev, final, calls = run_smoke(tmp_path, statuses=["BUILD", "ERROR"], fault=RETRIES, actions=ACTIONS)
+    assert proc.returncode == 1 and nothing_left(final)
+    event = f"compute__do_build_and_run_instance on ip-10-42-1-10: {CAUSE}"
+    expected = f"server went to ERROR: {RETRIES['message']}\n{event}"
+    assert ev["failure"] == expected
+    assert f"smoke test failed: {expected}\n" in proc.stderr
+    assert "File " not in ev["failure"] and "conductor_schedule" not in ev["failure"]
+    assert 'server event show srv-2 req-1 -f json' in calls
+
+
+def test_fake_cloud_error_fault_details_are_bounded(tmp_path):
+    """An unexpected error's details (a traceback) can run to tens of KB: the failure keeps the
+    message and the first FAULT_BYTES of what Nova said, not the whole of it."""
+    details = "Traceback (most recent call last):\n" + "  File \"x.py\", line 1, in f\n    g()\n" * 2000
+    fault = {"code": 500, "message": "Unexpected error while building the instance", "details": details}
+    proc, ev, final, _ = run_smoke(tmp_path, statuses=["BUILD", "ERROR"], fault=fault)
+    assert proc.returncode == 1 and nothing_left(final)
+    said = ev["failure"].removeprefix("server went to ERROR: ")
+    assert len(said.encode()) == 4096 and len(details) > 40_000
+    assert said.startswith("Unexpected error while building the instance\nTraceback (most recent call last):\n")

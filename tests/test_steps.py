@@ -112,8 +112,12 @@ def test_prepare_host_rejects_bad_parameters_before_any_change(tmp_path, stdin, 
     assert not (tmp_path / "state").exists()
 
 
+def _local_conf() -> str:
+    return local_conf_for(contract_for_render(Settings(allowed_cidrs=["203.0.113.0/24"]), "<key>"))
+
+
 def _install_params(**over) -> str:
-    conf = local_conf_for(contract_for_render(Settings(allowed_cidrs=["203.0.113.0/24"]), "<key>"))
+    conf = _local_conf()
     values = {
         "BRANCH": "stable/2026.1",
         "LOCAL_CONF": base64.b64encode(conf.encode()).decode(),
@@ -135,6 +139,10 @@ def _install_params(**over) -> str:
         ({"LOCAL_CONF": "!!!not base64!!!"}, "LOCAL_CONF is not base64"),
         ({"LOCAL_CONF": base64.b64encode(b"HOST_IP=1.2.3.4\n").decode()}, "not a DevStack local.conf"),
         ({"LOCAL_CONF": base64.b64encode(b"[[local|localrc]]\nLIBVIRT_TYPE=kvm\n").decode()}, "lacks the placeholder"),
+        (  # a half-filled local.conf: the CPU mode must follow the libvirt type filled on this host
+            {"LOCAL_CONF": base64.b64encode(_local_conf().replace("@LIBVIRT_CPU_MODE@", "custom").encode()).decode()},
+            "lacks the placeholder @LIBVIRT_CPU_MODE@",
+        ),
         ({"PUBLIC_BASE_URL": "http://203.0.113.7"}, "PUBLIC_BASE_URL is not https://"),
         ({"PUBLIC_BASE_URL": "https://203.0.113.7/x;reboot"}, "PUBLIC_BASE_URL is not https://"),
     ],

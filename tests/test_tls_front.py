@@ -20,6 +20,7 @@ import base64
 import hashlib
 import http.client
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -31,6 +32,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests import netns
 
 STEPS = Path(__file__).resolve().parent.parent / "onhost" / "steps"
 SCRIPT = STEPS / "tls-front.sh"
@@ -99,6 +102,7 @@ def params(pki: Path, **over: str) -> dict[str, str]:
         "HTTPS_PORT": "443",
         "BACKEND_URL": "http://127.0.0.1:80",
         "NOVNC_URL": "http://127.0.0.1:6080",
+        "PLAIN_SOURCES": "",
     }
     values.update(over)
     return values
@@ -200,6 +204,8 @@ def test_no_horizon_no_snippet(tmp_path, pki):
         ({"BACKEND_URL": "http://127.0.0.1:80/;x"}, "BACKEND_URL is not http://<ipv4>:<port>"),
         ({"NOVNC_URL": "https://127.0.0.1:6080"}, "NOVNC_URL is not http://<ipv4>:<port>"),
         ({"HTTPS_PORT": "70000"}, "HTTPS_PORT is not a valid port"),
+        ({"PLAIN_SOURCES": "10.0.1.0/24,10.0.1.11"}, "PLAIN_SOURCES is not a list of IPv4 CIDRs"),
+        ({"PLAIN_SOURCES": "0.0.0.0/0;reboot"}, "PLAIN_SOURCES is not a list of IPv4 CIDRs"),
     ],
 )
 @pytest.mark.parametrize("action", ["config", "apply"])
@@ -474,6 +480,8 @@ def test_the_programs_parameters_are_what_the_script_takes(tmp_path, pki):
 
 
 # ---- apply / remove: control flow, with FAKE a2enmod/a2dismod/apache2ctl (the config test is real) ----
+# They run in a private user + network namespace (tests/netns.py): apply and remove set the real
+# iptables there (the host firewall), never this machine's; its /run has no systemd (no unit).
 
 FAKE_A2 = """#!/bin/bash
 # fake $0: records the call; a2enmod/a2dismod make/remove the mods-enabled link under $OOA_ROOT
@@ -499,8 +507,14 @@ fi
 
 @pytest.fixture
 def host(tmp_path):
-    """A temp root with Apache's module links (proxy already enabled, as DevStack does) and fakes."""
+    """A temp root with Apache's module links (proxy already enabled, as DevStack does) and fakes,
+    and the private namespace the step runs in."""
     _need_apache()
+    why = netns.available()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{why} (CI=true: a failure, not a skip)")
+        pytest.skip(why)
     root = horizon_root(tmp_path)
     enabled = root / "etc/apache2/mods-enabled"
     enabled.mkdir(parents=True)
@@ -512,17 +526,25 @@ def host(tmp_path):
         (bindir / name).chmod(0o755)
     conf = tmp_path / "apache.conf"
     conf.write_text(APACHE_CONF.format(tmp=tmp_path, mods=MODULES, port=free_port(), root=root))
-    return tmp_path, root
+    net = netns.PrivateNet(tmp_path / "ns").start()
+    try:
+        yield tmp_path, root, net
+    finally:
+        net.stop()
 
 
 def run_host(host, action: str, values: dict[str, str] | None, **env: str) -> subprocess.CompletedProcess[str]:
-    tmp, root = host
+    tmp, root, net = host
     stdin = "".join(f"{k}={v}\n" for k, v in (values or {}).items())
     full = {"PATH": f"{tmp / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "OOA_STATE": str(tmp / "state"),
             "OOA_ROOT": str(root), "FAKE_LOG": str(tmp / "calls.log"), "APACHE": APACHE,
             "FAKE_APACHE_CONF": str(tmp / "apache.conf"), **env}
-    return subprocess.run(["bash", str(SCRIPT), action], input=stdin, env=full, capture_output=True, text=True,
-                          check=False, timeout=60)
+    return net.run("bash", str(SCRIPT), action, stdin=stdin, env=full)
+
+
+def filter_table(host) -> dict[str, list[str]]:
+    """The private namespace's filter table, IPv4 and IPv6, as `-S` prints it."""
+    return {ipt: host[2].sh(f"{ipt} -w -S").splitlines() for ipt in ("iptables", "ip6tables")}
 
 
 def fake_calls(host) -> list[str]:
@@ -531,7 +553,7 @@ def fake_calls(host) -> list[str]:
 
 
 def test_fake_apache_apply_enables_what_is_missing_tests_reloads_and_remove_undoes(host, pki):
-    tmp, root = host
+    tmp, root, _ = host
     values = params(pki, HTTPS_PORT=str(free_port()))
     before = snapshot(root)
     first = run_host(host, "apply", values)
@@ -574,7 +596,7 @@ def test_fake_apache_a_reload_that_fails_fails_the_step(host, pki):
 
 
 def test_fake_apache_a_refused_configuration_restores_the_previous_files(host, pki):
-    tmp, root = host
+    tmp, root, _ = host
     assert run_host(host, "apply", params(pki)).returncode == 0
     applied = snapshot(root)
     n = len(fake_calls(host))
@@ -584,3 +606,67 @@ def test_fake_apache_a_refused_configuration_restores_the_previous_files(host, p
     assert "AH00526" in refused.stderr
     assert snapshot(root) == applied
     assert "apache2ctl graceful" not in fake_calls(host)[n:]
+
+
+# ---- the host firewall (tls-front.sh's header: DevStack's plain-text ports) ----
+
+PORTS = "80,3306,5672,6080,8775,5900:5999"
+
+
+def ours(lines: list[str]) -> list[str]:
+    return [line for line in lines if "OOA-PLAIN" in line]
+
+
+def test_fake_apache_the_firewall_closes_the_plain_ports_to_all_but_the_host_and_the_cluster(host, pki):
+    """apply sets the chain (IPv4: the host and PLAIN_SOURCES; IPv6: the host) above what INPUT
+    had; twice = once; new sources change the rules only (Apache is not reloaded for them); a lost
+    chain (a reboot, a flush) comes back with `reapply`, what the boot unit and the timer run;
+    remove leaves the filter table as it was."""
+    tmp, root, net = host
+    net.sh("for t in iptables ip6tables; do $t -w -N neutron-filter-top && $t -w -A INPUT -j neutron-filter-top; done")
+    before = filter_table(host)
+    values = params(pki, HTTPS_PORT=str(free_port()), PLAIN_SOURCES="10.42.1.0/24")
+    first = run_host(host, "apply", values)
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert (out["plain_ports"], out["plain_sources"], out["changed"]) == (PORTS, "10.42.1.0/24", True)
+    closing = f"-A OOA-PLAIN -p tcp -m multiport --dports {PORTS} -j REJECT --reject-with tcp-reset"
+    table = filter_table(host)
+    assert ours(table["iptables"]) == [
+        "-N OOA-PLAIN", "-A INPUT -j OOA-PLAIN", "-A OOA-PLAIN -i lo -j RETURN",
+        "-A OOA-PLAIN -s 10.42.1.0/24 -j RETURN", closing,
+    ]
+    assert ours(table["ip6tables"]) == [
+        "-N OOA-PLAIN", "-A INPUT -j OOA-PLAIN", "-A OOA-PLAIN -i lo -j RETURN", closing,
+    ]
+    for lines in table.values():  # ours first, what was there kept
+        inputs = [x for x in lines if x.startswith("-A INPUT")]
+        assert inputs == ["-A INPUT -j OOA-PLAIN", "-A INPUT -j neutron-filter-top"]
+
+    again = run_host(host, "apply", values)
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False, again.stderr
+    assert filter_table(host) == table
+
+    n = len(fake_calls(host))
+    wider = run_host(host, "apply", {**values, "PLAIN_SOURCES": "10.42.1.0/24,10.42.9.0/24"})
+    assert wider.returncode == 0 and json.loads(wider.stdout)["changed"] is True, wider.stderr
+    assert "apache2ctl graceful" not in fake_calls(host)[n:]
+    moved = filter_table(host)
+    assert ours(moved["iptables"])[3:5] == [
+        "-A OOA-PLAIN -s 10.42.1.0/24 -j RETURN", "-A OOA-PLAIN -s 10.42.9.0/24 -j RETURN",
+    ]
+
+    lose = "$t -w -D INPUT -j OOA-PLAIN && $t -w -F OOA-PLAIN && $t -w -X OOA-PLAIN"
+    net.sh(f"for t in iptables ip6tables; do {lose}; done")  # as a reboot loses them
+    back = run_host(host, "reapply", None)
+    assert back.returncode == 0 and "closes tcp" in back.stderr, back.stderr
+    assert sorted(filter_table(host)["iptables"]) == sorted(moved["iptables"])
+    assert ours(filter_table(host)["ip6tables"]) == ours(moved["ip6tables"])
+    quiet = run_host(host, "reapply", None)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr  # nothing lost: nothing done
+
+    assert run_host(host, "remove", None).returncode == 0
+    assert filter_table(host) == before
+    assert not (tmp / "state" / "tls-front").exists() and not (tmp / "state" / "tls-front.lock").exists()
+    nothing = run_host(host, "reapply", None)
+    assert nothing.returncode == 0 and "nothing applied" in nothing.stderr

@@ -5,8 +5,8 @@
 #
 #   install-compute.sh apply   checks the controller's RabbitMQ and MySQL answer from here (the
 #                              security group's cluster rule); fills the local.conf placeholders
-#                              (admin password from stdin, LIBVIRT_TYPE kvm where /dev/kvm exists
-#                              else qemu); clones DevStack at BRANCH and runs stack.sh as `stack`.
+#                              (admin password from stdin, LIBVIRT_TYPE/_CPU_MODE where /dev/kvm
+#                              exists or not); clones DevStack at BRANCH and runs stack.sh as `stack`.
 #                              Progress: stack.sh's summary lines as they come, with the time since
 #                              the start; on failure the log's tail (password masked) - lib.sh's
 #                              run_stack, as install-openstack. Does nothing when the filled
@@ -34,7 +34,7 @@ read_params() {
   need is_ipv4 CONTROLLER_IP
   decode_local_conf conf
   [[ $conf == *"SERVICE_HOST=$CONTROLLER_IP"* ]] || die "parameter LOCAL_CONF does not point at CONTROLLER_IP $CONTROLLER_IP"
-  need_placeholders "$conf" @ADMIN_PASSWORD@ @LIBVIRT_TYPE@
+  need_placeholders "$conf" @ADMIN_PASSWORD@ @LIBVIRT_TYPE@ @LIBVIRT_CPU_MODE@
 }
 
 # check_controller: the controller's message queue and database answer (else: the cluster rule).
@@ -54,7 +54,7 @@ apply() {
   local libvirt
   libvirt=$(libvirt_type)
   conf=${conf//@ADMIN_PASSWORD@/$ADMIN_PASSWORD}
-  conf=${conf//@LIBVIRT_TYPE@/$libvirt}
+  conf=$(fill_libvirt "$conf" "$libvirt")
 
   if devstack_is_current "$conf"; then
     log "DevStack $BRANCH (compute node) is installed with this local.conf: nothing to do"

@@ -3,7 +3,7 @@
 # components/localconf.py (ML2/OVS + the L3 agent, the provider NIC on br-ex).
 #
 #   install-openstack.sh apply   fills the local.conf placeholders (admin password from stdin,
-#                                LIBVIRT_TYPE kvm where /dev/kvm exists else qemu, PUBLIC_INTERFACE =
+#                                LIBVIRT_TYPE/_CPU_MODE where /dev/kvm exists or not, PUBLIC_INTERFACE =
 #                                the NIC with PROVIDER_MAC), clones DevStack at BRANCH and runs
 #                                stack.sh as `stack`. Progress: the phase lines stack.sh writes to its
 #                                summary log, as they come, each with the time since the start; on
@@ -32,13 +32,13 @@ apply() {
     die "parameter PUBLIC_BASE_URL is not https://<host>[:port] without a path: '$PUBLIC_BASE_URL'"
   local conf
   decode_local_conf conf
-  need_placeholders "$conf" @ADMIN_PASSWORD@ @LIBVIRT_TYPE@ @PUBLIC_INTERFACE@ @PUBLIC_BASE_URL@
+  need_placeholders "$conf" @ADMIN_PASSWORD@ @LIBVIRT_TYPE@ @LIBVIRT_CPU_MODE@ @PUBLIC_INTERFACE@ @PUBLIC_BASE_URL@
   id stack >/dev/null 2>&1 || die "no user 'stack': run prepare-host first"
   local nic libvirt
   nic=$(nic_by_mac "$PROVIDER_MAC") || die "no NIC with the provider ENI's MAC $PROVIDER_MAC"
   libvirt=$(libvirt_type)
   conf=${conf//@ADMIN_PASSWORD@/$ADMIN_PASSWORD}
-  conf=${conf//@LIBVIRT_TYPE@/$libvirt}
+  conf=$(fill_libvirt "$conf" "$libvirt")
   conf=${conf//@PUBLIC_INTERFACE@/$nic}
   conf=${conf//@PUBLIC_BASE_URL@/$PUBLIC_BASE_URL}
 

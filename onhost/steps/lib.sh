@@ -129,25 +129,32 @@ random_local_mac() {
   printf '%02x:%s:%s:%s:%s:%s\n' $(((0x$1 & 0xfc) | 0x02)) "$2" "$3" "$4" "$5" "$6"
 }
 
-# install_reapply_units STEP : where systemd runs, a timer re-runs `<this dir>/STEP.sh reapply`
-# at boot, after Neutron's L3 agent starts, and every 10 s: the router namespace or its gateway port
-# can be re-created at any time, and until the next run the VPC drops the tenants' traffic, so the
-# period is the outage; a run that finds nothing to do is short (the lab prints how long).
-# Without systemd it does nothing.
+# install_reapply_units STEP [BEFORE] : where systemd runs, a timer re-runs `<this dir>/STEP.sh
+# reapply` at boot, after Neutron's L3 agent starts, and every 10 s: the router namespace or its
+# gateway port can be re-created at any time, and until the next run the VPC drops the tenants'
+# traffic, so the period is the outage; a run that finds nothing to do is short (the lab prints how
+# long). With BEFORE (a unit), the run at boot is before BEFORE starts instead (the service itself
+# is enabled): a host firewall in place before the server it guards answers. Without systemd it
+# does nothing.
 install_reapply_units() {
-  local step=$1 unit=openstack-on-aws-$1-reapply dir file
+  local step=$1 before=${2:-} unit=openstack-on-aws-$1-reapply dir file boot=''
+  local order="After=network-online.target openvswitch-switch.service devstack@q-l3.service" units=("$unit.timer")
   file=$UNIT_DIR/$unit
   [ -d /run/systemd/system ] || { log "no systemd: re-apply unit not installed"; return 0; }
   dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  if [ -n "$before" ]; then
+    order="Before=$before" boot=$'\n\n[Install]\nWantedBy=multi-user.target'
+    units+=("$unit.service")
+  fi
   cat >"$file.service.tmp" <<UNIT
 [Unit]
 Description=openstack-on-aws: re-apply $step after a reboot or a re-created router namespace
-After=network-online.target openvswitch-switch.service devstack@q-l3.service
+$order
 
 [Service]
 Type=oneshot
 Environment=OOA_STATE=$OOA_STATE
-ExecStart=$dir/$step.sh reapply
+ExecStart=$dir/$step.sh reapply$boot
 UNIT
   cat >"$file.timer.tmp" <<UNIT
 [Unit]
@@ -164,14 +171,17 @@ UNIT
   # A reload of systemd's configuration is the slow part of this (140-190 ms on the lab's small
   # host, more beside DevStack's units): an apply that changes nothing reloads nothing.
   if cmp -s "$file.service.tmp" "$file.service" && cmp -s "$file.timer.tmp" "$file.timer" &&
-    systemctl --quiet is-enabled "$unit.timer" && systemctl --quiet is-active "$unit.timer"; then
+    systemctl --quiet is-enabled "${units[@]}" && systemctl --quiet is-active "$unit.timer"; then
     rm -f "$file.service.tmp" "$file.timer.tmp"
     return 0
   fi
   mv "$file.service.tmp" "$file.service"
   mv "$file.timer.tmp" "$file.timer"
-  # enable reloads the configuration (new or changed files included) before --now starts the timer
-  systemctl enable --now "$unit.timer" >/dev/null 2>&1 || die "cannot enable $unit.timer"
+  # enable reloads the configuration (new or changed files included); then the timer starts (and
+  # starts the service, without waiting for it: a step holding its lock must not wait for reapply)
+  if ! systemctl enable "${units[@]}" >/dev/null 2>&1 || ! systemctl start "$unit.timer"; then
+    die "cannot enable ${units[*]}"
+  fi
 }
 
 # remove_reapply_units STEP : undo install_reapply_units (nothing if it was never installed).
@@ -180,7 +190,9 @@ remove_reapply_units() {
   file=$UNIT_DIR/$unit
   [ -e "$file.timer" ] || [ -e "$file.service" ] || return 0
   # one reload, once the files are gone (disable would reload before that too)
-  if [ -d /run/systemd/system ]; then systemctl disable --now --no-reload "$unit.timer" >/dev/null 2>&1 || true; fi
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now --no-reload "$unit.timer" "$unit.service" >/dev/null 2>&1 || true
+  fi
   rm -f "$file.timer" "$file.service"
   if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 }
@@ -373,6 +385,13 @@ need_placeholders() {
 
 # libvirt_type : kvm where /dev/kvm exists, else qemu (LIBVIRT_TYPE in local.conf).
 libvirt_type() { if [ -e /dev/kvm ]; then echo kvm; else echo qemu; fi; }
+# libvirt_cpu_mode TYPE : the guests' CPU mode for libvirt TYPE (LIBVIRT_CPU_MODE; local.conf says why).
+libvirt_cpu_mode() { if [ "$1" = kvm ]; then echo host-passthrough; else echo custom; fi; }
+# fill_libvirt CONF TYPE : CONF with its libvirt placeholders filled for TYPE, on stdout.
+fill_libvirt() {
+  local conf=${1//@LIBVIRT_TYPE@/$2}
+  printf '%s\n' "${conf//@LIBVIRT_CPU_MODE@/$(libvirt_cpu_mode "$2")}"
+}
 
 # devstack_stamp CONF : what a successful run records: a hash of BRANCH and the filled local.conf.
 devstack_stamp() { printf '%s\n%s\n' "$BRANCH" "$1" | sha256sum | cut -d' ' -f1; }

@@ -31,6 +31,7 @@ ACTIVE_POLLS=60       # ~5 min for ACTIVE
 PING_POLLS=36         # ~4 min for the first answer from the router namespace (DHCP after boot)
 CONSOLE_POLLS=120     # ~10 min for the user-data script to finish (QEMU emulation is slow)
 MARK=OOA-SMOKE        # the user-data script's console lines: "OOA-SMOKE key=value"
+FAULT_BYTES=4096      # at most this much of why the server went to ERROR (server_error says why)
 
 # validate_params : refuse bad parameters before any call to the cloud; sets NS.
 validate_params() {
@@ -96,6 +97,25 @@ cleanup() {
     os security group delete "$id" || log "warning: security group $id not deleted"
   done
   LEFT=$(os server list --name "^$NAME\$" -f value -c ID | awk 'NF' | wc -l)
+}
+
+# server_error : why the server went to ERROR, as Nova tells it: its fault (message, then details:
+# a traceback for an unexpected error), then each failed event of its actions with its host and its
+# traceback's last exception. A build that ran out of hosts to retry on has a fault that says only
+# that ("Exceeded maximum number of retries. Exhausted all hosts ..."): the compute host's reason is
+# in its event. At most FAULT_BYTES: tracebacks can run to tens of KB, and this text becomes the
+# step's error, which Pulumi prints and keeps in the stack's state.
+server_error() {
+  local req
+  {
+    os server show "$SERVER" -f json -c fault | jq -r '.fault // {} | (.message // ""), (.details // "") | select(. != "")'
+    for req in $(os server event list "$SERVER" -f value -c "Request ID" || true); do
+      os server event show "$SERVER" "$req" -f json | jq -r '.events[]? | select(.result == "Error") |
+        "\(.event) on \(.host // "?"): " + ((.traceback // "") | split("\n") | map(select(length > 0)) |
+        (map(startswith(" ")) | indices(true) | last // -1) as $i | .[$i + 1:] | join("\n") |
+        if . == "" then "Error" else . end)' || true
+    done
+  } | head -c "$FAULT_BYTES"
 }
 
 # fail WHY : record why the cloud does not work and stop (the EXIT trap cleans up and reports).
@@ -167,7 +187,7 @@ smoke() {
   for ((i = 0; i < ACTIVE_POLLS; i++)); do
     STATUS=$(os server show "$SERVER" -f value -c status)
     [ "$STATUS" = ACTIVE ] && break
-    [ "$STATUS" != ERROR ] || fail "server went to ERROR: $(os server show "$SERVER" -f value -c fault | head -c 300)"
+    [ "$STATUS" != ERROR ] || fail "server went to ERROR: $(server_error)"
     sleep "$POLL"
   done
   [ "$STATUS" = ACTIVE ] || fail "server not ACTIVE after $((ACTIVE_POLLS * POLL)) s (status $STATUS)"

@@ -19,15 +19,32 @@
 # Horizon: a settings snippet (local_settings.d, which Horizon's settings.py executes) makes Django
 # trust X-Forwarded-Proto from the front (CSRF origin check against https://<public address>) and
 # Horizon call the APIs on their internal endpoints first (the public ones are https on the Elastic
-# IP, which the host can neither reach nor verify). Port 80: no redirect; the security group
-# closes it to the outside (the services keep using it inside the host).
+# IP, which the host can neither reach nor verify). Port 80: no redirect.
+# The host firewall: DevStack's plain-text ports listen on every address, and nothing in front of
+# an existing machine closes them (on AWS the security group does; this holds there too). A chain
+# of this step's own (OOA-PLAIN, jumped to from the top of INPUT, IPv4 and IPv6) refuses, with a TCP
+# reset, new and open connections to PLAIN_PORTS from anywhere but the host itself (loopback: the
+# host's own addresses too, the front's proxying included) and PLAIN_SOURCES (the compute nodes'
+# subnet: they reach the APIs, RabbitMQ and MySQL there). Closed, as each carries secrets in clear:
+# 80 (Apache: Keystone's passwords, every token, Horizon's login), 6080 (noVNC: console tokens and
+# keystrokes; the front serves it on 443), 5672 (RabbitMQ: its password, and the request contexts
+# with users' tokens), 3306 (MySQL: the rows, the cell mappings' passwords among them), 8775 (Nova's
+# metadata API: instances' user data and keys; only the host's metadata agent calls it), 5900-5999
+# (the controller's guests' VNC consoles, open to whoever connects; nova-novncproxy reaches them
+# on the host). Left open: 22, the front's port, and what carries no secret (etcd's locks on
+# HOST_IP, iSCSI and VXLAN, which the compute nodes use). Neutron's iptables_manager keeps chains
+# not named neutron-* (see port-forwards.sh); a reboot loses them: a re-apply unit (lib.sh)
+# restores the chain at boot before Apache starts, and every 10 s.
 #
 #   tls-front.sh apply     params on stdin; enables the Apache modules it needs (ssl, proxy,
 #                          proxy_http, proxy_wstunnel, rewrite, headers: those not already enabled,
 #                          and what a2enmod enables with them, are recorded), writes the
 #                          files below (config), checks Apache's configuration (restoring the previous
 #                          files if it fails) and reloads Apache when something changed
-#   tls-front.sh remove    deletes exactly those files, disables the modules it enabled, reloads
+#                          the firewall chain set to PLAIN_SOURCES, and its re-apply unit installed
+#   tls-front.sh remove    deletes exactly those files, disables the modules it enabled, reloads;
+#                          deletes the chain, its jumps and the re-apply unit
+#   tls-front.sh reapply   sets the chain again from the saved PLAIN_SOURCES (boot, the timer)
 #   tls-front.sh config    only the file part of apply, under $OOA_ROOT (tests run it)
 #   tls-front.sh unconfig  only the file part of remove
 #
@@ -37,9 +54,9 @@
 #
 # Parameters (KEY=value lines on stdin): PUBLIC_ADDRESS (IPv4 clients use: the management Elastic
 # IP), DNS_NAME (may be empty), SERVER_CERT, SERVER_KEY, CA_CERT (base64 of PEM: never on a command
-# line), HTTPS_PORT (443), BACKEND_URL, NOVNC_URL (http://<ipv4>:<port>). The certificate must carry
-# PUBLIC_ADDRESS (and DNS_NAME) as subject alternative names, match the key and be signed by CA_CERT.
-# Prints one JSON line.
+# line), HTTPS_PORT (443), BACKEND_URL, NOVNC_URL (http://<ipv4>:<port>), PLAIN_SOURCES (IPv4 CIDRs,
+# comma-separated, may be empty). The certificate must carry PUBLIC_ADDRESS (and DNS_NAME) as subject
+# alternative names, match the key and be signed by CA_CERT. Prints one JSON line.
 set -euo pipefail
 OOA_STEP=tls-front
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -47,7 +64,7 @@ OOA_STEP=tls-front
 
 ROOT=${OOA_ROOT:-} # the files are written under $ROOT (empty: the real root)
 STATE=$OOA_STATE/tls-front
-PARAMS=(PUBLIC_ADDRESS DNS_NAME SERVER_CERT SERVER_KEY CA_CERT HTTPS_PORT BACKEND_URL NOVNC_URL)
+PARAMS=(PUBLIC_ADDRESS DNS_NAME SERVER_CERT SERVER_KEY CA_CERT HTTPS_PORT BACKEND_URL NOVNC_URL PLAIN_SOURCES)
 TLS_DIR=/etc/openstack-on-aws/tls
 SITE_NAME=openstack-on-aws-tls
 SITE=$ROOT/etc/apache2/sites-available/$SITE_NAME.conf
@@ -55,6 +72,8 @@ SITE_LINK=$ROOT/etc/apache2/sites-enabled/$SITE_NAME.conf
 HORIZON_LOCAL=$ROOT/opt/stack/horizon/openstack_dashboard/local
 HORIZON_SNIPPET=$HORIZON_LOCAL/local_settings.d/_9000_openstack_on_aws_tls.py
 MODULES=(ssl proxy proxy_http proxy_wstunnel rewrite headers)
+CHAIN=OOA-PLAIN
+PLAIN_PORTS=80,3306,5672,6080,8775,5900:5999 # why each: the header
 
 # is_backend URL : http://<ipv4>:<port>, nothing else (it is written into Apache's config).
 is_backend() {
@@ -84,12 +103,23 @@ read_params() {
   [ "$HTTPS_PORT" != 443 ] || PORT_SUFFIX=
   is_backend "$BACKEND_URL" || die "parameter BACKEND_URL is not http://<ipv4>:<port>: '$BACKEND_URL'"
   is_backend "$NOVNC_URL" || die "parameter NOVNC_URL is not http://<ipv4>:<port>: '$NOVNC_URL'"
+  check_sources
   WORK=$(umask 077 && mktemp -d)
   trap 'rm -rf "$WORK"' EXIT
   b64_pem SERVER_CERT CERTIFICATE
   b64_pem CA_CERT CERTIFICATE
   b64_pem SERVER_KEY 'PRIVATE KEY|EC PRIVATE KEY|RSA PRIVATE KEY'
   check_certificate
+}
+
+# check_sources : PLAIN_SOURCES is a comma-separated list of IPv4 CIDRs (or empty).
+check_sources() {
+  local src
+  local -a sources
+  IFS=, read -r -a sources <<<"$PLAIN_SOURCES"
+  for src in "${sources[@]}"; do
+    is_cidr "$src" || die "parameter PLAIN_SOURCES is not a list of IPv4 CIDRs: '$PLAIN_SOURCES'"
+  done
 }
 
 # check_certificate : the certificate names the public address (and DNS name), is signed by the
@@ -207,8 +237,9 @@ remove_config() {
 fingerprint() { openssl x509 -in "$WORK/SERVER_CERT" -noout -fingerprint -sha256 | sed 's/.*=//'; }
 
 report() {
-  printf '{"url":"https://%s%s/","changed":%s,"sha256":"%s"}\n' "${DNS_NAME:-$PUBLIC_ADDRESS}" \
-    "$PORT_SUFFIX" "$([ "$CHANGED" = 1 ] && echo true || echo false)" "$(fingerprint)"
+  printf '{"url":"https://%s%s/","changed":%s,"sha256":"%s","plain_ports":"%s","plain_sources":"%s"}\n' \
+    "${DNS_NAME:-$PUBLIC_ADDRESS}" "$PORT_SUFFIX" "$([ "$CHANGED" = 1 ] && echo true || echo false)" \
+    "$(fingerprint)" "$PLAIN_PORTS" "$PLAIN_SOURCES"
 }
 
 # backup / restore : the files as they were before this apply, for a failed configuration test.
@@ -252,14 +283,86 @@ enable_modules() {
   done
 }
 
+# --- the host firewall (see the header) ---
+
+# families : the iptables commands to set: IPv4, and IPv6 where the kernel has it.
+families() { echo iptables; [ ! -e /proc/net/if_inet6 ] || echo ip6tables; }
+
+# chain_rules IPTABLES : the chain's rules for that family, one per line, as `-S` prints them.
+chain_rules() {
+  local src
+  local -a sources=()
+  echo "-A $CHAIN -i lo -j RETURN"
+  [ "$1" != iptables ] || IFS=, read -r -a sources <<<"$PLAIN_SOURCES"
+  for src in "${sources[@]}"; do echo "-A $CHAIN -s $src -j RETURN"; done
+  echo "-A $CHAIN -p tcp -m multiport --dports $PLAIN_PORTS -j REJECT --reject-with tcp-reset"
+}
+
+# set_firewall : the chain holds exactly its rules, with one jump at the top of INPUT, in each
+# family (one iptables-restore transaction each; nothing rewritten when nothing differs).
+set_firewall() {
+  local ipt wanted
+  for ipt in $(families); do
+    wanted=$(chain_rules "$ipt")
+    if [ "$("$ipt" -w -S "$CHAIN" 2>/dev/null | grep -v "^-N ")" = "$wanted" ] &&
+      "$ipt" -w -C INPUT -j "$CHAIN" 2>/dev/null; then
+      continue
+    fi
+    {
+      echo '*filter'
+      echo ":$CHAIN - [0:0]" # --noflush: declares the chain, flushing it if it exists
+      "$ipt" -w -C INPUT -j "$CHAIN" 2>/dev/null || echo "-I INPUT 1 -j $CHAIN"
+      echo "$wanted"
+      echo COMMIT
+    } | "$ipt-restore" -w 10 --noflush
+    log "$ipt: $CHAIN closes tcp $PLAIN_PORTS to all but $(chain_rules "$ipt" | awk '$4 == "-s" {printf "%s, ", $5}')the host"
+    CHANGED=1
+  done
+}
+
+# delete_firewall : the chain and every jump to it, in each family (nothing when there is none).
+delete_firewall() {
+  local ipt
+  for ipt in $(families); do
+    while "$ipt" -w -C INPUT -j "$CHAIN" 2>/dev/null; do "$ipt" -w -D INPUT -j "$CHAIN"; done
+    if "$ipt" -w -S "$CHAIN" >/dev/null 2>&1; then
+      "$ipt" -w -F "$CHAIN"
+      "$ipt" -w -X "$CHAIN"
+    fi
+  done
+}
+
+# firewall : apply's part: the chain from this run's PLAIN_SOURCES, saved for reapply, and the
+# re-apply unit (at boot before Apache answers; lib.sh), under the step's lock. The lock goes before
+# Apache is reloaded: systemd makes a reload of Apache wait for a running reapply (the unit is
+# ordered before Apache), and a reapply waits for this lock.
+firewall() {
+  lock_step "$STATE"
+  save_params "$STATE/firewall" PLAIN_SOURCES
+  set_firewall
+  install_reapply_units tls-front apache2.service
+  exec 9>&-
+}
+
+reapply() {
+  [ -f "$STATE/firewall" ] || { log "nothing applied: nothing to re-apply"; return 0; }
+  lock_step "$STATE"
+  load_params "$STATE/firewall" PLAIN_SOURCES
+  check_sources
+  CHANGED=0
+  set_firewall
+}
+
 reload_apache() {
   if [ -d /run/systemd/system ]; then systemctl reload apache2; else apache2ctl graceful; fi
 }
 
 apply() {
   read_params
-  install -d -m 0700 "$STATE"
   command -v apache2ctl >/dev/null || die "Apache is not installed (DevStack installs it)"
+  CHANGED=0
+  firewall # first: plain text is refused before anything else changes
+  local firewall_changed=$CHANGED
   backup
   write_config
   local changed=$CHANGED
@@ -276,24 +379,28 @@ apply() {
   fi
   rm -rf "$STATE/backup"
   [ "$CHANGED" = 0 ] || log "Apache reloaded"
+  CHANGED=$((firewall_changed | CHANGED))
   report
 }
 
 remove() {
   [ -d "$STATE" ] || { log "no state: nothing to remove"; return 0; }
   local mod
+  lock_step "$STATE"
+  delete_firewall
+  remove_reapply_units tls-front
   remove_config
   if [ -f "$STATE/enabled-modules" ]; then # last enabled first
     while read -r mod; do a2dismod -q -f "$mod" >/dev/null || true; done < <(tac "$STATE/enabled-modules")
   fi
   if command -v apache2ctl >/dev/null && apache2ctl -t >/dev/null 2>&1; then reload_apache; fi
-  rm -rf "$STATE"
-  printf '{"removed":true,"site":"%s"}\n' "$SITE_NAME"
+  rm -rf "$STATE" "$STATE.lock"
+  printf '{"removed":true,"site":"%s","chain":"%s"}\n' "$SITE_NAME" "$CHAIN"
 }
 
 case "${1:-}" in
-  apply | remove) "$1" ;;
+  apply | remove | reapply) "$1" ;;
   config) read_params && write_config && report ;;
   unconfig) remove_config ;;
-  *) die "usage: $0 apply|remove|config|unconfig (parameters as KEY=value lines on stdin)" ;;
+  *) die "usage: $0 apply|remove|reapply|config|unconfig (parameters as KEY=value lines on stdin)" ;;
 esac

@@ -111,6 +111,8 @@ class Keystone:
         self.work = work
         self.localrc, self.neutron_conf = parse_local_conf(local_conf, "$NEUTRON_CONF")
         """The program's local.conf for this host: its localrc variables and what it sets in neutron.conf."""
+        self.glance_conf = parse_local_conf(local_conf, "$GLANCE_API_CONF")[1]
+        """What it sets in glance-api.conf (the lab has no Glance: its quota check runs alone, `oslo_limit`)."""
         self.etc = etc
         self.host_ip = host_ip
         self.neutron = api
@@ -362,6 +364,35 @@ IncludeOptional sites-enabled/*.conf
             **self.neutron_conf.get("keystone_authtoken", {}),
         }
         return "\n[keystone_authtoken]\n" + "".join(f"{k} = {v}\n" for k, v in options.items())
+
+    def oslo_limit(self, post_config: bool = True) -> str:
+        """glance-api.conf's [oslo_limit] as DevStack writes it (lib/glance configure_glance_quotas:
+        no interface, so openstacksdk's default, public), then, with `post_config`, the program's
+        local.conf post-config for $GLANCE_API_CONF [oslo_limit] over it. The user is the lab's
+        admin (DevStack's `glance` user, with the system reader role, does not exist here) and the
+        endpoint the network one (Glance's own in DevStack): oslo.limit reads its service and region."""
+        token = self.token()
+        services = self.call("GET", "/v3/services", token=token)["services"]
+        (network,) = [s["id"] for s in services if s["type"] == "network"]
+        (endpoint,) = [
+            e["id"]
+            for e in self.call("GET", "/v3/endpoints", token=token)["endpoints"]
+            if e["service_id"] == network and e["interface"] == "public"
+        ]
+        options = {
+            "user_domain_name": "Default",
+            "password": ADMIN_PASSWORD,
+            "username": "admin",
+            "auth_type": "password",
+            "auth_url": self.url,
+            "system_scope": "all",
+            "endpoint_id": endpoint,
+            # the lab's own: each request bounded (a keystoneauth session option), so that a lookup
+            # of the public address, not routed from the host, fails in seconds, not TCP's minutes
+            "timeout": "5",
+            **(self.glance_conf.get("oslo_limit", {}) if post_config else {}),
+        }
+        return "[oslo_limit]\n" + "".join(f"{k} = {v}\n" for k, v in options.items())
 
     def endpoints(self) -> dict[tuple[str, str], str]:
         """The catalog: (service type, interface) -> URL."""

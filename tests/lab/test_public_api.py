@@ -126,6 +126,59 @@ def curl(lab: Lab, ns: str, url: str, *args: str, max_time: int = 3) -> subproce
     return sh("curl", "-sS", "--max-time", str(max_time), *args, url, ns=ns, check=False, timeout=20)
 
 
+# The lab's management subnet, as the program hands an AWS controller its own (the contract's
+# cluster_cidr): the lab's second host (a compute node's address) keeps RabbitMQ and the APIs.
+CLUSTER = "10.0.1.0/24"
+
+
+def front_params(lab: Lab, parts: TlsParts) -> dict:
+    return {**lab.chain_params("tls-front", tls=parts), "PLAIN_SOURCES": CLUSTER}
+
+
+def plain_identity(lab: Lab, ns: str, ip: str) -> str:
+    """The HTTP status of plain http://<ip>/identity/v3 from namespace `ns` ("000": nothing answered)."""
+    return curl(lab, ns, f"http://{ip}/identity/v3", "-o", "/dev/null", "-w", "%{http_code}", max_time=2).stdout
+
+
+def open_security_group(lab: Lab, port: int) -> Callable[[], None]:
+    """The emulated security group opens `port` of the management ENI to the internet, as nothing in
+    front of an existing machine closes it; the function it returns closes it again."""
+    added = sh("nft", "--echo", "--handle", "insert", "rule", "ip", "ooa_sg", "management", "iifname", "inet0",
+               "ip", "daddr", MGMT_IP, "tcp", "dport", str(port), "accept", ns=lab.vpc).stdout
+    handle = added.rsplit("# handle ", 1)[1].split()[0]
+
+    def close() -> None:
+        sh("nft", "delete", "rule", "ip", "ooa_sg", "management", "handle", handle, ns=lab.vpc)
+
+    return close
+
+
+def filter_tables(lab: Lab) -> dict[str, list[str]]:
+    return {t: sh(t, "-w", "-S", ns=lab.host).stdout.splitlines() for t in ("iptables", "ip6tables")}
+
+
+UNIT = "openstack-on-aws-tls-front-reapply"
+
+
+def quota_check(lab: Lab, post_config: bool) -> subprocess.Popen:
+    """Glance's quota check as glance-api runs it on the host (oslo.limit's Enforcer: Keystone from
+    the catalog, then the limit model and the registered limits), with [oslo_limit] as DevStack's
+    lib/glance writes it and, with `post_config`, the program's local.conf over it. Started, not waited for."""
+    conf = lab.work / f"glance-oslo-limit-{post_config}.conf"
+    conf.write_text(lab.keystone.oslo_limit(post_config))
+    check = (
+        "import sys\n"
+        "from oslo_config import cfg\n"
+        "from oslo_limit import limit, opts\n"
+        "cfg.CONF(['--config-file', sys.argv[1]], project='glance')\n"
+        "opts.register_opts(cfg.CONF)\n"
+        "enforcer = limit.Enforcer(lambda project_id, resources: {r: 0 for r in resources})\n"
+        "print(enforcer.get_registered_limits(['image_count_total']))\n"
+    )
+    return subprocess.Popen(["ip", "netns", "exec", lab.host, f"{LAB_VENV}/bin/python", "-c", check, str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_neutron_authenticates_with_the_real_keystone_and_the_catalog_is_devstacks(lab):
     anonymous = curl(lab, lab.host, f"{API}/v2.0/networks", "-o", "/dev/null", "-w", "%{http_code}")
     assert anonymous.stdout == "401"  # keystonemiddleware: no token, no answer
@@ -148,8 +201,12 @@ def test_the_cloud_from_the_internet_over_tls_through_the_elastic_ip(lab, pki):
     upper = lab.upper / "etc"
     enabled_before = sorted(p.name for p in (upper / "apache2" / "mods-enabled").iterdir())
     machine_etc = sorted(os.listdir("/etc"))
+    tables_before = filter_tables(lab)
+    # An existing machine: nothing in front of it closes port 80, and its Apache answers the internet.
+    close_port80 = open_security_group(lab, 80)
     try:
-        front = ok(lab.step("tls-front", "apply", lab.chain_params("tls-front", tls=stack)))
+        assert plain_identity(lab, lab.inet, MGMT_EIP) == "200"
+        front = ok(lab.step("tls-front", "apply", front_params(lab, stack)))
         assert front["url"] == f"https://{MGMT_EIP}/" and front["changed"] is True
         assert (upper / "openstack-on-aws" / "tls" / "server.key").stat().st_mode & 0o777 == 0o600
         assert not Path("/etc/openstack-on-aws").exists()  # the step wrote the lab host's /etc only
@@ -169,22 +226,51 @@ def test_the_cloud_from_the_internet_over_tls_through_the_elastic_ip(lab, pki):
         # The new API starts while the checks below that do not involve Neutron run.
         neutron_answers = restart_neutron_api(lab)
 
-        # Plain HTTP from the internet gets nothing: port 80 is not open (the host's Apache answers it
-        # inside), and http on 443 reaches no service.
+        # Glance's quota check, as glance-api runs it on the host after the move: with DevStack's
+        # [oslo_limit] alone it looks Keystone up on the public interface (https on the Elastic IP:
+        # not routed from the host here, as on AWS); with the program's post-config, on the admin one.
+        quota = {post: quota_check(lab, post) for post in (True, False)}
+
+        # Plain HTTP from the internet gets nothing: the host's firewall refuses port 80 (tls-front:
+        # the security group is open here, as nothing closes it in front of an existing machine),
+        # while the host itself and the cluster's subnet (a compute node) still reach Apache on it;
+        # a neighbour outside that subnet does not. http on 443 reaches no service.
         inside = curl(lab, lab.host, f"http://{MGMT_IP}/identity/v3")
         assert '"id": "v3' in inside.stdout.replace('"id":"', '"id": "')
         port80 = curl(lab, lab.inet, f"http://{MGMT_EIP}/identity/v3", max_time=1)
         assert port80.returncode != 0 and port80.stdout == ""
+        assert plain_identity(lab, lab.compute.ns, MGMT_IP) == "200"
+        assert plain_identity(lab, lab.peer, MGMT_IP) == "000"
         plain443 = curl(lab, lab.inet, f"http://{MGMT_EIP}:443/identity/v3")
         assert "v3" not in plain443.stdout and "networks" not in plain443.stdout
+
+        # A reboot loses the chain: the re-apply unit (enabled, before Apache at boot) restores it.
+        shown = lab.ssh(f"systemctl show -p Before -p WantedBy -p UnitFileState {UNIT}.service").stdout
+        assert "apache2.service" in shown and "WantedBy=multi-user.target" in shown, shown
+        assert "UnitFileState=enabled" in shown, shown
+        lab.ssh(f"systemctl stop {UNIT}.timer")  # (it would restore the chain within 10 s)
+        for ipt in ("iptables", "ip6tables"):
+            lab.ssh(f"{ipt} -w -D INPUT -j OOA-PLAIN && {ipt} -w -F OOA-PLAIN && {ipt} -w -X OOA-PLAIN")
+        assert plain_identity(lab, lab.inet, MGMT_EIP) == "200"  # lost: open again
+        lab.ssh(f"systemctl start {UNIT}.service")  # what boot runs
+        assert plain_identity(lab, lab.inet, MGMT_EIP) == "000"
+        lab.ssh(f"systemctl start {UNIT}.timer")
+        assert all("-A INPUT -j OOA-PLAIN" in lines for lines in filter_tables(lab).values())
+
+        with_post_config, devstack_alone = (p.communicate(timeout=120) + (p.returncode,) for p in quota.values())
+        assert with_post_config[2] == 0, with_post_config
+        assert with_post_config[0].strip() == "[('image_count_total', 0)]", with_post_config
+        assert devstack_alone[2] != 0 and "exists but does not have any supported versions" in devstack_alone[1], (
+            devstack_alone
+        )
 
         # An impostor's front (a certificate for the same address from another CA) is refused by the
         # stack's clouds.yaml; the right certificate again, and it works again.
         impostor = tls_parts(pki, "other-ca", "impostor")
-        ok(lab.step("tls-front", "apply", lab.chain_params("tls-front", tls=impostor)))
+        ok(lab.step("tls-front", "apply", front_params(lab, impostor)))
         fooled = outside.openstack("token", "issue")
         assert fooled.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in fooled.stderr, fooled.stderr
-        again = ok(lab.step("tls-front", "apply", lab.chain_params("tls-front", tls=stack)))
+        again = ok(lab.step("tls-front", "apply", front_params(lab, stack)))
         assert again["changed"] is True
 
         # From the internet, through the Elastic IP over https: a token from Keystone (the listing
@@ -199,6 +285,9 @@ def test_the_cloud_from_the_internet_over_tls_through_the_elastic_ip(lab, pki):
         assert (restored["restored"], restored["internal_deleted"]) == (2, 2)
         assert lab.keystone.endpoints() == DEVSTACK_CATALOG
         ok(lab.step("tls-front", "remove"))
+        assert plain_identity(lab, lab.inet, MGMT_EIP) == "200"  # the machine as it was: port 80 open again
+        assert filter_tables(lab) == tables_before
+        assert lab.ssh(f"systemctl show -p LoadState {UNIT}.service {UNIT}.timer").stdout.count("=not-found") == 2
         assert not (upper / "openstack-on-aws").exists()
         assert not (upper / "apache2" / "sites-available" / "openstack-on-aws-tls.conf").exists()
         assert not (upper / "apache2" / "sites-enabled" / "openstack-on-aws-tls.conf").is_symlink()
@@ -210,6 +299,7 @@ def test_the_cloud_from_the_internet_over_tls_through_the_elastic_ip(lab, pki):
     finally:
         for step in ("public-endpoints", "tls-front"):
             lab.step(step, "remove")
+        close_port80()
 
 
 def test_the_internet_reaches_only_the_elastic_ips(lab):
