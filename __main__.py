@@ -14,6 +14,7 @@ from components.host import Host, HostArgs
 from components.network import Network, NetworkArgs
 from components.openstack import OpenStack, TlsParts, args_from_settings, tls_names
 from components.tls import Tls, TlsArgs
+from config.lifecycle import fingerprint
 from config.secrets import required_secret, secret
 from config.settings import InstanceLimits, SettingsError, load_settings, stack_config
 
@@ -75,6 +76,9 @@ if settings.host is None:
             architecture=settings.architecture,
             ssh_public_key=settings.ssh_public_key,
             ssh_private_key=secret("sshPrivateKey"),
+            parked=settings.parked,
+            spot=settings.spot,
+            park_fingerprint=fingerprint(settings),
         ),
     )
     contract = host.contract
@@ -84,6 +88,7 @@ if settings.host is None:
     pulumi.export("managementSubnetId", network.management_subnet.id)
     pulumi.export("providerSubnetId", network.provider_subnet.id)
     pulumi.export("instanceId", host.instance.id)
+    pulumi.export("hostState", host.state)
     if host.private_key is not None:
         pulumi.export("sshPrivateKey", pulumi.Output.secret(host.private_key.private_key_openssh))
     pulumi.export("providerEniId", host.provider_eni.id)
@@ -106,6 +111,9 @@ if settings.host is None:
                 pin_ami=settings.ami_id is not None,
                 key_name=host.key_pair.key_name,
                 private_key=host.contract.ssh.private_key,
+                parked=settings.parked,
+                spot=settings.spot,
+                gate=host.gate,
             ),
         )
 else:
@@ -159,6 +167,10 @@ if compute is not None and openstack.admin_password is not None:
             for n in compute.nodes
         ],
     )
+
+if settings.host is None and settings.bake_image:
+    # ---- an image of the controller once the smoke step passed (docs/park-and-bake.md) ---------
+    pulumi.export("bakedImageId", host.bake_image(name, after=[openstack.steps["smoke"]]).id)
 
 # ---- stack outputs: a contract for StackReference users (README "Outputs") ----------------
 pulumi.export("managementPrivateIp", str(contract.management_ip))
