@@ -30,10 +30,12 @@ SSH_USER = "ubuntu"
 ROLE_TAG = "openstack-on-aws:role"
 # Spot (config key spot): a persistent request whose instance EC2 stops, not terminates, when it
 # needs the capacity back; EC2 starts it again itself (persistent requires stop or hibernate).
-SPOT_MARKET = {
-    "market_type": "spot",
-    "spot_options": {"instance_interruption_behavior": "stop", "spot_instance_type": "persistent"},
-}
+SPOT_MARKET = aws.ec2.InstanceInstanceMarketOptionsArgs(
+    market_type="spot",
+    spot_options=aws.ec2.InstanceInstanceMarketOptionsSpotOptionsArgs(
+        instance_interruption_behavior="stop", spot_instance_type="persistent"
+    ),
+)
 # Creating an image copies every written block of the root volume into its snapshot.
 BAKE_TIMEOUT = "90m"
 
@@ -197,7 +199,8 @@ def power_state(resource_name: str, instance: aws.ec2.Instance, parked: bool, pa
 
 def steps_digest() -> str:
     """A digest of every step's command text (scripts and lib.sh): another program version changes it."""
-    texts = [command(s.name, action) for s in (*CHAIN, *NODE_CHAIN, DISCOVER) for action in ("apply", "remove")]
+    names = [*(s.name for s in CHAIN), *(s.name for s in NODE_CHAIN), DISCOVER.name]
+    texts = [command(step, action) for step in names for action in ("apply", "remove")]
     return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
 
 
@@ -223,7 +226,7 @@ def park_guard(
     if not parked:
         return pulumi.Output.from_input("running")
 
-    def check(recorded: Mapping[str, str]) -> str:
+    def check(recorded: Mapping[str, str] | None) -> str:
         problems = park_problems(recorded or {}, current)
         if problems:
             raise pulumi.RunError("\n".join(problems))
