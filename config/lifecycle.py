@@ -63,9 +63,10 @@ class LifecycleSettings(Model):
     def lifecycle_warnings(self, compute_nodes: int) -> list[str]:
         if not self.spot:
             return []
-        machines = "the controller" + (f" and {compute_nodes} compute nodes" if compute_nodes else "")
+        nodes = f" and {compute_nodes} compute node{'s' if compute_nodes > 1 else ''}" if compute_nodes else ""
+        machines = "the controller" + nodes + (" run" if compute_nodes else " runs")
         return [
-            f"{key('spot')}: {machines} run as persistent spot instances: AWS may stop them at any time (two "
+            f"{key('spot')}: {machines} as persistent spot instances: AWS may stop them at any time (two "
             "minutes' notice) and the cloud is down, as if parked, until EC2 itself starts them again when it has "
             "capacity (an interrupted instance cannot be started by you). Disks, Elastic IPs and the cloud's state "
             "stay; stack.sh does not run again: the services start at boot and the re-apply timers restore the "

@@ -211,9 +211,11 @@ def test_spot_makes_every_instance_a_persistent_spot_instance_that_stops(running
     for r in running.of_type(INSTANCE):
         assert "instanceMarketOptions" not in r.inputs, r.name
     (warning,) = [w for w in spot.warnings if w.startswith("openstack-on-aws:spot: ")]
-    assert "the controller and 1 compute nodes run as persistent spot instances" in warning
+    assert "the controller and 1 compute node run as persistent spot instances" in warning
     assert "stack.sh does not run again" in warning and "replaces the instances" in warning
     assert not [w for w in running.warnings if "spot" in w]
+    alone = load_settings(harness.config_strings({**harness.BASE_CONFIG, "spot": True}))
+    assert alone.warnings()[-1].startswith("openstack-on-aws:spot: the controller runs as persistent spot")
 
 
 # ---- the baked image -------------------------------------------------------------------------
