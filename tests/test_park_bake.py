@@ -248,11 +248,6 @@ def test_bake_image_while_parked_images_the_stopped_controller():
     assert "dev-instance-state" in result.depends_on("dev-baked-image")
 
 
-def test_a_baked_image_is_a_valid_ami_id_for_a_new_stack(baked):
-    settings = load_settings(harness.config_strings({**harness.BASE_CONFIG, "amiId": "ami-0123456789abcdef0"}))
-    assert settings.ami_id == "ami-0123456789abcdef0"
-
-
 # ---- refusals by key -------------------------------------------------------------------------
 
 
