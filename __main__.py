@@ -40,6 +40,7 @@ for warning in settings.warnings():
 name = pulumi.get_stack()
 contract: HostContract
 compute: ComputeNodes | None = None  # AWS host only
+steps_opts: pulumi.ResourceOptions | None = None  # AWS host: parked steps keep their state
 if settings.host is None:
     # ---- the EC2 host: VPC, ENIs, Elastic IPs, instance ---------------------------------------
     network = Network(
@@ -82,6 +83,7 @@ if settings.host is None:
         ),
     )
     contract = host.contract
+    steps_opts = host.step_options
     pulumi.export("region", settings.region)
     pulumi.export("availabilityZone", settings.zone)
     pulumi.export("vpcId", network.vpc.id)
@@ -138,7 +140,7 @@ if not settings.openstack.existing:
     )
 
 # ---- the remote steps: OpenStack and the networking fix on the host ------------------------
-openstack = OpenStack(name, args_from_settings(settings, contract, secret("adminPassword"), tls_parts))
+openstack = OpenStack(name, args_from_settings(settings, contract, secret("adminPassword"), tls_parts), steps_opts)
 
 if compute is not None and openstack.admin_password is not None:
     # ---- the compute nodes' steps: DevStack as compute nodes, then the controller's discovery
@@ -153,6 +155,7 @@ if compute is not None and openstack.admin_password is not None:
             cluster_rule=compute.cluster_rule,
             controller_catalog=openstack.steps.get("public-endpoints"),
         ),
+        steps_opts,
     )
     pulumi.export(
         "computeNodes",

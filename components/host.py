@@ -235,6 +235,20 @@ def park_guard(
     return pulumi.Output.unsecret(record.keepers.apply(check))
 
 
+# A remote step's inputs: while parked the engine keeps each as the state has it (parked_steps).
+STEP_INPUTS = ["connection", "create", "update", "delete", "stdin", "triggers"]
+
+
+def parked_steps(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """While parked, a remote step keeps its inputs as the state has them: what changes without a
+    config change (a server certificate renewed in its last 30 days) waits for the resume, when the
+    step runs after the machine started, instead of dialling a stopped one."""
+    if args.type_ != "command:remote:Command":
+        return None
+    keep = pulumi.ResourceOptions(ignore_changes=STEP_INPUTS)
+    return pulumi.ResourceTransformationResult(args.props, pulumi.ResourceOptions.merge(args.opts, keep))
+
+
 def gated(address: pulumi.Input[str], gate: pulumi.Output[str] | None) -> pulumi.Input[str]:
     """`address`, once `gate` has resolved (a park refusal never lets a step register); None: as is."""
     if gate is None:
@@ -313,6 +327,8 @@ class Host(pulumi.ComponentResource):
         self.power = power_state(f"{name}-instance-state", self.instance, args.parked, self)
         self.state: pulumi.Output[str] = park_guard(name, args.parked, args.park_fingerprint, self)
         self.gate = self.state if args.parked else None
+        # For the components that own the steps (OpenStack, ComputeSteps).
+        self.step_options = pulumi.ResourceOptions(transformations=[parked_steps] if args.parked else None)
         self.provider_attachment = aws.ec2.NetworkInterfaceAttachment(
             f"{name}-provider-attachment",
             instance_id=self.instance.id,

@@ -92,6 +92,9 @@ def test_parked_registers_every_step_exactly_as_the_running_stack_did(running, p
     for name in steps:
         # dependencies are no input (no diff): the connections also wait for the park check (the record)
         old, new = before[name].pop("dependencies"), after[name].pop("dependencies")
+        # and what changes without a config change waits for the resume
+        assert before[name].pop("ignore_changes") == []
+        assert after[name].pop("ignore_changes") == ["connection", "create", "update", "delete", "stdin", "triggers"]
         assert after[name] == before[name], name
         assert set(new) - set(old) <= {RECORD}, name
     # the machines, their disks and addresses are left as they are too
