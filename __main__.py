@@ -30,10 +30,12 @@ name = pulumi.get_stack()
 # ---- the host and its contract: all that OpenStack knows of it ---------------------------------
 contract: HostContract
 compute: ComputeNodes | None = None
+steps_opts: pulumi.ResourceOptions | None = None  # AWS host: parked steps keep their state
 if settings.host is None:
     network = Network(name, network_args_from_settings(settings))
     host = Host(name, host_args_from_settings(settings, network, secret("sshPrivateKey")))
     contract = host.contract
+    steps_opts = host.step_options
     if settings.compute_nodes.count > 0:
         compute = ComputeNodes(name, nodes_args_from_settings(settings, network, host))
     pulumi.export("region", settings.region)
@@ -42,6 +44,7 @@ if settings.host is None:
     pulumi.export("managementSubnetId", network.management_subnet.id)
     pulumi.export("providerSubnetId", network.provider_subnet.id)
     pulumi.export("instanceId", host.instance.id)
+    pulumi.export("hostState", host.state)
     if host.private_key is not None:
         pulumi.export("sshPrivateKey", pulumi.Output.secret(host.private_key.private_key_openssh))
     pulumi.export("providerEniId", host.provider_eni.id)
@@ -53,7 +56,7 @@ else:
 tls = None if settings.openstack.existing else tls_for(name, contract, settings.public_dns_name)
 
 # ---- OpenStack and the networking fix: one remote step each, on the host -----------------------
-openstack = OpenStack(name, args_from_settings(settings, contract, secret("adminPassword"), tls))
+openstack = OpenStack(name, args_from_settings(settings, contract, secret("adminPassword"), tls), steps_opts)
 if compute is not None and openstack.admin_password is not None:
     # The compute nodes' steps (DevStack as compute nodes), then the controller's discovery.
     ComputeSteps(
@@ -67,8 +70,13 @@ if compute is not None and openstack.admin_password is not None:
             cluster_rule=compute.cluster_rule,
             controller_catalog=openstack.steps.get("public-endpoints"),
         ),
+        steps_opts,
     )
     pulumi.export("computeNodes", compute.stack_output())
+
+if settings.host is None and settings.bake_image:
+    # ---- an image of the controller once the smoke step passed (docs/park-and-bake.md) ---------
+    pulumi.export("bakedImageId", host.bake_image(name, after=[openstack.steps["smoke"]]).id)
 
 # ---- stack outputs: a contract for StackReference users (README "Outputs") ---------------------
 ssh = contract.ssh

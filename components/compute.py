@@ -27,7 +27,7 @@ import pulumi_aws as aws
 from pulumi_command import remote
 
 from components.contract import HostContract, NodeContract, SshConnection
-from components.host import ROLE_TAG, SSH_USER, generated_host_key, hardened_instance
+from components.host import ROLE_TAG, SSH_USER, gated, generated_host_key, hardened_instance, power_state
 from components.openstack import connection_args, local_conf_for, step_stdin
 from onhost import localconf
 from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, NodeInputs, discover_params
@@ -69,6 +69,12 @@ class ComputeNodesArgs:
     """The controller's key pair."""
     private_key: pulumi.Input[str]
     """Its private half (secret), for the nodes' SSH connection."""
+    parked: bool = False
+    """Stop the nodes with the controller (config key parked)."""
+    spot: bool = False
+    """Persistent spot instances that stop on interruption (config key spot)."""
+    gate: pulumi.Output[str] | None = None
+    """The controller's park check (components.host.park_guard): the nodes' steps wait for it."""
 
 
 def nodes_args_from_settings(settings: Settings, network: Network, controller: Host) -> ComputeNodesArgs:
@@ -88,6 +94,9 @@ def nodes_args_from_settings(settings: Settings, network: Network, controller: H
         pin_ami=settings.ami_id is not None,
         key_name=controller.key_pair.key_name,
         private_key=controller.contract.ssh.private_key,
+        parked=settings.parked,
+        spot=settings.spot,
+        gate=controller.gate,
     )
 
 
@@ -131,7 +140,9 @@ class ComputeNode(pulumi.ComponentResource):
             tag_name=f"{name}-openstack-compute",
             pin_ami=args.pin_ami,
             parent=self,
+            spot=args.spot,
         )
+        self.power = power_state(f"{name}-instance-state", self.instance, args.parked, self)
         self.eip = aws.ec2.Eip(
             f"{name}-eip",
             domain="vpc",
@@ -142,12 +153,15 @@ class ComputeNode(pulumi.ComponentResource):
         )
         self.contract = NodeContract(
             ssh=SshConnection(
-                host=self.eip.public_ip, user=SSH_USER, private_key=args.private_key, host_key=self.host_public_key
+                host=gated(self.eip.public_ip, args.gate),
+                user=SSH_USER,
+                private_key=args.private_key,
+                host_key=self.host_public_key,
             ),
             machine_id=self.instance.id,
             management_ip=ip,
             hostname=hostname,
-            ready=[self.instance, self.eip],
+            ready=[self.instance, self.power, self.eip],
             deleted_with=self.instance,
         )
         self.register_outputs(

@@ -1,18 +1,26 @@
-"""The EC2 side of the article: key pair, the two ENIs, the Elastic IPs and the instance."""
+"""The EC2 side of the article: key pair, the two ENIs, the Elastic IPs and the instance; its power
+state (parked or running), its market (on-demand or spot) and its image (docs/park-and-bake.md)."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 import pulumi_tls as tls
 
 from components.contract import HostContract, SshConnection
 from components.contract import known_hosts_line as known_hosts_line  # re-exported: its home was here
 from config.host import InstanceLimits
+from config.lifecycle import STEPS_RAN, STEPS_TEXT, fingerprint, park_problems
+from onhost.chain import CHAIN
+from onhost.compute_chain import DISCOVER, NODE_CHAIN
+from onhost.remote import command
 
 if TYPE_CHECKING:
     from components.network import Network
@@ -39,6 +47,18 @@ def instance_limits(instance_type: str) -> InstanceLimits:
         bare_metal=info.bare_metal,
         vcpus=info.default_vcpus,
     )
+
+
+# Spot (config key spot): a persistent request whose instance EC2 stops, not terminates, when it
+# needs the capacity back; EC2 starts it again itself (persistent requires stop or hibernate).
+SPOT_MARKET = aws.ec2.InstanceInstanceMarketOptionsArgs(
+    market_type="spot",
+    spot_options=aws.ec2.InstanceInstanceMarketOptionsSpotOptionsArgs(
+        instance_interruption_behavior="stop", spot_instance_type="persistent"
+    ),
+)
+# Creating an image copies every written block of the root volume into its snapshot.
+BAKE_TIMEOUT = "90m"
 
 
 @dataclass
@@ -84,6 +104,13 @@ class HostArgs:
     management_cidr: IPv4Network | None = None
     """The management subnet (the contract's cluster CIDR: where compute nodes join from)."""
 
+    parked: bool = False
+    """Stop the instance (config key parked); False runs it."""
+    spot: bool = False
+    """A persistent spot instance that stops on interruption (config key spot)."""
+    park_fingerprint: Mapping[str, str] = field(default_factory=dict)
+    """The config's digests (config.lifecycle.fingerprint): frozen while parked."""
+
 
 def host_args_from_settings(
     settings: Settings, network: Network, ssh_private_key: pulumi.Input[str] | None
@@ -109,6 +136,9 @@ def host_args_from_settings(
         architecture=settings.architecture,
         ssh_public_key=settings.ssh_public_key,
         ssh_private_key=ssh_private_key,
+        parked=settings.parked,
+        spot=settings.spot,
+        park_fingerprint=fingerprint(settings),
     )
 
 
@@ -167,10 +197,11 @@ def hardened_instance(
     tag_name: str,
     pin_ami: bool,
     parent: pulumi.Resource,
+    spot: bool = False,
 ) -> aws.ec2.Instance:
     """An instance as every machine of the stack is made (controller and compute nodes): on its
     primary ENI, IMDSv2 only, an encrypted gp3 root, nested virtualization where the type has it,
-    the host key's user data kept secret."""
+    the host key's user data kept secret; with `spot` a persistent spot instance (SPOT_MARKET)."""
     return aws.ec2.Instance(
         resource_name,
         ami=ami,
@@ -189,6 +220,7 @@ def hardened_instance(
             "delete_on_termination": True,
         },
         cpu_options={"nested_virtualization": "enabled"} if nested_virtualization else None,
+        instance_market_options=SPOT_MARKET if spot else None,
         # Holds the host private key: secret in the state, as an input and as an output.
         user_data=user_data,
         # cloud-init installs the key once per instance: another key needs another instance.
@@ -203,6 +235,79 @@ def hardened_instance(
             ignore_changes=[] if pin_ami else ["ami"],
         ),
     )
+
+
+def power_state(resource_name: str, instance: aws.ec2.Instance, parked: bool, parent: pulumi.Resource):
+    """The instance's power state: `stopped` while parked, else `running` (a stopped one is started).
+
+    Registered in both states: deleting it leaves the instance as it is (the provider's delete only
+    forgets it). pulumi-aws names the resource `aws.ec2transitgateway.InstanceState`.
+    """
+    return aws.ec2transitgateway.InstanceState(
+        resource_name,
+        instance_id=instance.id,
+        state="stopped" if parked else "running",
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+def steps_digest() -> str:
+    """A digest of every step's command text (scripts and lib.sh): another program version changes it."""
+    names = [*(s.name for s in CHAIN), *(s.name for s in NODE_CHAIN), DISCOVER.name]
+    texts = [command(step, action) for step in names for action in ("apply", "remove")]
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+
+
+def park_guard(
+    name: str, parked: bool, fingerprint: Mapping[str, str], parent: pulumi.Resource
+) -> pulumi.Output[str]:
+    """The host's state for the outputs (`running` or `parked`), or, while parked, a refusal naming
+    every key that changed since the last update that ran the steps (config.lifecycle.park_problems).
+
+    The record `<name>-running-config` keeps the config's digests (secret: they digest the secrets
+    too) of each update with parked false; while parked it is registered with its keepers ignored,
+    so the engine hands back the recorded digests (no diff, known at preview) to compare with.
+    """
+    current = {**fingerprint, STEPS_TEXT: steps_digest(), STEPS_RAN: "no" if parked else "yes"}
+    record = random.RandomId(
+        f"{name}-running-config",
+        byte_length=4,
+        keepers=pulumi.Output.secret(current),
+        opts=pulumi.ResourceOptions(
+            parent=parent, ignore_changes=["keepers"] if parked else None, additional_secret_outputs=["keepers"]
+        ),
+    )
+    if not parked:
+        return pulumi.Output.from_input("running")
+
+    def check(recorded: Mapping[str, str] | None) -> str:
+        problems = park_problems(recorded or {}, current)
+        if problems:
+            raise pulumi.RunError("\n".join(problems))
+        return "parked"
+
+    return pulumi.Output.unsecret(record.keepers.apply(check))
+
+
+# A remote step's inputs: while parked the engine keeps each as the state has it (parked_steps).
+STEP_INPUTS = ["connection", "create", "update", "delete", "stdin", "triggers"]
+
+
+def parked_steps(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """While parked, a remote step keeps its inputs as the state has them: what changes without a
+    config change (a server certificate renewed in its last 30 days) waits for the resume, when the
+    step runs after the machine started, instead of dialling a stopped one."""
+    if args.type_ != "command:remote:Command":
+        return None
+    keep = pulumi.ResourceOptions(ignore_changes=STEP_INPUTS)
+    return pulumi.ResourceTransformationResult(args.props, pulumi.ResourceOptions.merge(args.opts, keep))
+
+
+def gated(address: pulumi.Input[str], gate: pulumi.Output[str] | None) -> pulumi.Input[str]:
+    """`address`, once `gate` has resolved (a park refusal never lets a step register); None: as is."""
+    if gate is None:
+        return address
+    return pulumi.Output.all(address, gate).apply(lambda v: v[0])
 
 
 class Host(pulumi.ComponentResource):
@@ -270,7 +375,14 @@ class Host(pulumi.ComponentResource):
             tag_name=f"{name}-openstack",
             pin_ami=args.ami_id is not None,
             parent=self,
+            spot=args.spot,
         )
+        # Parked: stopped (and the config frozen: park_guard); else running. The steps wait for it.
+        self.power = power_state(f"{name}-instance-state", self.instance, args.parked, self)
+        self.state: pulumi.Output[str] = park_guard(name, args.parked, args.park_fingerprint, self)
+        self.gate = self.state if args.parked else None
+        # For the components that own the steps (OpenStack, ComputeSteps).
+        self.step_options = pulumi.ResourceOptions(transformations=[parked_steps] if args.parked else None)
         self.provider_attachment = aws.ec2.NetworkInterfaceAttachment(
             f"{name}-provider-attachment",
             instance_id=self.instance.id,
@@ -304,7 +416,7 @@ class Host(pulumi.ComponentResource):
             raise ValueError("HostArgs.ssh_private_key is required with ssh_public_key")
         self.contract = HostContract(
             ssh=SshConnection(
-                host=self.management_eip.public_ip,
+                host=gated(self.management_eip.public_ip, self.gate),
                 user=SSH_USER,
                 private_key=private_key,
                 # The key cloud-init installs: every remote step talks to this instance only.
@@ -322,7 +434,7 @@ class Host(pulumi.ComponentResource):
             provider_public_ip=self.provider_eip.public_ip,
             cluster_cidr=args.management_cidr,
             # prepare-host needs the provider NIC attached and the address it dials.
-            ready=[self.instance, self.provider_attachment, self.management_eip],
+            ready=[self.instance, self.power, self.provider_attachment, self.management_eip],
             # When the instance goes, there is nothing left to undo on it.
             deleted_with=self.instance,
         )
@@ -334,5 +446,23 @@ class Host(pulumi.ComponentResource):
                 "provider_mac": self.provider_eni.mac_address,
                 "provider_public_ip": self.provider_eip.public_ip,
                 "host_public_key": self.host_public_key,
+                "state": self.state,
             }
+        )
+
+    def bake_image(self, name: str, after: Sequence[pulumi.Resource]) -> aws.ec2.AmiFromInstance:
+        """An image of the controller (config key bakeImage), taken after `after` (the smoke step):
+        EC2 reboots the instance for a consistent disk (a stopped one, parked, is taken as is). A
+        stack launched from it (`amiId`) skips stack.sh when its local.conf is this one's."""
+        return aws.ec2.AmiFromInstance(
+            f"{name}-baked-image",
+            name=pulumi.Output.concat(f"openstack-on-aws-{name}-", self.instance.id),
+            source_instance_id=self.instance.id,
+            description=f"openstack-on-aws {name}: the controller with DevStack installed and proven",
+            tags={"Name": f"{name}-baked", ROLE_TAG: "controller-image"},
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[self.power, *after],
+                custom_timeouts=pulumi.CustomTimeouts(create=BAKE_TIMEOUT),
+            ),
         )

@@ -36,10 +36,11 @@ from config.host import (
     InstanceLimits,
     fields_set_aliases,
 )
+from config.lifecycle import LIFECYCLE_KEYS, LifecycleSettings
 from config.openstack import OpenStackSection, OpenStackSettings
 
 # The keys only an AWS host takes: refused, by name, for an existing machine.
-AWS_ONLY_KEYS = (*AWS_HOST_KEYS, *AWS_ADDRESS_KEYS, *AWS_ACCESS_KEYS, COMPUTE_SECTION)
+AWS_ONLY_KEYS = (*AWS_HOST_KEYS, *AWS_ADDRESS_KEYS, *AWS_ACCESS_KEYS, COMPUTE_SECTION, *LIFECYCLE_KEYS)
 
 __all__ = [
     "AWS_ONLY_KEYS",
@@ -66,7 +67,9 @@ __all__ = [
 ]
 
 
-class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, ForwardSettings, ComputeSettings):
+class Settings(
+    AccessSettings, AddressPlan, HostSettings, OpenStackSettings, ForwardSettings, ComputeSettings, LifecycleSettings
+):
     """The stack's settings. Field aliases are the config keys (camelCase)."""
 
     _aws_answers: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -102,6 +105,7 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
             self.host_warnings()
             + self.access_warnings(self.floating_ip_count)
             + self.compute_warnings(controller.vcpus if controller else None, context.get("compute_limits"))
+            + self.lifecycle_warnings(self.compute_nodes.count)
         )
 
     def tls_address_problems(self) -> list[str]:
@@ -132,6 +136,7 @@ class Settings(AccessSettings, AddressPlan, HostSettings, OpenStackSettings, For
             problems += self.aws_host_problems(self.floating_ip_count, limits, self.eip_count)
             problems += self.address_problems()
             problems += self.compute_problems(self.management_subnet_cidr, self.management_ip, self.architecture)
+            problems += self.lifecycle_problems(self.smoke_test, self.compute_nodes.count)
         else:
             problems += self.existing_host_problems(given, AWS_ONLY_KEYS, self.tenant_cidr)
             problems += self.tenant_size_problems()

@@ -157,13 +157,27 @@ class Registered:
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
-    def __init__(self, mocks: Mocks):
+    def __init__(self, mocks: Mocks, prior: dict[str, dict[str, Any]] | None = None):
         super().__init__(mocks)
         self.registered: list[Registered] = []
         self.urns: dict[str, str] = {}
         self.generated_secrets: set[str] = set()
+        self.prior = prior or {}
+
+    def _ignore_changes(self, request) -> None:
+        """The engine's `ignoreChanges`: an ignored input takes its value from the state (`prior`:
+        resource name -> its recorded inputs), which the provider then gets and answers with."""
+        recorded = self.prior.get(request.name)
+        if not recorded or not request.ignoreChanges:
+            return
+        inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        for name in request.ignoreChanges:
+            if name in recorded:
+                inputs[name] = recorded[name]
+        request.object.CopyFrom(_sync_await(rpc.serialize_properties(inputs, {})))
 
     def RegisterResource(self, request):
+        self._ignore_changes(request)
         response = super().RegisterResource(request)
         self._mark_secret_outputs(request, response)
         self.urns[response.urn] = request.name
@@ -239,14 +253,19 @@ BASE_CONFIG: dict[str, Any] = {"aws:region": "us-east-1", "allowedCidrs": ["203.
 
 
 def run_program(config: dict[str, Any] | None = None, secret_keys: list[str] | None = None,
-                stack: str = "dev", base: dict[str, Any] | None = None) -> Result:
+                stack: str = "dev", base: dict[str, Any] | None = None,
+                prior: dict[str, dict[str, Any]] | None = None) -> Result:
     """Run `__main__.py` under mocks with `config` (short keys get the project namespace) on top of
-    `base` (default BASE_CONFIG, the AWS mode's required keys)."""
+    `base` (default BASE_CONFIG, the AWS mode's required keys); `prior`: the state's inputs of
+    resources by name, for those registered with `ignoreChanges`."""
     full = config_strings({**(BASE_CONFIG if base is None else base), **(config or {})})
     pulumi.runtime.set_all_config(full, [k if ":" in k else f"{PROJECT}:{k}" for k in secret_keys or []])
     mocks = Mocks()
-    monitor = RecordingMonitor(mocks)
+    monitor = RecordingMonitor(mocks, prior)
     pulumi.runtime.settings.ROOT.set(None)  # a fresh root stack: no outputs left from an earlier run
+    # nor an earlier run's failure (as pulumi's own `mocks.test` starts)
+    pulumi.runtime.settings.SETTINGS.rpc_manager.clear()
+    pulumi.runtime.settings.SETTINGS.outputs.clear()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     warnings: list[str] = []
     original_warn = pulumi.log.warn

@@ -64,7 +64,7 @@ PROVIDER_PUBLIC = {"providerPublicIp"}
 DEVSTACK = {"keystoneAuthUrl", "horizonUrl", "adminPassword", "cloudsYaml", "caCertificate"}
 # The Tls component's resources whose PEMs the tls-front step carries.
 TLS_PEMS = {"dev-ca", "dev-server", "dev-server-key"}
-AWS = {"region", "availabilityZone", "vpcId", "managementSubnetId", "providerSubnetId", "instanceId",
+AWS = {"region", "availabilityZone", "vpcId", "managementSubnetId", "providerSubnetId", "instanceId", "hostState",
        "sshPrivateKey", "providerEniId"}
 
 
@@ -276,7 +276,7 @@ def test_every_aws_only_key_is_refused_for_an_existing_machine():
               "providerSubnetCidr": "10.42.2.0/24", "floatingIpCount": 1, "allowedCidrs": ["203.0.113.0/24"],
               "floatingIpIngress": [{"protocol": "tcp", "port": 80}], "securityGroupRuleQuota": 100,
               "elasticIpQuota": 10,
-              "computeNodes": {"count": 1}}
+              "computeNodes": {"count": 1}, "parked": True, "spot": True, "bakeImage": True}
     assert set(values) == set(AWS_ONLY_KEYS)
     config = {("aws:region" if k == "region" else k): v for k, v in values.items()}
     with pytest.raises(SettingsError) as err:

@@ -36,7 +36,7 @@ T = {
 
 # The stack outputs, README "Outputs": a contract for StackReference users.
 CONTRACT = {
-    "region", "availabilityZone", "vpcId", "managementSubnetId", "providerSubnetId", "instanceId",
+    "region", "availabilityZone", "vpcId", "managementSubnetId", "providerSubnetId", "instanceId", "hostState",
     "managementPrivateIp", "managementPublicIp", "sshCommand", "sshPrivateKey", "providerEniId",
     "providerMac", "providerPrivateIp", "providerPublicIp", "floatingIps", "sshHostKey", "sshKnownHosts",
     "portForwards",

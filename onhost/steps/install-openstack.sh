@@ -7,8 +7,11 @@
 #                                the NIC with PROVIDER_MAC), clones DevStack at BRANCH and runs
 #                                stack.sh as `stack`. Progress: the phase lines stack.sh writes to its
 #                                summary log, as they come, each with the time since the start; on
-#                                failure the tail of the full log (password masked). Does nothing when
-#                                the filled local.conf and the branch are what the last successful run used.
+#                                failure the tail of the full log (password masked). Installs nothing
+#                                when the branch and the local.conf (but for the NIC name and the public
+#                                URL) are what the last successful run used: then it only points the
+#                                installed DevStack at this instance's provider NIC and public URL
+#                                (after a launch from an image of this disk: repoint).
 #   install-openstack.sh remove  runs DevStack's clean.sh (unstack + remove what stack.sh installed)
 #                                and deletes the clone and this step's state.
 #
@@ -22,6 +25,7 @@ OOA_STEP=install-openstack
 
 STATE=$OOA_STATE/install-openstack
 STACK_TIMEOUT=${STACK_TIMEOUT:-80m} # within the Pulumi step's 90-minute timeout
+NOVA_CPU_CONF=${NOVA_CPU_CONF:-/etc/nova/nova-cpu.conf} # DevStack's NOVA_CPU_CONF: nova-compute's options
 
 apply() {
   load_params - BRANCH LOCAL_CONF ADMIN_PASSWORD PROVIDER_MAC PUBLIC_BASE_URL
@@ -39,16 +43,53 @@ apply() {
   libvirt=$(libvirt_type)
   conf=${conf//@ADMIN_PASSWORD@/$ADMIN_PASSWORD}
   conf=$(fill_libvirt "$conf" "$libvirt")
+  # What the install depends on: all but the provider NIC's name and the public URL, which a new
+  # instance of this disk (launched from its image) may change and repoint follows.
+  local key=$conf
   conf=${conf//@PUBLIC_INTERFACE@/$nic}
   conf=${conf//@PUBLIC_BASE_URL@/$PUBLIC_BASE_URL}
 
-  if devstack_is_current "$conf"; then
-    log "DevStack $BRANCH is installed with this local.conf: nothing to do"
+  if devstack_is_current "$key" "$conf"; then
+    log "DevStack $BRANCH is installed with this local.conf: nothing to install"
+    repoint "$conf" "$nic"
     return 0
   fi
   log "DevStack $BRANCH (libvirt: $libvirt, provider NIC: $nic)"
-  install_devstack "$conf"
+  install_devstack "$conf" "$key"
+  printf '%s\n' "$nic" >"$STATE/public-interface"
   log "DevStack is up"
+}
+
+# devstack_ini FUNCTION ARG... : DevStack's own inc/ini-config FUNCTION (iniget, iniset), as `stack`.
+devstack_ini() {
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  "${AS_STACK[@]}" bash -c '. "$1/inc/ini-config" && "${@:2}"' devstack_ini "$DEVSTACK" "$@"
+}
+
+# repoint CONF NIC : the installed DevStack follows this instance: NIC is the port of CONF's
+# PUBLIC_BRIDGE (the port of a NIC this instance does not have goes), nova-compute's noVNC URL is
+# CONF's NOVNCPROXY_URL (restarted when it changes: a new public address), local.conf is CONF.
+repoint() {
+  local conf=$1 nic=$2 bridge url old
+  bridge=$(sed -n 's/^PUBLIC_BRIDGE=//p' <<<"$conf")
+  url=$(sed -n 's/^NOVNCPROXY_URL=//p' <<<"$conf")
+  old=$(cat "$STATE/public-interface" 2>/dev/null) || old=$nic
+  if [ "$old" != "$nic" ]; then
+    log "provider NIC: $nic (was $old) as the port of $bridge"
+    ovs-vsctl --no-wait --if-exists del-port "$bridge" "$old"
+  fi
+  ovs-vsctl --no-wait --may-exist add-port "$bridge" "$nic"
+  ip link set dev "$nic" up
+  printf '%s\n' "$nic" >"$STATE/public-interface"
+  if [ -n "$url" ] && [ "$(devstack_ini iniget "$NOVA_CPU_CONF" vnc novncproxy_base_url)" != "$url" ]; then
+    log "noVNC URL: $url (nova-compute restarted)"
+    devstack_ini iniset "$NOVA_CPU_CONF" vnc novncproxy_base_url "$url"
+    systemctl restart devstack@n-cpu.service
+  fi
+  if ! cmp -s "$DEVSTACK/local.conf" <(printf '%s\n' "$conf"); then
+    (umask 077 && printf '%s\n' "$conf" >"$DEVSTACK/local.conf")
+    chown stack: "$DEVSTACK/local.conf"
+  fi
 }
 
 remove() { clean_devstack "running DevStack's clean.sh"; }

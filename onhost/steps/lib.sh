@@ -393,18 +393,26 @@ fill_libvirt() {
   printf '%s\n' "${conf//@LIBVIRT_CPU_MODE@/$(libvirt_cpu_mode "$2")}"
 }
 
-# devstack_stamp CONF : what a successful run records: a hash of BRANCH and the filled local.conf.
+# devstack_stamp KEY : what a successful run records: a hash of BRANCH and KEY, what the install
+# depends on (the filled local.conf; install-openstack leaves out what a new instance changes).
 devstack_stamp() { printf '%s\n%s\n' "$BRANCH" "$1" | sha256sum | cut -d' ' -f1; }
 
-# devstack_is_current CONF : the last successful run used this BRANCH and CONF (the filled local.conf).
-devstack_is_current() { [ "$(cat "$STATE/stamp" 2>/dev/null)" = "$(devstack_stamp "$1")" ]; }
+# devstack_is_current KEY [CONF] : the last successful run used this BRANCH and KEY. A stamp of
+# CONF (the whole filled local.conf, which older versions recorded) counts too, recorded anew as KEY's.
+devstack_is_current() {
+  local recorded
+  recorded=$(cat "$STATE/stamp" 2>/dev/null) || return 1
+  [ "$recorded" != "$(devstack_stamp "$1")" ] || return 0
+  [ -n "${2:-}" ] && [ "$recorded" = "$(devstack_stamp "$2")" ] || return 1
+  devstack_stamp "$1" >"$STATE/stamp"
+}
 
-# install_devstack CONF : DevStack at BRANCH in $DEVSTACK (unstacking a previous run with other
-# settings first) with CONF as its local.conf, stack.sh run (run_stack); the stamp of BRANCH and
-# CONF is recorded once stack.sh succeeded (and is gone meanwhile).
+# install_devstack CONF [KEY] : DevStack at BRANCH in $DEVSTACK (unstacking a previous run with
+# other settings first) with CONF as its local.conf, stack.sh run (run_stack); the stamp of BRANCH
+# and KEY (default CONF) is recorded once stack.sh succeeded (and is gone meanwhile).
 install_devstack() {
   local conf=$1 stamp
-  stamp=$(devstack_stamp "$conf")
+  stamp=$(devstack_stamp "${2:-$1}")
   install -d -m 0700 "$STATE"
   if [ -d "$DEVSTACK/.git" ]; then
     if [ -f "$STATE/stamp" ]; then

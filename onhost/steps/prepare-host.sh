@@ -6,7 +6,8 @@
 #                             the provider ENI's MAC (Nitro names it ens6, never eth1); keeps it up
 #                             with no address, no DHCP, no IPv6 - now and at every boot (cloud-init's
 #                             network config disabled, its netplan stripped of that NIC, our netplan
-#                             file matched by MAC); creates the `stack` user DevStack runs as.
+#                             file matched by MAC); creates the `stack` user DevStack runs as; keeps
+#                             the host name DevStack's services register under (pin_hostname).
 #   prepare-host.sh remove    undoes the files, the user and the sudoers entry it created; the NIC
 #                             gets DHCP again at the next boot. Packages stay installed.
 #   prepare-host.sh config    only the file part of apply (netplan, cloud-init), under $OOA_ROOT;
@@ -25,6 +26,10 @@ NETPLAN_DIR=$ROOT/etc/netplan
 OUR_NETPLAN=$NETPLAN_DIR/90-openstack-on-aws-provider.yaml
 CLOUD_INIT_NETPLAN=$NETPLAN_DIR/50-cloud-init.yaml
 CLOUD_INIT_CFG=$ROOT/etc/cloud/cloud.cfg.d/99-openstack-on-aws-network.cfg
+HOSTNAME_CFG=$ROOT/etc/cloud/cloud.cfg.d/99-openstack-on-aws-hostname.cfg
+HOSTNAME_FILE=$ROOT/etc/hostname
+INSTANCE_ID_FILE=$ROOT/var/lib/cloud/data/instance-id # cloud-init's: which instance this disk runs as
+CLOUD_ID=${CLOUD_ID:-$(cloud-id 2>/dev/null || true)}  # cloud-init's name of the cloud (aws on EC2)
 PACKAGES=(git jq iproute2 iptables procps python3 python3-yaml sudo)
 # What this step runs that a minimal image may lack, and the package that has it.
 declare -A NEEDS=([ip]=iproute2 [sysctl]=procps [python3]=python3 [visudo]=sudo)
@@ -40,13 +45,26 @@ read_params() {
 write_config() {
   install -d -m 0700 "$STATE"
   install -d -m 0755 "$NETPLAN_DIR" "$(dirname "$CLOUD_INIT_CFG")"
+  if [[ $CLOUD_ID == aws* ]]; then
+    # On EC2 cloud-init renders the management NIC's netplan matched by its MAC, again at the first
+    # boot of each new instance: a launch from an image of this disk gets its new ENI configured.
+    printf '%s\n' \
+      "# openstack-on-aws prepare-host: cloud-init configures the primary NIC only (DHCP), so the" \
+      "# provider NIC gets no DHCP and no policy routing, also on a new instance of this disk." \
+      "datasource: {Ec2: {apply_full_imds_network_config: false}}" >"$CLOUD_INIT_CFG"
+  else
+    printf '%s\n' \
+      "# openstack-on-aws prepare-host: cloud-init must not configure the NICs again at boot" \
+      "# (it would give the provider NIC DHCP and policy routing)." \
+      "network: {config: disabled}" >"$CLOUD_INIT_CFG"
+  fi
   printf '%s\n' \
-    "# openstack-on-aws prepare-host: cloud-init must not configure the NICs again at boot" \
-    "# (it would give the provider NIC DHCP and policy routing)." \
-    "network: {config: disabled}" >"$CLOUD_INIT_CFG"
+    "# openstack-on-aws prepare-host: keep the host name Nova and Neutron know DevStack's services by," \
+    "# also on a new instance of this disk (cloud-init would name it after its new metadata)." \
+    "preserve_hostname: true" >"$HOSTNAME_CFG"
   # cloud-init's own netplan keeps the management NIC; the provider NIC's stanza goes.
   if [ -f "$CLOUD_INIT_NETPLAN" ]; then
-    [ -f "$STATE/50-cloud-init.yaml.orig" ] || cp -p "$CLOUD_INIT_NETPLAN" "$STATE/50-cloud-init.yaml.orig"
+    keep_original_netplan
     python3 - "$STATE/50-cloud-init.yaml.orig" "$CLOUD_INIT_NETPLAN" "$PROVIDER_MAC" <<'PY'
 import sys, yaml
 src, dst, mac = sys.argv[1:]
@@ -77,9 +95,23 @@ YAML
   mv "$OUR_NETPLAN.tmp" "$OUR_NETPLAN"
 }
 
+# keep_original_netplan : cloud-init's netplan as this instance had it, kept once per instance (a
+# disk launched as a new instance, from an image, has the one cloud-init wrote for its new NICs).
+keep_original_netplan() {
+  local instance
+  instance=$(cat "$INSTANCE_ID_FILE" 2>/dev/null) || instance=unknown
+  if [ -f "$STATE/50-cloud-init.yaml.orig" ] && [ ! -f "$STATE/50-cloud-init.instance" ]; then
+    printf '%s\n' "$instance" >"$STATE/50-cloud-init.instance" # kept by an earlier version, here
+  fi
+  if [ ! -f "$STATE/50-cloud-init.yaml.orig" ] || [ "$(cat "$STATE/50-cloud-init.instance")" != "$instance" ]; then
+    cp -p "$CLOUD_INIT_NETPLAN" "$STATE/50-cloud-init.yaml.orig"
+    printf '%s\n' "$instance" >"$STATE/50-cloud-init.instance"
+  fi
+}
+
 # remove_config : the files of write_config gone, cloud-init's netplan restored.
 remove_config() {
-  rm -f "$OUR_NETPLAN" "$CLOUD_INIT_CFG"
+  rm -f "$OUR_NETPLAN" "$CLOUD_INIT_CFG" "$HOSTNAME_CFG"
   if [ -f "$STATE/50-cloud-init.yaml.orig" ]; then
     mv "$STATE/50-cloud-init.yaml.orig" "$CLOUD_INIT_NETPLAN"
   fi
@@ -98,6 +130,22 @@ runtime_nic() {
   [ -z "$(ip -o addr show dev "$nic")" ] || die "$nic still has addresses: $(ip -o addr show dev "$nic")"
 }
 
+# pin_hostname : the host name stays the first one this step saw: Nova's compute host and Neutron's
+# agents are registered under it. write_config keeps it at boot; one changed since is set back.
+pin_hostname() {
+  local now pinned
+  now=$(hostname)
+  install -d -m 0700 "$STATE"
+  [ -s "$STATE/hostname" ] || printf '%s\n' "$now" >"$STATE/hostname"
+  pinned=$(head -n1 "$STATE/hostname")
+  if [ "$now" != "$pinned" ]; then
+    log "host name $now set back to $pinned (the name DevStack's services are registered under)"
+    printf '%s\n' "$pinned" >"$HOSTNAME_FILE"
+    hostname "$pinned"
+  fi
+  log "host name: $pinned"
+}
+
 # apply : the whole host preparation (see the header).
 apply() {
   read_params
@@ -108,6 +156,7 @@ apply() {
   nic=$(nic_by_mac "$PROVIDER_MAC") || die "no NIC with the provider ENI's MAC $PROVIDER_MAC (is the ENI attached?)"
   log "provider NIC: $nic ($PROVIDER_MAC)"
   write_config
+  pin_hostname
   runtime_nic "$nic"
   ensure_stack_user
   # shellcheck disable=SC2034 # saved by name
