@@ -130,7 +130,9 @@ class Host:
     def filled(self, nic: str, url: str, password: str = PASSWORD) -> str:
         """local.conf as install-openstack fills it on the host (libvirt as this machine has it)."""
         libvirt = "kvm" if Path("/dev/kvm").exists() else "qemu"
+        mode = "host-passthrough" if libvirt == "kvm" else "custom"  # lib.sh libvirt_cpu_mode
         conf = self.conf.rstrip("\n").replace("@ADMIN_PASSWORD@", password).replace("@LIBVIRT_TYPE@", libvirt)
+        conf = conf.replace("@LIBVIRT_CPU_MODE@", mode)
         return conf.replace("@PUBLIC_INTERFACE@", nic).replace("@PUBLIC_BASE_URL@", url)
 
 
