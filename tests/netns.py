@@ -92,7 +92,9 @@ class PrivateNet:
         return self.run("bash", "-euo", "pipefail", "-c", script, check=True).stdout
 
     def step(self, step: str, action: str, params: dict[str, object] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the step as Pulumi does: `remote.command()`'s text, parameters on stdin."""
+        """Run the step as Pulumi does: the upload row's text (lib.sh and the script installed), then
+        `remote.command()`'s, parameters on stdin."""
+        self.run("bash", "-c", remote.upload([step], prefix=str(self.prefix)), check=True)
         text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state))
         return self.run("bash", "-c", text, stdin=remote.params(params or {}))
 

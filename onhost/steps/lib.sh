@@ -3,7 +3,7 @@
 # Sections: parameters and checks (all steps); re-apply helpers (gateway-mac, port-forwards); host
 # helpers (prepare-host, install-openstack, external-gateway); preparation helpers (prepare-host,
 # prepare-compute); DevStack helpers (install-openstack, install-compute). A change here changes
-# every step's command text (remote.py uploads lib.sh with each step).
+# every step's command text (each carries lib.sh's hash, onhost/remote.py): every step runs again.
 
 # Where steps keep their state: saved parameters and what `remove` must undo (root only).
 OOA_STATE=${OOA_STATE:-/var/lib/openstack-on-aws}

@@ -50,7 +50,14 @@ from pulumi.runtime.sync_await import _sync_await
 
 from components.contract import contract_for_render
 from components.network import MANAGEMENT_PORTS
-from components.openstack import TlsParts, args_from_settings, local_conf_for, selected_steps, step_inputs
+from components.openstack import (
+    TlsParts,
+    args_from_settings,
+    host_scripts,
+    local_conf_for,
+    selected_steps,
+    step_inputs,
+)
 from config.settings import NAMESPACE, Settings, load_settings
 from onhost import remote
 from tests.lab import container, keystone, neutron
@@ -389,6 +396,11 @@ class Lab:
             self.timings.update(self.neutron.timings)  # the copied database, backends ready, neutron up
             self.timings.update(self.keystone.timings)
             self.timings.update(self.container.timings)
+            t = time.monotonic()
+            out = self.ssh(remote.upload(self.scripts, str(self.prefix)), check=False)
+            if out.returncode != 0:
+                raise RuntimeError(f"the upload row failed: {out.stderr}")
+            self.timings["scripts"] = time.monotonic() - t
             t = time.monotonic()
             out = self.step("external-gateway", "apply", self.external_gateway_params())
             if out.returncode != 0:
@@ -786,9 +798,23 @@ table ip ooa_sg {{
         )
 
     def step(self, step: str, action: str, params: dict | None = None) -> subprocess.CompletedProcess:
-        """The exact command text Pulumi sends for the step, run over SSH with the params on stdin."""
-        text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state))
-        return self.ssh(text, input=remote.params(params or {}), check=False)
+        """The exact command text Pulumi sends for the step, run over SSH with the params on stdin
+        (the scripts it runs are the ones the lab's upload row installed when it was built)."""
+        return self.ssh(self.command(step, action), input=remote.params(params or {}), check=False)
+
+    def command(self, step: str, action: str) -> str:
+        """The step's command text, with the lab's prefix and state folders."""
+        return remote.command(step, action, prefix=str(self.prefix), state=str(self.state))
+
+    @functools.cached_property
+    def scripts(self) -> list[str]:
+        """What the upload row of the lab's two stacks (OpenStack already there; DevStack) installs,
+        both in one: the lab runs steps of both chains."""
+        names: list[str] = []
+        for settings in (self.settings, self.devstack_settings):
+            args = args_from_settings(settings, contract_for_render(settings, "<the lab's key>"), None)
+            names += [n for n in host_scripts(args) if n not in names]
+        return names
 
     def host_config(self) -> dict:
         """The stack config of the lab host: an existing machine (`host: {kind: existing}`)."""
