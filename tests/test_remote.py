@@ -3,7 +3,6 @@ installs the scripts and its remove, and the steps' one-line command texts."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 from onhost import remote
 from onhost.chain import CHAIN
 from onhost.compute_chain import DISCOVER, NODE_CHAIN
+from tests.harness import command_failure
 
 SUDO_SHIM = Path(__file__).resolve().parent / "shims" / "sudo"
 # Every step that runs a script: the controller's rows, the compute nodes' rows and discover-hosts.
@@ -124,7 +124,7 @@ def test_a_failing_step_shows_its_error_at_the_top_of_pulumi_commands_message(tm
                          "FORWARDS": "tcp:70000:192.168.100.10:22"})
     p = _bash(text, env, bad)
     assert p.returncode == 1 and p.stdout == ""
-    message = f"Process exited with status {p.returncode}: running {json.dumps(text)}:\n{p.stdout}{p.stderr}"
+    message = command_failure(text, p.returncode, p.stdout + p.stderr)
     error = "[port-forwards] error: forward 'tcp:70000:192.168.100.10:22': public port '70000' is not a port"
     assert error in message[:500], message[:500]
     assert not state.exists()  # refused before any change

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from tests.harness import command_failure
 from tests.lab.net import (
     BULK,
     CLOUD,
@@ -447,6 +448,9 @@ def test_bad_parameters_fail_clearly_and_change_nothing(clean, step, override, m
     assert message in p.stderr, p.stderr
     assert p.stdout == ""
     assert lab.snapshot() == before
+    # what `pulumi up` shows: the error in the message's first lines, not after the script
+    shown = command_failure(lab.command(step, "apply"), p.returncode, p.stderr)
+    assert message in shown[:600], shown[:600]
 
 
 def test_missing_or_unknown_parameters_fail_before_any_change(clean):
