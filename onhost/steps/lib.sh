@@ -141,13 +141,19 @@ UNIT
   systemctl enable --now "$unit.timer" >/dev/null 2>&1 || die "cannot enable $unit.timer"
 }
 
-# remove_reapply_units STEP : undo install_reapply_units (nothing if it was never installed).
+# remove_reapply_units STEP : undo install_reapply_units (nothing if it was never installed). Called
+# under the step's lock: a run the timer started may be waiting for it, and would fail once the
+# state is gone and stay listed as a failed unit, so the timer stops first, then that run.
 remove_reapply_units() {
   local unit=openstack-on-aws-$1-reapply file
   file=$UNIT_DIR/$unit
   [ -e "$file.timer" ] || [ -e "$file.service" ] || return 0
   # one reload, once the files are gone (disable would reload before that too)
-  if [ -d /run/systemd/system ]; then systemctl disable --now --no-reload "$unit.timer" >/dev/null 2>&1 || true; fi
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now --no-reload "$unit.timer" >/dev/null 2>&1 || true
+    systemctl stop "$unit.service" >/dev/null 2>&1 || true
+    systemctl reset-failed "$unit.service" >/dev/null 2>&1 || true
+  fi
   rm -f "$file.timer" "$file.service"
   if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 }
