@@ -51,6 +51,7 @@ from pulumi.runtime.sync_await import _sync_await
 from components.contract import contract_for_render
 from components.network import MANAGEMENT_PORTS
 from components.openstack import (
+    OpenStackArgs,
     TlsParts,
     args_from_settings,
     host_scripts,
@@ -60,6 +61,7 @@ from components.openstack import (
 )
 from config.settings import NAMESPACE, Settings, load_settings
 from onhost import remote
+from onhost.chain import Step
 from tests.lab import container, keystone, neutron
 from tests.lab.neutron import wait_for
 
@@ -163,6 +165,11 @@ def _resolved(value: object) -> str:
     if isinstance(value, pulumi.Output):
         return str(_sync_await(value.future()))
     return str(value)
+
+
+def _params(args: OpenStackArgs, row: Step, emitted: dict[str, object]) -> dict[str, str]:
+    """A row's parameters as the program builds them for `args`, its Outputs resolved."""
+    return {k: _resolved(v) for k, v in row.params(step_inputs(args, emitted)).items()}
 
 
 def _interrupt(signum, frame):
@@ -842,7 +849,12 @@ table ip ooa_sg {{
     def settings(self) -> Settings:
         """The lab host as a stack config describes it: an existing machine that already runs
         OpenStack (`host: {kind: existing}`, `openstack: {install: existing}`), the mode whose chain
-        (external-gateway, gateway-mac, port-forwards) the lab runs."""
+        (scripts, external-gateway, gateway-mac, port-forwards) the lab runs, with two forwards to vm1
+        (the tests that run port-forwards on their own give it theirs)."""
+        forwards = [
+            {"protocol": "tcp", "publicPort": 522, "tenantIp": VM1_IP, "tenantPort": 22},
+            {"protocol": "udp", "publicPort": 5353, "tenantIp": VM1_IP, "tenantPort": 53},
+        ]
         return load_settings(
             {
                 **self.host_config(),
@@ -855,8 +867,19 @@ table ip ooa_sg {{
                         "externalBridge": "br-ex",
                     }
                 ),
+                f"{NAMESPACE}:portForwards": json.dumps(forwards),
             }
         )
+
+    @functools.cached_property
+    def stack(self) -> OpenStackArgs:
+        """The program's OpenStack arguments for that stack (`Lab.settings`)."""
+        return args_from_settings(self.settings, contract_for_render(self.settings, "<the lab's key>"), None)
+
+    def row_params(self, row: Step, emitted: dict[str, object]) -> dict[str, str]:
+        """A row's stdin for that stack exactly as the program builds it, with what the earlier
+        rows printed (`parse_emitted`)."""
+        return _params(self.stack, row, emitted)
 
     @functools.cached_property
     def devstack_settings(self) -> Settings:
@@ -875,8 +898,8 @@ table ip ooa_sg {{
         settings = self.settings if tls is None else self.devstack_settings
         args = args_from_settings(settings, contract_for_render(settings, "<the lab's key>"), None, tls)
         (row,) = [r for r in selected_steps(args) if r.name == step]
-        emitted = {"router_id": self.router.router_id, "gateway_port_id": self.router.gw_port_id}
-        values = {k: _resolved(v) for k, v in row.params(step_inputs(args, emitted)).items()}
+        emitted: dict[str, object] = {"router_id": self.router.router_id, "gateway_port_id": self.router.gw_port_id}
+        values = _params(args, row, emitted)
         return {**values, "FORWARDS": forwards} if step == "port-forwards" else values
 
     def external_gateway_params(self, **override: str) -> dict:
