@@ -48,17 +48,10 @@ from pathlib import Path
 import pulumi
 from pulumi.runtime.sync_await import _sync_await
 
+from components import openstack
 from components.contract import contract_for_render
 from components.network import MANAGEMENT_PORTS
-from components.openstack import (
-    OpenStackArgs,
-    TlsParts,
-    args_from_settings,
-    host_scripts,
-    local_conf_for,
-    selected_steps,
-    step_inputs,
-)
+from components.openstack import TlsParts, args_from_settings, local_conf_for, selected_steps, step_inputs
 from config.settings import NAMESPACE, Settings, load_settings
 from onhost import remote
 from onhost.chain import Step
@@ -167,7 +160,7 @@ def _resolved(value: object) -> str:
     return str(value)
 
 
-def _params(args: OpenStackArgs, row: Step, emitted: dict[str, object]) -> dict[str, str]:
+def _params(args: openstack.OpenStackArgs, row: Step, emitted: dict[str, object]) -> dict[str, str]:
     """A row's parameters as the program builds them for `args`, its Outputs resolved."""
     return {k: _resolved(v) for k, v in row.params(step_inputs(args, emitted)).items()}
 
@@ -820,7 +813,7 @@ table ip ooa_sg {{
         names: list[str] = []
         for settings in (self.settings, self.devstack_settings):
             args = args_from_settings(settings, contract_for_render(settings, "<the lab's key>"), None)
-            names += [n for n in host_scripts(args) if n not in names]
+            names += [n for n in openstack.host_scripts(args) if n not in names]
         return names
 
     def host_config(self) -> dict:
@@ -872,7 +865,7 @@ table ip ooa_sg {{
         )
 
     @functools.cached_property
-    def stack(self) -> OpenStackArgs:
+    def stack(self) -> openstack.OpenStackArgs:
         """The program's OpenStack arguments for that stack (`Lab.settings`)."""
         return args_from_settings(self.settings, contract_for_render(self.settings, "<the lab's key>"), None)
 
