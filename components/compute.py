@@ -8,8 +8,9 @@ security-group rule that lets the cluster's members talk to each other: all traf
 management security group to itself. Each node hands a `NodeContract` (components/contract.py).
 
 `ComputeSteps`: per node the rows of onhost/compute_chain.py as dependent remote commands
-(`compute-record` on the controller, `prepare-compute` and `install-compute` on the node), then
-once `discover-hosts` on the controller. It consumes the contracts only.
+(`scripts`, the node's upload row, and `prepare-compute` and `install-compute` on the node,
+`compute-record` on the controller), then once `discover-hosts` on the controller. It consumes the
+contracts only.
 
 Nodes are named by index (`<stack>-compute-<i>`, host name `compute-<i>`), so a count change
 registers or deletes only the nodes that come or go, and replaces `discover-hosts`.
@@ -30,8 +31,8 @@ from components.contract import HostContract, NodeContract, SshConnection
 from components.host import ROLE_TAG, SSH_USER, gated, generated_host_key, hardened_instance, power_state
 from components.openstack import connection_args, local_conf_for, step_stdin
 from onhost import localconf
-from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, NodeInputs, discover_params
-from onhost.remote import command
+from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, NODE_SCRIPTS, NodeInputs, discover_params
+from onhost.remote import UPLOAD, texts
 
 if TYPE_CHECKING:
     from components.host import Host
@@ -310,6 +311,7 @@ class ComputeSteps(pulumi.ComponentResource):
         last: list[pulumi.Resource] = []
         for node in args.nodes:
             inputs = node_inputs(args, node)
+            triggers = [node.machine_id, controller.machine_id, reinstall]
             node_connection = connection_args(node)
             mine: dict[str, remote.Command] = {}
             for step in NODE_CHAIN:
@@ -329,7 +331,8 @@ class ComputeSteps(pulumi.ComponentResource):
                     step.name,
                     controller_connection if on_controller else node_connection,
                     step_stdin(step.params(inputs), secret=step.secret),
-                    triggers=[node.machine_id, controller.machine_id, reinstall],
+                    # The node's scripts go again to a new node only.
+                    triggers=triggers[:1] if step.name == UPLOAD else triggers,
                     depends_on=depends,
                     deleted_with=deleted_with,
                     timeouts=(step.timeout, step.delete_timeout),
@@ -368,20 +371,23 @@ def _step(
     secret: bool,
     parent: pulumi.Resource,
 ) -> remote.Command:
-    """One remote step, with the options every step of the program has (components/openstack.py)."""
+    """One remote step, with the options every step of the program has (components/openstack.py);
+    the upload row installs the node's scripts (NODE_SCRIPTS)."""
+    apply, remove = texts(step, NODE_SCRIPTS)
     return remote.Command(
         resource_name,
         connection=connection,
-        create=command(step, "apply"),
-        update=command(step, "apply"),
-        delete=command(step, "remove"),
+        create=apply,
+        update=apply,
+        delete=remove,
         stdin=stdin,
         triggers=triggers,
         add_previous_output_in_env=False,
         opts=pulumi.ResourceOptions(
             parent=parent,
             depends_on=depends_on,
-            delete_before_replace=True,
+            # Not the upload row: the old steps' removes run its scripts (components/openstack.py).
+            delete_before_replace=step != UPLOAD,
             deleted_with=deleted_with,
             custom_timeouts=pulumi.CustomTimeouts(create=timeouts[0], update=timeouts[0], delete=timeouts[1]),
             additional_secret_outputs=["stdout", "stderr"] if secret else None,

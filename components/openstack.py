@@ -2,9 +2,11 @@
 
 `OpenStack` consumes a `HostContract` (components/contract.py) and nothing else of the host, and
 creates one `pulumi_command.remote.Command` per row of the step table (onhost/chain.py) that its
-`openstack.install` mode selects: prepare-host -> install-openstack -> tls-front ->
+`openstack.install` mode selects: scripts -> prepare-host -> install-openstack -> tls-front ->
 external-gateway -> gateway-mac -> port-forwards -> public-endpoints (-> smoke, with `smokeTest`)
-for DevStack, external-gateway -> gateway-mac -> port-forwards for an OpenStack already on the host.
+for DevStack, scripts -> external-gateway -> gateway-mac -> port-forwards for an OpenStack already
+on the host. `scripts` installs the steps' scripts (onhost/remote.py); each other step's command is
+one short line that runs its script.
 With DevStack, `tls` (`TlsParts`: the `Tls` component's certificates, made in __main__.py) feeds
 tls-front and the https outputs (keystone_auth_url, horizon_url, clouds_yaml, ca_certificate).
 Parameters travel on stdin only: pulumi-command v1.2.1 puts the whole command string into its
@@ -27,8 +29,9 @@ from pulumi_command import remote
 from components.clouds import clouds_yaml
 from components.contract import HostContract, NodeContract
 from onhost import localconf
-from onhost.chain import DEVSTACK, Step, StepInputs, chain_for, parse_emitted, runs_after
-from onhost.remote import command, params
+from onhost.chain import DEVSTACK, Step, StepInputs, chain_for, parse_emitted, runs_after, scripts_of
+from onhost.compute_chain import CONTROLLER_SCRIPTS
+from onhost.remote import UPLOAD, params, texts
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -73,6 +76,8 @@ class OpenStackArgs:
     """Where the smoke test's VM boots: a forward's tenant IP, or None to let Neutron choose."""
     tls: TlsParts | None = None
     """The TLS front's certificates (install devstack: required; components.tls `Tls`)."""
+    compute_nodes: bool = False
+    """Compute nodes join this host: its upload row also installs their steps that run here."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,12 @@ def public_base_url(parts: TlsParts) -> pulumi.Output[str]:
 def selected_steps(args: OpenStackArgs) -> list[Step]:
     """The step-table rows this stack runs, in order: its install mode's, and the switched-on ones."""
     return chain_for(args.install, {"smokeTest"} if args.smoke_test else set())
+
+
+def host_scripts(args: OpenStackArgs) -> list[str]:
+    """The steps whose scripts the host's upload row installs: its rows', and the compute nodes'
+    steps that run on it (onhost/compute_chain.py) when nodes join it."""
+    return scripts_of(s.name for s in selected_steps(args)) + (CONTROLLER_SCRIPTS if args.compute_nodes else [])
 
 
 def local_conf_for(host: HostContract) -> str:
@@ -209,7 +220,8 @@ def connection_args(host: HostContract | NodeContract) -> remote.ConnectionArgs:
 
 def step_stdin(values: dict[str, object], secret: bool = False) -> pulumi.Output[str]:
     """A step's stdin: its parameters as `KEY=value` lines (onhost/remote.py), secret as a whole if `secret`."""
-    text: pulumi.Output[str] = pulumi.Output.all(**values).apply(params)  # type: ignore[arg-type]
+    # Output.all() of nothing is a list: a row without parameters (the upload row) gets "".
+    text: pulumi.Output[str] = pulumi.Output.all(**values).apply(params) if values else pulumi.Output.from_input("")  # type: ignore[arg-type]
     return pulumi.Output.secret(text) if secret else text  # type: ignore[arg-type]
 
 
@@ -234,15 +246,17 @@ class OpenStack(pulumi.ComponentResource):
         self.steps: dict[str, remote.Command] = {}
         emitted: dict[str, object] = {}
         selected = selected_steps(args)
+        scripts = host_scripts(args)
         for step in selected:
             before = runs_after(step, selected)
             values = step.params(step_inputs(args, emitted))
+            apply, remove = texts(step.name, scripts)
             cmd = remote.Command(
                 f"{name}-{step.name}",
                 connection=connection,
-                create=command(step.name, "apply"),
-                update=command(step.name, "apply"),
-                delete=command(step.name, "remove"),
+                create=apply,
+                update=apply,
+                delete=remove,
                 # The stdin of a step that carries a secret is a secret as a whole.
                 stdin=step_stdin(values, secret=step.secret),
                 # A new machine runs every step again; so do the runs of its `reruns_after` steps.
@@ -252,8 +266,10 @@ class OpenStack(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     depends_on=[self.steps[before.name]] if before else list(host.ready),
-                    # Every step changes the host: undo the old one before applying the new one.
-                    delete_before_replace=True,
+                    # Every step changes the host: undo the old one before applying the new one. Not
+                    # the upload row: the old steps' removes run the scripts it installed (on the old
+                    # machine, a new one gets its own first); its old remove runs at the end.
+                    delete_before_replace=step.name != UPLOAD,
                     # When the machine goes, there is nothing left to undo on it.
                     deleted_with=host.deleted_with,
                     custom_timeouts=pulumi.CustomTimeouts(
@@ -314,4 +330,5 @@ def args_from_settings(
         smoke_test=settings.smoke_test,
         smoke_tenant_ip=settings.port_forwards[0].tenant_ip if settings.port_forwards else None,
         tls=tls,
+        compute_nodes=settings.host is None and settings.compute_nodes.count > 0 and section.install == DEVSTACK,
     )

@@ -2,7 +2,9 @@
 
 `OpenStack` (components/openstack.py) creates one `remote.Command` per row its mode selects,
 `make render` (tools/render.py) writes each row's command and parameters, the policy pack checks
-each row's secrecy, and the tests walk the same table. A row says: the script (`onhost/steps/<name>.sh`),
+each row's secrecy, and the tests walk the same table. The first row, `scripts`, installs lib.sh
+and the selected rows' scripts on the host (onhost/remote.py); every other row runs after it. A
+row says: the script (`onhost/steps/<name>.sh`),
 how its stdin parameters are built, which step it runs after, its timeouts, whether it carries a
 secret, which `openstack.install` modes run it, the config switch that turns it on, which keys of
 its JSON output later steps read, and which earlier steps' runs re-run it.
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+
+from onhost.remote import UPLOAD
 
 DEVSTACK = "devstack"
 EXISTING = "existing"
@@ -114,6 +118,10 @@ class Step:
         return f"{self.name}.sh"
 
 
+def no_params(i: object) -> dict[str, object]:
+    return {}
+
+
 def _prepare_host(i: StepInputs) -> dict[str, object]:
     return {"PROVIDER_MAC": i.provider_mac}
 
@@ -197,7 +205,11 @@ def _public_endpoints(i: StepInputs) -> dict[str, object]:
 
 
 CHAIN: tuple[Step, ...] = (
-    Step("prepare-host", _prepare_host, after=None, timeout="30m", installs=frozenset({DEVSTACK})),
+    # lib.sh and the scripts of the stack's steps, installed on the host: every other row runs them,
+    # so it comes first on every host and install mode, and its remove comes last. No parameter. The
+    # first SSH contact with a booting instance (its dials are retried): prepare-host's timeout.
+    Step(UPLOAD, no_params, after=None, timeout="30m"),
+    Step("prepare-host", _prepare_host, after=UPLOAD, timeout="30m", installs=frozenset({DEVSTACK})),
     # Its stdin holds the admin password; stack.sh's output and log tail are masked on the host,
     # but they are the one place a password could surface: all secret in the state.
     Step(
@@ -247,6 +259,11 @@ def chain_for(install: str, switches: Collection[str] = ()) -> list[Step]:
     if install not in INSTALL_MODES:
         raise ValueError(f"unknown install mode {install!r}")
     return [s for s in CHAIN if install in s.installs and (s.switch is None or s.switch in switches)]
+
+
+def scripts_of(names: Iterable[str]) -> list[str]:
+    """The steps whose scripts a host's upload row installs: the host's rows (names) but that row."""
+    return [n for n in names if n != UPLOAD]
 
 
 def runs_after(step: Step, selected: list[Step]) -> Step | None:

@@ -2,11 +2,13 @@
 and once on the controller, from which the program, `make render`, the policy pack and the tests
 derive, as onhost/chain.py is for the controller's steps.
 
-Per node, in order: `compute-record` on the controller (its `remove` takes the node's nova-compute
+Per node, in order: `scripts` (lib.sh and the node's scripts installed on the node,
+onhost/remote.py), `compute-record` on the controller (its `remove` takes the node's nova-compute
 service and agents out of the controller), `prepare-compute` and `install-compute` on the node;
 then once, on the controller, `discover-hosts` after every node's install. Deleting runs the other
 way round: a removed node first stops its services (install-compute's remove), then the controller
-forgets it (compute-record's remove), then its instance goes.
+forgets it (compute-record's remove), then its instance goes. The controller's own upload row
+(onhost/chain.py) installs the controller's scripts of this table (CONTROLLER_SCRIPTS) with its own.
 
 Standard library only, so that the policy pack's own virtualenv can import it.
 """
@@ -17,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from onhost.chain import devstack_params
+from onhost.chain import devstack_params, no_params, scripts_of
+from onhost.remote import UPLOAD
 
 NODE = "node"
 CONTROLLER = "controller"
@@ -71,8 +74,10 @@ def _install(i: NodeInputs) -> dict[str, object]:
 
 
 NODE_CHAIN: tuple[NodeStep, ...] = (
+    # lib.sh and the node's scripts, on the node: the node's steps run them, so its remove comes last.
+    NodeStep(UPLOAD, no_params, runs_on=NODE, after=None, timeout="30m"),
     # On the controller; skipped only when the controller itself goes (set by ComputeSteps).
-    NodeStep("compute-record", _record, runs_on=CONTROLLER, after=None, skip_remove_with_node=False),
+    NodeStep("compute-record", _record, runs_on=CONTROLLER, after=UPLOAD, skip_remove_with_node=False),
     NodeStep("prepare-compute", _prepare, runs_on=NODE, after="compute-record", timeout="30m"),
     # Its remove stops the node's services before compute-record's remove forgets them.
     NodeStep(
@@ -90,6 +95,10 @@ NODE_BY_NAME = {s.name: s for s in NODE_CHAIN}
 # Once, on the controller, after every node's last step.
 DISCOVER = NodeStep("discover-hosts", lambda i: {}, runs_on=CONTROLLER, after="install-compute", timeout="20m")
 STEPS = (*NODE_BY_NAME, DISCOVER.name)
+NODE_SCRIPTS = scripts_of(s.name for s in NODE_CHAIN if s.runs_on == NODE)
+"""The scripts a node's upload row installs."""
+CONTROLLER_SCRIPTS = [s.name for s in (*NODE_CHAIN, DISCOVER) if s.runs_on == CONTROLLER]
+"""This table's scripts that run on the controller: its upload row installs them too."""
 
 
 def discover_params(hostnames: list[str], cloud: str, clouds_yaml: str) -> dict[str, object]:

@@ -1,24 +1,35 @@
-"""How a remote step's script reaches the host: the exact command text Pulumi sends.
+"""How a remote step's script reaches the host: the exact command texts Pulumi sends.
 
 A step is `onhost/steps/<step>.sh` (a row of the step table, onhost/chain.py) with `apply` /
 `remove` (and maybe more) as its first argument. Its parameters are `KEY=value` lines on stdin,
-never in the command line (pulumi-command prints the whole command when it fails). The command
-installs `lib.sh` and the step script under `prefix` on the host, then runs the script with sudo;
-the script keeps what it needs for `remove` and for re-applying at boot under
-`$OOA_STATE/<step>/` (default /var/lib/openstack-on-aws).
+never in the command line (pulumi-command prints the whole command when it fails).
 
-The same `command()` text is what the lab runs over SSH and what `make render` writes out.
+The first row of each host's table, `scripts` (UPLOAD), installs `lib.sh` and the scripts of the
+steps that run there under `prefix` (`upload()`): its command text holds every script, so
+`pulumi preview --diff` shows each change. Every other row's command is one short line that runs
+the installed script with sudo (`command()`), so a failure's message shows the error, not the
+script; the line ends with a hash of lib.sh and of the script, so that a change of either changes
+the step's text and re-runs it (an update: apply again), and a change of one script re-runs only the
+steps that call it. A script keeps what it needs for `remove` and for re-applying at boot under
+`$OOA_STATE/<step>/` (default /var/lib/openstack-on-aws). The upload row's remove (`unload()`)
+runs after every step's remove (they all depend on it) and takes the scripts and the empty state
+folder away.
+
+The same texts are what the lab runs over SSH and what `make render` writes out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 STEPS_DIR = Path(__file__).parent / "steps"
 REMOTE_PREFIX = "/usr/local/lib/openstack-on-aws"
 REMOTE_STATE = "/var/lib/openstack-on-aws"
+UPLOAD = "scripts"
+"""The name of the row that installs the scripts (the first row of each table)."""
 _EOF = "OPENSTACK_ON_AWS_EOF"
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _SETTING = re.compile(r"OOA_[A-Z0-9_]+=[A-Za-z0-9_.-]+")
@@ -28,34 +39,69 @@ def script_path(step: str) -> Path:
     return STEPS_DIR / f"{step}.sh"
 
 
-def _upload(name: str, text: str, prefix: str) -> str:
-    if any(line == _EOF for line in text.splitlines()):
-        raise ValueError(f"{name} contains the line {_EOF}")
-    return f"sudo -n tee {prefix}/{name} >/dev/null <<'{_EOF}'\n{text}{_EOF}\n"
+def _hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def command(
     step: str, action: str, prefix: str = REMOTE_PREFIX, state: str = REMOTE_STATE, env: Mapping[str, str] | None = None
 ) -> str:
-    """The shell command that installs the step's script on the host and runs `<step>.sh <action>`.
-
-    Parameters are read by the script from the command's stdin (see `params()`); the script keeps
-    its state (saved parameters, what `remove` must undo) under `state`/<step>/. `env`: more
-    `OOA_…` settings for the script (tests: how long a step waits, e.g. OOA_ROUTER_WAIT).
-    """
-    script = script_path(step).read_text()
-    lib = (STEPS_DIR / "lib.sh").read_text()
+    """The one line that runs the installed `<step>.sh <action>` (parameters on its stdin, see
+    `params()`; its state under `state`/<step>/), with the hashes of what it runs as a comment.
+    `env`: more `OOA_…` settings for the script (tests: how long a step waits, e.g. OOA_ROUTER_WAIT)."""
     settings = "".join(f" {k}={v}" for k, v in (env or {}).items())
     if not all(_SETTING.fullmatch(word) for word in settings.split()):
         raise ValueError(f"env must be OOA_NAME=word settings: {env!r}")
     return (
-        "set -euo pipefail\n"
-        f"sudo -n install -d -m 0755 {prefix}\n"
-        + _upload("lib.sh", lib, prefix)
-        + _upload(f"{step}.sh", script, prefix)
-        + f"sudo -n chmod 0755 {prefix}/{step}.sh\n"
-        f"exec sudo -n OOA_STATE={state}{settings} {prefix}/{step}.sh {action}\n"
+        f"exec sudo -n OOA_STATE={state}{settings} {prefix}/{step}.sh {action}"
+        f" # lib.sh {_hash(STEPS_DIR / 'lib.sh')} {step}.sh {_hash(script_path(step))}"
     )
+
+
+def upload(steps: Sequence[str], prefix: str = REMOTE_PREFIX) -> str:
+    """The upload row's create/update text: lib.sh and each step's script under `prefix`.
+
+    Each file is written beside its old version and renamed over it: a re-apply timer that is
+    running the old one keeps reading it, the next run finds the new one whole. Scripts it no
+    longer lists stay until its remove (a step that left the chain runs its remove from them).
+    """
+    files = {"lib.sh": STEPS_DIR / "lib.sh", **{f"{s}.sh": script_path(s) for s in steps}}
+    names = list(files)
+    text = f"set -euo pipefail\nsudo -n install -d -m 0755 {prefix}\n"
+    for name, path in files.items():
+        body = path.read_text()
+        if any(line == _EOF for line in body.splitlines()):
+            raise ValueError(f"{name} contains the line {_EOF}")
+        text += f"sudo -n tee {prefix}/{name}.new >/dev/null <<'{_EOF}'\n{body}{_EOF}\n"
+    text += "sudo -n chmod 0755" + "".join(f" {prefix}/{n}.new" for n in names) + "\n"
+    return text + "".join(f"sudo -n mv -f {prefix}/{n}.new {prefix}/{n}\n" for n in names)
+
+
+def unload(prefix: str = REMOTE_PREFIX, state: str = REMOTE_STATE) -> str:
+    """The upload row's remove: the scripts and the state folder go once no step keeps state there.
+
+    It runs after every step's remove; what a step still keeps (a remove that failed, or the steps
+    of a replacement on the same machine) keeps the folders too: the scripts are what undoes it.
+    """
+    return (
+        "set -euo pipefail\n"
+        f"left=$(sudo -n ls -A {state} 2>/dev/null | tr '\\n' ' ') || left=\n"
+        'if [ -n "$left" ]; then\n'
+        f"  echo \"[{UPLOAD}] kept {prefix} and {state}: steps still keep state there: $left\" >&2\n"
+        "  exit 0\n"
+        "fi\n"
+        f"sudo -n rm -rf {prefix}\n"
+        f"if sudo -n test -d {state}; then sudo -n rmdir {state}; fi\n"
+        f"echo '[{UPLOAD}] removed {prefix} and {state}' >&2\n"
+    )
+
+
+def texts(row: str, scripts: Sequence[str], prefix: str = REMOTE_PREFIX, state: str = REMOTE_STATE) -> tuple[str, str]:
+    """A table row's (apply, remove) command text on a host whose steps are `scripts` (step names):
+    the upload row installs them and finally removes them, any other row runs its own."""
+    if row == UPLOAD:
+        return upload(scripts, prefix), unload(prefix, state)
+    return command(row, "apply", prefix, state), command(row, "remove", prefix, state)
 
 
 def params(values: Mapping[str, object]) -> str:

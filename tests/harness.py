@@ -363,3 +363,10 @@ def reveal(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [reveal(v) for v in value]
     return value
+
+
+def command_failure(command: str, returncode: int, output: str) -> str:
+    """The message pulumi-command v1.2.1 fails a step with (provider/pkg/provider/remote/
+    commandOutputs.go: `fmt.Errorf("%w: running %q:\n%s", err, cmd, stdout and stderr)`; Go's %q
+    quotes as JSON does for this text): what `pulumi up` shows of a failing step."""
+    return f"Process exited with status {returncode}: running {json.dumps(command)}:\n{output}"

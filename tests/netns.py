@@ -96,7 +96,9 @@ class PrivateNet:
 
     def step(self, step: str, action: str, params: dict[str, object] | None = None,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the step as Pulumi does: `remote.command()`'s text (with `env`), parameters on stdin."""
+        """Run the step as Pulumi does: the upload row's text (lib.sh and the script installed), then
+        `remote.command()`'s (with `env`), parameters on stdin."""
+        self.run("bash", "-c", remote.upload([step], prefix=str(self.prefix)), check=True)
         text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state), env=env)
         return self.run("bash", "-c", text, stdin=remote.params(params or {}))
 

@@ -14,9 +14,9 @@ from tests import harness
 
 def test_rows_per_install_mode():
     assert [s.name for s in chain_for("devstack")] == [
-        "prepare-host", "install-openstack", "tls-front", "external-gateway", "gateway-mac", "port-forwards",
-        "public-endpoints"]
-    assert [s.name for s in chain_for("existing")] == ["external-gateway", "gateway-mac", "port-forwards"]
+        "scripts", "prepare-host", "install-openstack", "tls-front", "external-gateway", "gateway-mac",
+        "port-forwards", "public-endpoints"]
+    assert [s.name for s in chain_for("existing")] == ["scripts", "external-gateway", "gateway-mac", "port-forwards"]
     with pytest.raises(ValueError):
         chain_for("kolla")
 
@@ -26,14 +26,15 @@ def test_runs_after_skips_rows_the_mode_does_not_run():
         selected = chain_for(install)
         after = {s.name: (a.name if (a := runs_after(s, selected)) else None) for s in selected}
         first = selected[0].name
-        assert after[first] is None
+        assert first == "scripts" and after[first] is None
         assert [n for n, a in after.items() if a is None] == [first]
-    assert runs_after(chain.BY_NAME["external-gateway"], chain_for("existing")) is None
+    assert runs_after(chain.BY_NAME["external-gateway"], chain_for("existing")).name == "scripts"
 
 
 def test_every_row_has_its_script_and_valid_timeouts():
+    assert CHAIN[0].name == remote.UPLOAD and not CHAIN[0].secret and CHAIN[0].params(None) == {}  # type: ignore[arg-type]
     for s in CHAIN:
-        assert remote.script_path(s.name).is_file(), s.name
+        assert s.name == remote.UPLOAD or remote.script_path(s.name).is_file(), s.name
         assert s.timeout.endswith("m") and s.delete_timeout.endswith("m")
 
 
@@ -89,13 +90,14 @@ def test_a_new_row_reaches_the_program_and_render(monkeypatch, tmp_path):
     assert [r.name for r in run.of_type("command:remote:Command")][-1] == "dev-probe"
     assert "dev-smoke" in run.depends_on("dev-probe")
     assert cmd.inputs["stdin"] == f"ROUTER_ID={harness.MOCK_ROUTER_ID}\n"
-    assert cmd.custom_timeouts["create"] == "20m" and "echo probe" in cmd.inputs["create"]
+    assert cmd.custom_timeouts["create"] == "20m" and cmd.inputs["create"] == remote.command("probe", "apply")
+    assert "echo probe" in run.one("dev-scripts").inputs["create"]  # the upload row installs it
 
     sys.path.insert(0, str(harness.ROOT / "tools"))
     import render
 
     render.render("dev", tmp_path / "out")
-    assert (tmp_path / "out" / "9-probe" / "params.env").read_text() == "ROUTER_ID=<router id from external-gateway>\n"
+    assert (tmp_path / "out" / "10-probe" / "params.env").read_text() == "ROUTER_ID=<router id from external-gateway>\n"
 
 
 def test_the_tls_rows_sit_around_the_steps_that_run_the_hosts_cli():

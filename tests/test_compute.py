@@ -17,9 +17,10 @@ from pulumi.runtime.rpc import is_rpc_secret
 
 from config.settings import InstanceLimits, SettingsError, load_settings
 from onhost import localconf
-from onhost.compute_chain import NODE_CHAIN
+from onhost.chain import chain_for, scripts_of
+from onhost.compute_chain import CONTROLLER_SCRIPTS, NODE_CHAIN, NODE_SCRIPTS
 from onhost.localconf import local_conf_variables
-from onhost.remote import command
+from onhost.remote import UPLOAD, command, texts, upload
 from tests import harness
 from tests.test_secrets import plain_leaks, secret_values
 
@@ -186,10 +187,16 @@ def test_count_zero_is_the_stack_without_the_key(none):
 @pytest.mark.parametrize("count", [1, 3])
 def test_nodes_leave_every_controller_resource_as_it_was(none, count, request):
     """The controller's resources (its local.conf inside install-openstack's stdin included) are
-    registered identically with 1 or 3 nodes: adding nodes changes nothing on the controller. (The
-    running-config record digests every key, computeNodes too: it changes with any config change.)"""
+    registered identically with 1 or 3 nodes: adding nodes changes nothing on the controller but
+    the scripts its upload row installs (the nodes' steps that run there join them)."""
     result = request.getfixturevalue({1: "one", 3: "three"}[count])
     before, after = graph(none), graph(result)
+    controller = scripts_of(s.name for s in chain_for("devstack", {"smokeTest"}))
+    assert after["dev-scripts"]["inputs"]["create"] == upload([*controller, *CONTROLLER_SCRIPTS])
+    assert before["dev-scripts"]["inputs"]["create"] == upload(controller)
+    for key in ("create", "update"):
+        after["dev-scripts"]["inputs"][key] = before["dev-scripts"]["inputs"][key]
+    # The running-config record digests every key, computeNodes too: it changes with any config change.
     record = "dev-running-config"
     assert {k: after[k] for k in before if k != record} == {k: v for k, v in before.items() if k != record}
     conf = base64.b64decode(stdin_of(result, "dev-install-openstack")["LOCAL_CONF"]).decode()
@@ -205,7 +212,7 @@ def test_what_each_count_adds(none, count, request):
         for i in range(count)
         for suffix in (
             "", "-host-key", "-management-eni", "-instance", "-instance-state", "-eip",
-            "-compute-record", "-prepare-compute", "-install-compute",
+            "-scripts", "-compute-record", "-prepare-compute", "-install-compute",
         )
     ]
     assert added == sorted([
@@ -223,7 +230,7 @@ def test_each_node_is_parented_to_its_component(three):
         for child in ("-host-key", "-management-eni", "-instance", "-eip"):
             assert three.one(node + child).parent == urn_of[node]
         assert "ComputeNodes" in three.one(node).parent
-        for step in ("-compute-record", "-prepare-compute", "-install-compute"):
+        for step in ("-scripts", "-compute-record", "-prepare-compute", "-install-compute"):
             assert "ComputeSteps" in three.one(node + step).parent
     assert "ComputeNodes" in three.one("dev-management-cluster").parent
     assert "ComputeSteps" in three.one("dev-discover-hosts").parent
@@ -277,24 +284,29 @@ def test_step_dependencies_and_options(three):
     assert reinstall.startswith("controller-devstack-")
     for i in range(3):
         node = f"dev-compute-{i}"
-        record, prepare, install = (f"{node}-{s.name}" for s in NODE_CHAIN)
+        scripts, record, prepare, install = (f"{node}-{s.name}" for s in NODE_CHAIN)
         # (plus what their inputs reference: connections, keys, triggers)
-        assert three.depends_on(record) >= {
+        assert three.depends_on(scripts) >= {
             "dev-install-openstack", f"{node}-instance", f"{node}-eip", "dev-management-cluster"
         }
+        # the node's steps after its scripts (so their removes before the scripts' on the way out)
+        assert scripts in three.depends_on(record)
         assert record in three.depends_on(prepare) and prepare in three.depends_on(install)
         # the controller's CLI picks its catalog interface once per run: not while the catalog moves
         assert "dev-public-endpoints" in three.depends_on(record)
         # nodes are independent of each other
         others = {f"dev-compute-{j}" for j in range(3) if j != i}
-        for name in (record, prepare, install):
+        for name in (scripts, record, prepare, install):
             assert not [d for d in three.depends_on(name) if any(d.startswith(o + "-") for o in others)]
         snap = graph(three)
         # remove order on the way out: install (stops the node's services) -> record (controller
-        # forgets the node) -> instance. Record is skipped only when the controller goes.
+        # forgets the node) -> scripts -> instance. Record is skipped only when the controller goes.
         assert snap[record]["deleted_with"] == "dev-instance"
-        assert snap[prepare]["deleted_with"] == f"{node}-instance"
+        assert snap[prepare]["deleted_with"] == snap[scripts]["deleted_with"] == f"{node}-instance"
         assert snap[install]["deleted_with"] == ""
+        # the scripts are replaced (a new node) create-first: the old steps' removes still find them
+        assert not three.one(scripts).delete_before_replace
+        assert three.one(scripts).inputs["triggers"] == [f"{node}-instance-id"]
         for name in (record, prepare, install):
             r = three.one(name)
             assert r.delete_before_replace
@@ -332,9 +344,9 @@ def test_each_step_runs_its_script_and_parameters(three):
         node = f"dev-compute-{i}"
         for step in NODE_CHAIN:
             r = three.one(f"{node}-{step.name}")
-            assert (r.inputs["create"], r.inputs["delete"]) == (
-                command(step.name, "apply"), command(step.name, "remove")
-            )
+            assert (r.inputs["create"], r.inputs["delete"]) == texts(step.name, NODE_SCRIPTS)
+        assert NODE_SCRIPTS == ["prepare-compute", "install-compute"]
+        assert stdin_of(three, f"{node}-scripts") == {}
         assert stdin_of(three, f"{node}-prepare-compute") == {
             "NODE_HOSTNAME": f"compute-{i}", "NODE_IP": f"10.42.1.{11 + i}"
         }
@@ -350,10 +362,10 @@ def test_each_step_runs_its_script_and_parameters(three):
 
 def test_a_controller_reinstall_reruns_the_nodes_steps():
     """A new DevStack branch re-installs the controller (its databases anew): every node step and
-    the discovery get a new trigger, so they are replaced too; the AWS side stays."""
+    the discovery get a new trigger, so they are replaced too; the AWS side and the node's scripts stay."""
     old, new = graph(run(1)), graph(run(1, openstackBranch="stable/2025.2"))
     changed = {name for name in old if old[name] != new[name]}
-    steps = {f"dev-compute-0-{s.name}" for s in NODE_CHAIN} | {"dev-discover-hosts"}
+    steps = {f"dev-compute-0-{s.name}" for s in NODE_CHAIN if s.name != UPLOAD} | {"dev-discover-hosts"}
     assert steps <= changed
     assert not [n for n in changed if n.startswith("dev-compute-0") and n not in steps]
     for name in steps:
@@ -370,7 +382,7 @@ def test_a_count_change_touches_only_the_nodes_that_come_or_go(before, after):
         f"dev-compute-{i}{suffix}"
         for i in range(low, high)
         for suffix in ("", "-host-key", "-management-eni", "-instance", "-instance-state", "-eip",
-                       "-compute-record", "-prepare-compute", "-install-compute")
+                       "-scripts", "-compute-record", "-prepare-compute", "-install-compute")
     }
     # the components' registered outputs are not inputs: they do not count as a change
     changed -= {"openstack-on-aws:compute:ComputeNodes:dev", "openstack-on-aws:compute:ComputeSteps:dev"}
@@ -475,21 +487,26 @@ def _render(tmp_path: Path, count: int) -> Path:
 
 def test_render_writes_each_nodes_steps_and_local_conf(tmp_path):
     out = _render(tmp_path, 2)
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
-        "1-prepare-host", "2-install-openstack", "3-tls-front", "4-external-gateway", "5-gateway-mac",
-        "6-port-forwards", "7-public-endpoints", "8-smoke", "9-discover-hosts", "compute-0", "compute-1",
-    ]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted([
+        "1-scripts", "2-prepare-host", "3-install-openstack", "4-tls-front", "5-external-gateway",
+        "6-gateway-mac", "7-port-forwards", "8-public-endpoints", "9-smoke", "10-discover-hosts", "compute-0",
+        "compute-1",
+    ])
     program = run(2)
+    # the controller's upload row installs the nodes' steps that run there too
+    assert (out / "1-scripts" / "command.sh").read_text() == program.one("dev-scripts").inputs["create"]
     for i in range(2):
         node = out / f"compute-{i}"
         assert sorted(p.name for p in node.iterdir()) == [
-            "1-compute-record", "2-prepare-compute", "3-install-compute", "local.conf"
+            "1-scripts", "2-compute-record", "3-prepare-compute", "4-install-compute", "local.conf"
         ]
+        assert (node / "1-scripts" / "command.sh").read_text() == upload(NODE_SCRIPTS)
+        assert (node / "1-scripts" / "runs-on.txt").read_text().startswith(f"compute-{i} (")
         assert (node / "local.conf").read_text() == node_conf(f"10.42.1.{11 + i}")
         assert set(local_conf_variables((node / "local.conf").read_text())) <= _known()
-        assert (node / "1-compute-record" / "runs-on.txt").read_text() == "controller\n"
-        assert (node / "3-install-compute" / "runs-on.txt").read_text().startswith(f"compute-{i} (")
-        assert (node / "3-install-compute" / "command.sh").read_text() == command("install-compute", "apply")
+        assert (node / "2-compute-record" / "runs-on.txt").read_text() == "controller\n"
+        assert (node / "4-install-compute" / "runs-on.txt").read_text().startswith(f"compute-{i} (")
+        assert (node / "4-install-compute" / "command.sh").read_text() == command("install-compute", "apply")
         # render = what the program sends (secrets masked)
         for step in NODE_CHAIN:
             rendered = dict(
@@ -501,7 +518,7 @@ def test_render_writes_each_nodes_steps_and_local_conf(tmp_path):
                 assert rendered.pop("ADMIN_PASSWORD") == "<secret: masked>"
                 sent.pop("ADMIN_PASSWORD")
             assert rendered == sent, step.name
-    assert (out / "9-discover-hosts" / "params.env").read_text() == (
+    assert (out / "10-discover-hosts" / "params.env").read_text() == (
         "NODES=compute-0,compute-1\nCLOUD=devstack-admin\nCLOUDS_YAML=/etc/openstack/clouds.yaml\n"
     )
 
@@ -512,9 +529,12 @@ def test_render_without_nodes_writes_the_controller_only(tmp_path):
 
 
 def test_compute_step_table_rows_have_scripts():
-    for step in NODE_CHAIN:
+    for step in NODE_CHAIN[1:]:
         assert (ROOT / "onhost" / "steps" / step.script).is_file()
-    assert json.dumps([s.name for s in NODE_CHAIN]) == '["compute-record", "prepare-compute", "install-compute"]'
+    assert json.dumps([s.name for s in NODE_CHAIN]) == (
+        '["scripts", "compute-record", "prepare-compute", "install-compute"]'
+    )
+    assert CONTROLLER_SCRIPTS == ["compute-record", "discover-hosts"]
 
 
 def test_the_program_warns_at_preview_with_what_aws_says_of_the_types():

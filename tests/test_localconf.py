@@ -214,30 +214,36 @@ def test_render_tool_writes_every_step(tmp_path):
     assert proc.returncode == 0, proc.stderr
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert folders == [
-        "1-prepare-host",
-        "2-install-openstack",
-        "3-tls-front",
-        "4-external-gateway",
-        "5-gateway-mac",
-        "6-port-forwards",
-        "7-public-endpoints",
-        "8-smoke",
+        "1-scripts",
+        "2-prepare-host",
+        "3-install-openstack",
+        "4-tls-front",
+        "5-external-gateway",
+        "6-gateway-mac",
+        "7-port-forwards",
+        "8-public-endpoints",
+        "9-smoke",
     ]
-    smoke = (out / "8-smoke" / "params.env").read_text()
+    smoke = (out / "9-smoke" / "params.env").read_text()
     assert "TENANT_IP=192.168.100.10\n" in smoke and "EXPECTED_PUBLIC_IP=<provider Elastic IP>\n" in smoke
-    from onhost.remote import command
+    from onhost.remote import command, unload, upload
 
-    assert (out / "2-install-openstack" / "command.sh").read_text() == command("install-openstack", "apply")
-    params = (out / "2-install-openstack" / "params.env").read_text()
+    assert (out / "3-install-openstack" / "command.sh").read_text() == command("install-openstack", "apply")
+    assert (out / "1-scripts" / "command.sh").read_text() == upload(
+        ["prepare-host", "install-openstack", "tls-front", "external-gateway", "gateway-mac", "port-forwards",
+         "public-endpoints", "smoke"])
+    assert (out / "1-scripts" / "remove.sh").read_text() == unload()
+    assert (out / "1-scripts" / "params.env").read_text() == ""
+    params = (out / "3-install-openstack" / "params.env").read_text()
     assert "ADMIN_PASSWORD=<secret: masked>\n" in params
     assert "PUBLIC_BASE_URL=https://<management Elastic IP>\n" in params
-    assert "ROUTER_ID=<router id from external-gateway>" in (out / "6-port-forwards" / "params.env").read_text()
+    assert "ROUTER_ID=<router id from external-gateway>" in (out / "7-port-forwards" / "params.env").read_text()
     # The TLS rows: the server key masked, the certificates and the address as placeholders.
-    front = (out / "3-tls-front" / "params.env").read_text()
+    front = (out / "4-tls-front" / "params.env").read_text()
     assert "SERVER_KEY=<secret: masked>\n" in front and "PUBLIC_ADDRESS=<management Elastic IP>\n" in front
     assert "SERVER_CERT=<server certificate from tls, base64>\n" in front and "HTTPS_PORT=443\n" in front
     assert "BEGIN" not in front
-    endpoints = (out / "7-public-endpoints" / "params.env").read_text()
+    endpoints = (out / "8-public-endpoints" / "params.env").read_text()
     assert endpoints == "PUBLIC_BASE_URL=https://<management Elastic IP>\nBACKEND_HOST=10.42.1.10\n"
     from config.settings import load_settings
 
@@ -260,7 +266,7 @@ def test_render_takes_encrypted_secrets_without_decrypting_them(tmp_path):
     )
     (tmp_path / "Pulumi.sec.yaml").write_text(stack)
     _render_module().render("sec", tmp_path / "out", root=tmp_path)
-    params = (tmp_path / "out" / "2-install-openstack" / "params.env").read_text()
+    params = (tmp_path / "out" / "3-install-openstack" / "params.env").read_text()
     assert "ADMIN_PASSWORD=<secret: masked>\n" in params
     assert "PUBLIC_BASE_URL=https://<management Elastic IP>\n" in params and "AAABAMockCiphertext" not in params
 

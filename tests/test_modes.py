@@ -21,8 +21,8 @@ from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
 from config.host import InstanceLimits
 from config.settings import AWS_ONLY_KEYS, SettingsError, load_settings
-from onhost.chain import CHAIN, chain_for
-from onhost.remote import command
+from onhost.chain import CHAIN, chain_for, scripts_of
+from onhost.remote import UPLOAD, command, texts
 from tests import harness
 from tests.test_secrets import plain_leaks, secret_values
 
@@ -127,8 +127,9 @@ def test_the_mode_selects_its_rows_of_the_chain(case, install, request):
     for r in run.of_type(CMD):
         step = r.name.removeprefix("dev-")
         row = next(s for s in CHAIN if s.name == step)
-        assert r.inputs["create"] == command(step, "apply") and r.inputs["delete"] == command(step, "remove")
-        assert r.delete_before_replace and r.deleted_with == ""  # the machine outlives the stack: always undo
+        assert (r.inputs["create"], r.inputs["delete"]) == texts(step, scripts_of(steps))
+        # the machine outlives the stack: always undo; the upload row is replaced create-first
+        assert r.delete_before_replace == (step != UPLOAD) and r.deleted_with == ""
         # the machine's identity, then the stdout of the steps whose runs re-run this one
         reruns = ["" for _ in row.reruns_after]  # those steps' stdout (empty under the mocks)
         assert r.inputs["triggers"] == ["admin@198.51.100.20:2222/02:00:0a:00:02:05", *reruns], step
@@ -337,7 +338,7 @@ def test_each_existing_example_runs_under_mocks_without_aws(name):
     run = harness.run_program({**config, "sshPrivateKey": PRIVATE_KEY}, secret_keys=["sshPrivateKey"], base={})
     assert run.invokes == [] and not [r for r in run.resources if r.type.startswith("aws:")]
     # DevStack: + smoke, tls-front and public-endpoints
-    assert len(run.of_type(CMD)) == (8 if name == "existing-machine.yaml" else 3)
+    assert len(run.of_type(CMD)) == (9 if name == "existing-machine.yaml" else 4)
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLE_MODES))
@@ -357,7 +358,8 @@ def test_render_in_each_mode(name, with_key, tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"{i}-{s}" for i, s in enumerate(steps, 1)]
     assert (out / "local.conf").exists() == (install == "devstack")
     for i, step in enumerate(steps, 1):
-        assert (out / f"{i}-{step}" / "command.sh").read_text() == command(step, "apply")
+        assert (out / f"{i}-{step}" / "command.sh").read_text() == texts(step, scripts_of(steps))[0]
+        assert step == UPLOAD or texts(step, [])[0] == command(step, "apply")
     params = (out / f"{steps.index('external-gateway') + 1}-external-gateway" / "params.env").read_text()
     config = yaml.safe_load(text)["config"]
     if install == "existing":

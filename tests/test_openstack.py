@@ -9,8 +9,8 @@ import re
 import pytest
 from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
-from onhost.chain import STEPS
-from onhost.remote import command
+from onhost.chain import STEPS, chain_for, scripts_of
+from onhost.remote import UPLOAD, command, texts, upload
 from tests import harness
 from tests.harness import MOCK_ADMIN_PASSWORD, MOCK_ROUTER_ID, SECRET_PRIVATE_KEY, run_program, strings
 
@@ -28,8 +28,47 @@ def test_chain_order_and_dependencies(run):
     assert names == [f"dev-{s}" for s in STEPS]
     for before, after in zip(STEPS, STEPS[1:], strict=False):
         assert f"dev-{before}" in run.depends_on(f"dev-{after}")
-    first = run.depends_on("dev-prepare-host")
+    first = run.depends_on("dev-scripts")
     assert {"dev-instance", "dev-provider-attachment", "dev-management-eip"} <= first
+    assert "dev-scripts" in run.depends_on("dev-prepare-host")
+
+
+def _reaches(run, name: str, target: str) -> bool:
+    """`name` depends on `target`, directly or through what it depends on."""
+    seen, todo = set(), [name]
+    while todo:
+        for dep in run.depends_on(todo.pop()) - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return target in seen
+
+
+@pytest.mark.parametrize("config", [{}, {"computeNodes": {"count": 1}, "elasticIpQuota": 10}], ids=["alone", "nodes"])
+def test_every_step_runs_after_the_upload_and_is_deleted_before_it(config):
+    """Pulumi creates a resource after what it depends on and deletes it before: every step's
+    stored remove runs the installed scripts, so the upload row is the last delete on its host (the
+    controller's steps of the compute nodes too; each node's steps run after the node's own row)."""
+    run = run_program(config)
+    steps = [r.name for r in run.of_type(CMD)]
+    for name in steps:
+        if name.startswith("dev-compute-") and not name.endswith("-compute-record"):
+            node = name[: len("dev-compute-0")]
+            assert name == f"{node}-scripts" or _reaches(run, name, f"{node}-scripts"), name
+        if name != "dev-scripts":
+            assert _reaches(run, name, "dev-scripts"), name
+    assert not run.one("dev-scripts").delete_before_replace  # a new machine: its scripts first, then the steps'
+
+
+def test_the_upload_row_installs_the_chains_scripts_and_the_steps_call_them(run):
+    """The upload row's text holds lib.sh and every script of the chain; each step's is one short line."""
+    chain = scripts_of(s.name for s in chain_for("devstack", {"smokeTest"}))
+    scripts = run.one("dev-scripts")
+    assert scripts.inputs["create"] == scripts.inputs["update"] == upload(chain)
+    assert scripts.inputs["stdin"] == "" and scripts.custom_timeouts["create"] == "30m"
+    for r in run.of_type(CMD):
+        if r.name != "dev-scripts":
+            assert len(r.inputs["create"]) <= 300 and len(r.inputs["delete"]) <= 300, r.name
+            assert "\n" not in r.inputs["create"] + r.inputs["delete"], r.name
 
 
 def test_parented_to_the_component(run):
@@ -40,13 +79,15 @@ def test_parented_to_the_component(run):
 
 def test_step_options(run):
     instance_urn = [u for u, n in run.urns.items() if n == "dev-instance"][0]
+    scripts = scripts_of(STEPS)
     for r in run.of_type(CMD):
         step = r.name.removeprefix("dev-")
-        assert r.delete_before_replace, step
+        assert r.delete_before_replace == (step != UPLOAD), step
         assert r.deleted_with == instance_urn, step
-        assert r.inputs["create"] == command(step, "apply")
-        assert r.inputs["update"] == command(step, "apply")
-        assert r.inputs["delete"] == command(step, "remove")
+        apply, remove = texts(step, scripts)
+        assert r.inputs["create"] == r.inputs["update"] == apply
+        assert r.inputs["delete"] == remove
+        assert step == UPLOAD or apply == command(step, "apply")
         assert r.inputs["addPreviousOutputInEnv"] is False
         assert is_rpc_secret(r.inputs["connection"]), step  # it holds the private key
         conn = unwrap_rpc_secret(r.inputs["connection"])
@@ -61,6 +102,7 @@ def test_step_timeouts(run):
     timeouts = {r.name.removeprefix("dev-"): r.custom_timeouts for r in run.of_type(CMD)}
     short = {"create": "15m", "update": "15m", "delete": "15m"}
     assert timeouts == {
+        "scripts": {"create": "30m", "update": "30m", "delete": "15m"},
         "prepare-host": {"create": "30m", "update": "30m", "delete": "15m"},
         "install-openstack": {"create": "90m", "update": "90m", "delete": "30m"},
         "external-gateway": short,

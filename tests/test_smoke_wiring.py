@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from onhost.chain import PROBE_URL
-from onhost.remote import command
+from onhost.remote import command, upload
 from tests.harness import MOCK_ROUTER_ID, run_program
 
 CMD = "command:remote:Command"
@@ -39,7 +39,11 @@ def test_smoke_test_off_registers_no_smoke_step_and_changes_nothing_else():
     on = run_program({"portForwards": [FWD]})
     off = run_program({"portForwards": [FWD], "smokeTest": False})
     assert [r.name for r in off.of_type(CMD)] == [r.name for r in on.of_type(CMD) if r.name != "dev-smoke"]
-    for r in off.of_type(CMD):
+    # but what the upload row installs: smoke.sh is not among them
+    steps = [r.name.removeprefix("dev-") for r in off.of_type(CMD)][1:]
+    assert off.one("dev-scripts").inputs["create"] == upload(steps)
+    assert on.one("dev-scripts").inputs["create"] == upload([*steps, "smoke"])
+    for r in off.of_type(CMD)[1:]:
         assert json.dumps(r.inputs, sort_keys=True) == json.dumps(on.one(r.name).inputs, sort_keys=True), r.name
 
 
@@ -63,4 +67,4 @@ def test_render_leaves_smoke_out_when_it_is_off(tmp_path):
     written = render.render("off", tmp_path / "out", root=tmp_path)
     assert written and not any(p.parent.name.endswith("-smoke") for p in written)
     (tmp_path / "Pulumi.on.yaml").write_text("config:\n  openstack-on-aws:allowedCidrs: ['203.0.113.0/24']\n")
-    assert any(p.parent.name == "8-smoke" for p in render.render("on", tmp_path / "out2", root=tmp_path))
+    assert any(p.parent.name == "9-smoke" for p in render.render("on", tmp_path / "out2", root=tmp_path))

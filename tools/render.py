@@ -6,7 +6,8 @@
 
 Reads Pulumi.<stack>.yaml, validates the settings (no AWS: instance limits are not checked), and
 writes, for each step its mode runs (onhost/chain.py): OUT/<n>-<step>/command.sh (the exact
-command text Pulumi sends), OUT/<n>-<step>/params.env (its stdin parameters: secrets masked,
+command text Pulumi sends; 1-scripts/command.sh installs the scripts the others run) and
+remove.sh, OUT/<n>-<step>/params.env (its stdin parameters: secrets masked,
 values known only after deploy as <placeholders>), and OUT/local.conf (DevStack's, with its
 on-host placeholders; DevStack mode only). With compute nodes: OUT/compute-<i>/<n>-<step>/ (and
 runs-on.txt: the node or the controller) and OUT/compute-<i>/local.conf per node, and
@@ -35,6 +36,7 @@ from components.contract import HostContract, contract_for_render  # noqa: E402
 from components.openstack import (  # noqa: E402
     TlsParts,
     args_from_settings,
+    host_scripts,
     local_conf_for,
     selected_steps,
     step_inputs,
@@ -42,8 +44,8 @@ from components.openstack import (  # noqa: E402
 )
 from config.settings import NAMESPACE, Settings, SettingsError, load_settings  # noqa: E402
 from onhost.chain import placeholders  # noqa: E402
-from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, discover_params  # noqa: E402
-from onhost.remote import command, params  # noqa: E402
+from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, NODE_SCRIPTS, discover_params  # noqa: E402
+from onhost.remote import params, texts  # noqa: E402
 
 MASK = "<secret: masked>"
 ENCRYPTED = "ENCRYPTED_IN_STACK_FILE"
@@ -89,8 +91,9 @@ def render(stack: str | None, out: Path, root: Path = ROOT, config_file: Path | 
     inputs = step_inputs(args, placeholders(selected))
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    scripts = host_scripts(args)
     for i, step in enumerate(selected, 1):
-        written += _write_step(out / f"{i}-{step.name}", step.name, step.params(inputs))
+        written += _write_step(out / f"{i}-{step.name}", texts(step.name, scripts), step.params(inputs))
     if args.install == "devstack":
         (out / "local.conf").write_text(local_conf_for(contract))
         written.append(out / "local.conf")
@@ -99,10 +102,12 @@ def render(stack: str | None, out: Path, root: Path = ROOT, config_file: Path | 
     return written
 
 
-def _write_step(folder: Path, step: str, values: dict[str, object], runs_on: str | None = None) -> list[Path]:
+def _write_step(
+    folder: Path, commands: tuple[str, str], values: dict[str, object], runs_on: str | None = None
+) -> list[Path]:
     """A step's command, remove command and parameters (and, where the chain spans machines, where it runs)."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"command.sh": command(step, "apply"), "remove.sh": command(step, "remove"), "params.env": params(values)}
+    files = {"command.sh": commands[0], "remove.sh": commands[1], "params.env": params(values)}
     if runs_on is not None:
         files["runs-on.txt"] = runs_on + "\n"
     for file, text in files.items():
@@ -121,13 +126,14 @@ def render_compute(settings: Settings, controller: HostContract, out: Path, cont
         base = out / node.hostname
         for i, step in enumerate(NODE_CHAIN, 1):
             where = "controller" if step.runs_on == CONTROLLER else f"{node.hostname} ({node.ssh.host})"
-            written += _write_step(base / f"{i}-{step.name}", step.name, step.params(inputs), where)
+            commands = texts(step.name, NODE_SCRIPTS)
+            written += _write_step(base / f"{i}-{step.name}", commands, step.params(inputs), where)
         (base / "local.conf").write_text(compute_local_conf_for(controller, node))
         written.append(base / "local.conf")
     hostnames = [n.hostname for n in nodes]
     written += _write_step(
         out / f"{controller_steps + 1}-{DISCOVER.name}",
-        DISCOVER.name,
+        texts(DISCOVER.name, []),
         discover_params(hostnames, args.cloud, args.clouds_yaml),
         "controller",
     )

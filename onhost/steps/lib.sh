@@ -3,7 +3,7 @@
 # Sections: parameters and checks (all steps); re-apply helpers (gateway-mac, port-forwards); host
 # helpers (prepare-host, install-openstack, external-gateway); preparation helpers (prepare-host,
 # prepare-compute); DevStack helpers (install-openstack, install-compute). A change here changes
-# every step's command text (remote.py uploads lib.sh with each step).
+# every step's command text (each carries lib.sh's hash, onhost/remote.py): every step runs again.
 
 # Where steps keep their state: saved parameters and what `remove` must undo (root only).
 OOA_STATE=${OOA_STATE:-/var/lib/openstack-on-aws}
@@ -184,7 +184,9 @@ UNIT
   fi
 }
 
-# remove_reapply_units STEP : undo install_reapply_units (nothing if it was never installed).
+# remove_reapply_units STEP : undo install_reapply_units (nothing if it was never installed). Called
+# under the step's lock: a run the timer started may be waiting for it, and would fail once the
+# state is gone and stay listed as a failed unit, so the timer stops first, then that run.
 remove_reapply_units() {
   local unit=openstack-on-aws-$1-reapply file
   file=$UNIT_DIR/$unit
@@ -192,6 +194,7 @@ remove_reapply_units() {
   # one reload, once the files are gone (disable would reload before that too)
   if [ -d /run/systemd/system ]; then
     systemctl disable --now --no-reload "$unit.timer" "$unit.service" >/dev/null 2>&1 || true
+    systemctl reset-failed "$unit.service" >/dev/null 2>&1 || true
   fi
   rm -f "$file.timer" "$file.service"
   if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

@@ -48,11 +48,13 @@ from pathlib import Path
 import pulumi
 from pulumi.runtime.sync_await import _sync_await
 
+from components import openstack
 from components.contract import contract_for_render
 from components.openstack import TlsParts, args_from_settings, local_conf_for, selected_steps, step_inputs
 from config.ingress import MANAGEMENT_PORTS
 from config.settings import NAMESPACE, Settings, load_settings
 from onhost import remote
+from onhost.chain import Step
 from tests.lab import container, keystone, neutron
 from tests.lab.neutron import wait_for
 
@@ -189,6 +191,11 @@ def _resolved(value: object) -> str:
     if isinstance(value, pulumi.Output):
         return str(_sync_await(value.future()))
     return str(value)
+
+
+def _params(args: openstack.OpenStackArgs, row: Step, emitted: dict[str, object]) -> dict[str, str]:
+    """A row's parameters as the program builds them for `args`, its Outputs resolved."""
+    return {k: _resolved(v) for k, v in row.params(step_inputs(args, emitted)).items()}
 
 
 def _interrupt(signum, frame):
@@ -424,6 +431,11 @@ class Lab:
             self.timings.update(self.neutron.timings)  # the copied database, backends ready, neutron up
             self.timings.update(self.keystone.timings)
             self.timings.update(self.container.timings)
+            t = time.monotonic()
+            out = self.ssh(remote.upload(self.scripts, str(self.prefix)), check=False)
+            if out.returncode != 0:
+                raise RuntimeError(f"the upload row failed: {out.stderr}")
+            self.timings["scripts"] = time.monotonic() - t
             t = time.monotonic()
             out = self.step("external-gateway", "apply", self.external_gateway_params())
             if out.returncode != 0:
@@ -831,9 +843,23 @@ table ip ooa_sg {{
     def step(
         self, step: str, action: str, params: dict | None = None, env: dict | None = None
     ) -> subprocess.CompletedProcess:
-        """The exact command text Pulumi sends for the step (with `env`), run over SSH with the params on stdin."""
-        text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state), env=env)
-        return self.ssh(text, input=remote.params(params or {}), check=False)
+        """The exact command text Pulumi sends for the step (with `env`), run over SSH with the params
+        on stdin (the scripts it runs are the ones the lab's upload row installed when it was built)."""
+        return self.ssh(self.command(step, action, env), input=remote.params(params or {}), check=False)
+
+    def command(self, step: str, action: str, env: dict | None = None) -> str:
+        """The step's command text, with the lab's prefix and state folders."""
+        return remote.command(step, action, prefix=str(self.prefix), state=str(self.state), env=env)
+
+    @functools.cached_property
+    def scripts(self) -> list[str]:
+        """What the upload row of the lab's two stacks (OpenStack already there; DevStack) installs,
+        both in one: the lab runs steps of both chains."""
+        names: list[str] = []
+        for settings in (self.settings, self.devstack_settings):
+            args = args_from_settings(settings, contract_for_render(settings, "<the lab's key>"), None)
+            names += [n for n in openstack.host_scripts(args) if n not in names]
+        return names
 
     def host_config(self) -> dict:
         """The stack config of the lab host: an existing machine (`host: {kind: existing}`)."""
@@ -861,7 +887,12 @@ table ip ooa_sg {{
     def settings(self) -> Settings:
         """The lab host as a stack config describes it: an existing machine that already runs
         OpenStack (`host: {kind: existing}`, `openstack: {install: existing}`), the mode whose chain
-        (external-gateway, gateway-mac, port-forwards) the lab runs."""
+        (scripts, external-gateway, gateway-mac, port-forwards) the lab runs, with two forwards to vm1
+        (the tests that run port-forwards on their own give it theirs)."""
+        forwards = [
+            {"protocol": "tcp", "publicPort": 522, "tenantIp": VM1_IP, "tenantPort": 22},
+            {"protocol": "udp", "publicPort": 5353, "tenantIp": VM1_IP, "tenantPort": 53},
+        ]
         return load_settings(
             {
                 **self.host_config(),
@@ -874,8 +905,19 @@ table ip ooa_sg {{
                         "externalBridge": "br-ex",
                     }
                 ),
+                f"{NAMESPACE}:portForwards": json.dumps(forwards),
             }
         )
+
+    @functools.cached_property
+    def stack(self) -> openstack.OpenStackArgs:
+        """The program's OpenStack arguments for that stack (`Lab.settings`)."""
+        return args_from_settings(self.settings, contract_for_render(self.settings, "<the lab's key>"), None)
+
+    def row_params(self, row: Step, emitted: dict[str, object]) -> dict[str, str]:
+        """A row's stdin for that stack exactly as the program builds it, with what the earlier
+        rows printed (`parse_emitted`)."""
+        return _params(self.stack, row, emitted)
 
     @functools.cached_property
     def devstack_settings(self) -> Settings:
@@ -894,8 +936,8 @@ table ip ooa_sg {{
         settings = self.settings if tls is None else self.devstack_settings
         args = args_from_settings(settings, contract_for_render(settings, "<the lab's key>"), None, tls)
         (row,) = [r for r in selected_steps(args) if r.name == step]
-        emitted = {"router_id": self.router.router_id, "gateway_port_id": self.router.gw_port_id}
-        values = {k: _resolved(v) for k, v in row.params(step_inputs(args, emitted)).items()}
+        emitted: dict[str, object] = {"router_id": self.router.router_id, "gateway_port_id": self.router.gw_port_id}
+        values = _params(args, row, emitted)
         return {**values, "FORWARDS": forwards} if step == "port-forwards" else values
 
     def external_gateway_params(self, **override: str) -> dict:

@@ -6,12 +6,15 @@ them (restarts, a router that goes down and up)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
 import uuid
 
 import pytest
 
+from tests.harness import command_failure
 from tests.lab.net import (
     BULK,
     CLOUD,
@@ -235,6 +238,26 @@ def test_remove_restores_the_state_before_apply_exactly(clean):
             p = lab.step(step, action)
             assert p.returncode == 0 and p.stdout == "", p.stderr
     assert lab.snapshot() == before
+
+
+def test_remove_stops_a_re_apply_run_that_waits_for_the_steps_lock(clean):
+    """The timer may start a re-apply run while remove holds the step's lock: removing the units
+    stops that run (left waiting, it would fail once the state is gone and stay listed in systemd)."""
+    lab = clean
+    ok(lab.step("port-forwards", "apply", lab.port_forwards_params(FORWARDS)))
+    service = "openstack-on-aws-port-forwards-reapply.service"
+    listed = "systemctl list-units --all --plain --no-legend 'openstack-on-aws-port-forwards-*'"
+    fd = os.open(lab.state / "port-forwards.lock", os.O_WRONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held as remove holds it
+        lab.ssh(f"systemctl start --no-block {service}")
+        running = lambda: lab.ssh(f"systemctl show -p ActiveState {service}").stdout.strip() == "ActiveState=activating"  # noqa: E731
+        wait_for(f"{service} to run", running, 30)
+        p = lab.ssh(f"OOA_STATE={lab.state} bash -c '. {lab.prefix}/lib.sh && remove_reapply_units port-forwards'")
+        assert p.returncode == 0, p.stderr
+        assert lab.ssh(listed).stdout == "", lab.ssh(f"systemctl status {service}", check=False).stdout
+    finally:
+        os.close(fd)
 
 
 def test_apply_on_another_target_first_restores_the_old_one(clean):
@@ -471,6 +494,9 @@ def test_bad_parameters_fail_clearly_and_change_nothing(clean, step, override, m
     assert message in p.stderr, p.stderr
     assert p.stdout == ""
     assert lab.snapshot() == before
+    # what `pulumi up` shows: the error in the message's first lines, not after the script
+    shown = command_failure(lab.command(step, "apply"), p.returncode, p.stderr)
+    assert message in shown[:600], shown[:600]
 
 
 def test_missing_or_unknown_parameters_fail_before_any_change(clean):
