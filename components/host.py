@@ -18,9 +18,9 @@ from components.contract import HostContract, SshConnection
 from components.contract import known_hosts_line as known_hosts_line  # re-exported: its home was here
 from config.host import InstanceLimits
 from config.lifecycle import STEPS_RAN, STEPS_TEXT, fingerprint, park_problems
-from onhost.chain import CHAIN
+from onhost.chain import CHAIN, scripts_of
 from onhost.compute_chain import DISCOVER, NODE_CHAIN
-from onhost.remote import command
+from onhost.remote import command, upload
 
 if TYPE_CHECKING:
     from components.network import Network
@@ -253,8 +253,8 @@ def power_state(resource_name: str, instance: aws.ec2.Instance, parked: bool, pa
 
 def steps_digest() -> str:
     """A digest of every step's command text (scripts and lib.sh): another program version changes it."""
-    names = [*(s.name for s in CHAIN), *(s.name for s in NODE_CHAIN), DISCOVER.name]
-    texts = [command(step, action) for step in names for action in ("apply", "remove")]
+    names = scripts_of([*(s.name for s in CHAIN), *(s.name for s in NODE_CHAIN), DISCOVER.name])
+    texts = [upload(names), *(command(step, action) for step in names for action in ("apply", "remove"))]
     return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
 
 

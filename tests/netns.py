@@ -105,6 +105,7 @@ class PrivateNet:
     def start_step(self, step: str, params: dict[str, object],
                    env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """`step(step, "apply", params, env)` started, not awaited: its stderr is read as it runs."""
+        self.run("bash", "-c", remote.upload([step], prefix=str(self.prefix)), check=True)
         text = remote.command(step, "apply", prefix=str(self.prefix), state=str(self.state), env=env)
         p = subprocess.Popen([*self.enter(), "bash", "-c", text], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=self.env(), text=True)

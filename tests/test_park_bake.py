@@ -71,9 +71,9 @@ def test_every_instance_has_a_power_state_running_by_default(running):
 
 def test_the_steps_wait_for_the_power_state(running):
     # A resume starts the machines before any step dials them.
-    assert "dev-instance-state" in running.depends_on("dev-prepare-host")
-    # a node's first step (compute-record, on the controller) waits for the node too
-    assert "dev-compute-0-instance-state" in running.depends_on("dev-compute-0-compute-record")
+    assert "dev-instance-state" in running.depends_on("dev-scripts")
+    # a node's first step (its scripts' upload) waits for the node too
+    assert "dev-compute-0-instance-state" in running.depends_on("dev-compute-0-scripts")
 
 
 def test_parked_stops_every_instance_and_says_so(parked):
@@ -175,7 +175,7 @@ def test_resuming_may_change_the_config_and_the_steps_run_after_the_start(runnin
     result = run({**NODES, "floatingIpCount": 2}, prior=running)
     assert result.one("dev-instance-state").inputs["state"] == "running"
     assert result.outputs["hostState"] == "running"
-    assert "dev-instance-state" in result.depends_on("dev-prepare-host")
+    assert "dev-instance-state" in result.depends_on("dev-scripts")
 
 
 # ---- park: the config ----------------------------------------------------------------------
