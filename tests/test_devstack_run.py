@@ -363,7 +363,7 @@ INSTALL_DEVSTACK = """set -euo pipefail
 . "$1"
 DEVSTACK=$2 STACK_LOG=$3/stack.sh.log STACK_SUMMARY=$3/stack.sh.log.summary AS_STACK=() PROGRESS_POLL=0.2
 BRANCH=master
-if [ "$5" = remove ]; then clean_devstack "running DevStack's clean.sh"; exit 0; fi
+if [ "$5" = remove ]; then clean_devstack; exit 0; fi
 conf=$(cat "$4")
 if devstack_is_current "$conf"; then echo current; exit 0; fi
 install_devstack "$conf"

@@ -599,14 +599,14 @@ unstack_devstack() {
     log "unstack.sh reported errors (continuing)"
 }
 
-# clean_devstack MESSAGE : under the lock, DevStack's services stopped (stop_devstack_units), then
-# MESSAGE logged and DevStack's clean.sh run (unstack + what stack.sh installed); then the clone,
-# this step's state and its lock go (the step's `remove`).
+# clean_devstack : under the lock, DevStack's services stopped (stop_devstack_units), then its
+# clean.sh (unstack + what stack.sh installed); then the clone, this step's state and its lock go
+# (the step's `remove`).
 clean_devstack() {
   lock_devstack
   if [ -x "$DEVSTACK/clean.sh" ]; then
     stop_devstack_units
-    log "$1"
+    log "running DevStack's clean.sh"
     timeout "$CLEAN_TIMEOUT" sudo -n -u stack -H bash -c "cd $DEVSTACK && ./clean.sh" </dev/null >/dev/null 2>&1 ||
       log "clean.sh reported errors (continuing)"
   fi
