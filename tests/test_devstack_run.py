@@ -19,10 +19,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -67,7 +69,8 @@ PROGRESS = re.compile(r"^\[install-openstack\] \+(\d\d):(\d\d) (.*)$")
 # Runs install-openstack's run_stack on DIR with the log under LOGS, stack.sh as this user.
 RUN_STACK = """set -euo pipefail
 . "$1"
-STACK_LOG=$2/stack.sh.log STACK_SUMMARY=$2/stack.sh.log.summary AS_STACK=() PROGRESS_POLL=0.2
+STACK_LOG=$2/stack.sh.log STACK_SUMMARY=$2/stack.sh.log.summary PROGRESS_POLL=0.2
+read -r -a AS_STACK <<<"${AS_STACK_TEST:-}" # default: stack.sh as this user, no sudo
 install -d -m 0700 "$STATE"
 run_stack "$3"
 """
@@ -120,11 +123,13 @@ def _run_stack(
     timeout: str | None = None,
     script: str = "install-openstack.sh",
     leave: bool = False,
+    as_stack: str = "",
 ):
     """run_stack (as SCRIPT has it) against the fake: (status, [(seconds since start, line the user
-    sees)], stdout, logs)."""
+    sees)], stdout, logs). AS_STACK: how stack.sh is run (default: as this user)."""
     devstack, logs = _devstack(tmp)
     env = {
+        "AS_STACK_TEST": as_stack,
         "PATH": BASE_PATH,
         "OOA_STATE": str(tmp / "state"),
         "ADMIN_PASSWORD": PASSWORD,  # set by load_params in apply
@@ -306,6 +311,31 @@ def test_the_step_ends_with_stack_sh_and_stops_what_it_left_running(tmp_path, mo
         assert status == 0 and re.fullmatch(r"stack\.sh completed in \d+ seconds\.", texts[-1]), lines
     assert stdout == "" and PASSWORD not in "\n".join(lines)
     assert not (tmp_path / "state" / "install-openstack" / "session").exists()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("sudo") is None or not any(p.pw_name == "nobody" for p in pwd.getpwall()),
+    reason="needs root, sudo and the user nobody",
+)
+def test_through_sudo_stack_sh_and_its_job_stay_in_the_session_the_step_stops():
+    """As on the host: stack.sh through the real sudo (Debian's and Ubuntu's sudoers set use_pty)
+    as another user. With no terminal in stack.sh's session sudo makes no pty (which would be a
+    session of its own), so the job stack.sh leaves is in the session the step stops."""
+    base = Path(tempfile.mkdtemp(prefix="ooa-sudo-"))  # not under pytest's root-only folder
+    try:
+        base.chmod(0o755)
+        os.chown(base, pwd.getpwnam("nobody").pw_uid, -1)  # DEST: the fake's async folder and lock
+        env = "env FAKE_MODE=fail FAKE_STEP=0"  # sudo resets the environment
+        status, seen, _, logs = _run_stack(base, "fail", as_stack=f"sudo -n -u nobody -H {env}")
+        lines = [line for _, line in seen]
+        assert status == 1 and "Starting Keystone" in "\n".join(lines), lines
+        assert seen[-1][0] < 15
+        ini = (base / "async" / "create_flavors.ini").read_text()
+        assert not _live(int(re.search(r"^pid = (\d+)$", ini, re.M)[1]))
+        assert not _running(str(base / "async" / "create_flavors.fifo"))
+        assert any("stack.sh has ended; stopping what it left running: " in line for line in lines)
+    finally:
+        shutil.rmtree(base)
 
 
 # --- 1b. install-compute: a compute node's stack.sh runs the same way (lib.sh's run_stack) ---

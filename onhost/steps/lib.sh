@@ -356,8 +356,7 @@ devstack_is_current() { [ "$(cat "$STATE/stamp" 2>/dev/null)" = "$(devstack_stam
 # install_devstack CONF : DevStack at BRANCH in $DEVSTACK with CONF as its local.conf, stack.sh run
 # (run_stack), under the lock. A previous run is unstacked first: one with other settings, and one
 # that failed or was interrupted (stack.sh over half-started services fails in other ways). The
-# stamp of BRANCH and CONF is recorded once stack.sh succeeded (and is gone meanwhile); `stacked`
-# says stack.sh has run here since the last clean.
+# stamp of BRANCH and CONF is recorded once stack.sh succeeded (and is gone meanwhile).
 install_devstack() {
   local conf=$1 stamp
   stamp=$(devstack_stamp "$conf")
@@ -365,7 +364,7 @@ install_devstack() {
   if [ -d "$DEVSTACK/.git" ]; then
     if [ -f "$STATE/stamp" ]; then
       unstack_devstack "settings changed: unstacking the previous run first"
-    elif [ -e "$STATE/stacked" ]; then
+    else
       unstack_devstack "the previous install did not finish (failed or interrupted): unstacking it first"
     fi
     sudo -n -u stack -H git -C "$DEVSTACK" fetch -q origin "$BRANCH"
@@ -376,7 +375,6 @@ install_devstack() {
   (umask 077 && printf '%s\n' "$conf" >"$DEVSTACK/local.conf")
   chown stack: "$DEVSTACK/local.conf"
   rm -f "$STATE/stamp"
-  touch "$STATE/stacked"
   run_stack "$DEVSTACK"
   printf '%s\n' "$stamp" >"$STATE/stamp"
 }
