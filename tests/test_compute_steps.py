@@ -229,14 +229,14 @@ def test_prepare_compute_apply_then_remove(tmp_path):
         "write_config",
         "hostname compute-0",
         "apt-get -qq -o DPkg::Lock::Timeout=600 update",
-        "apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git jq iproute2 python3 sudo",
+        "apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git jq iproute2 procps python3 sudo",
         "useradd --system --create-home --home-dir /opt/stack --shell /bin/bash stack",
         "chmod 0755 /opt/stack",
     ]
     assert proc.stderr.splitlines() == [
         "[prepare-compute] waiting for cloud-init to finish",
         "[prepare-compute] host name: compute-0 (10.42.1.11)",
-        "[prepare-compute] installing packages: git jq iproute2 python3 sudo",
+        "[prepare-compute] installing packages: git jq iproute2 procps python3 sudo",
         "[prepare-compute] done",
     ]
     state = tmp_path / "state" / "prepare-compute"

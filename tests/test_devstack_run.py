@@ -14,11 +14,18 @@ The scripts are sourced (they only define their functions then) and the function
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
+import os
+import pwd
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -62,7 +69,8 @@ PROGRESS = re.compile(r"^\[install-openstack\] \+(\d\d):(\d\d) (.*)$")
 # Runs install-openstack's run_stack on DIR with the log under LOGS, stack.sh as this user.
 RUN_STACK = """set -euo pipefail
 . "$1"
-STACK_LOG=$2/stack.sh.log STACK_SUMMARY=$2/stack.sh.log.summary AS_STACK=() PROGRESS_POLL=0.2
+STACK_LOG=$2/stack.sh.log STACK_SUMMARY=$2/stack.sh.log.summary PROGRESS_POLL=0.2
+read -r -a AS_STACK <<<"${AS_STACK_TEST:-}" # default: stack.sh as this user, no sudo
 install -d -m 0700 "$STATE"
 run_stack "$3"
 """
@@ -84,17 +92,51 @@ def _devstack(tmp: Path) -> tuple[Path, Path]:
     return devstack, logs
 
 
-def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None, script: str = "install-openstack.sh"):
+def _read_bounded(proc: subprocess.Popen, start: float, bound: float = 60):
+    """The step's stderr lines with the seconds since START each arrived, and its stdout; fails (after
+    stopping it) when the step has not ended within BOUND seconds or its output stays open."""
+    stderr, stdout = proc.stderr, proc.stdout
+    assert stderr is not None and stdout is not None
+    seen: list[tuple[float, str]] = []
+    out: list[str] = []
+    readers = [
+        threading.Thread(target=lambda: seen.extend((time.monotonic() - start, ln.rstrip("\n")) for ln in stderr)),
+        threading.Thread(target=lambda: out.append(stdout.read())),
+    ]
+    for r in readers:
+        r.start()
+    try:
+        status = proc.wait(timeout=bound)
+        for r in readers:
+            r.join(timeout=max(0.1, bound - (time.monotonic() - start)))
+        assert not any(r.is_alive() for r in readers), f"the step ended ({status}) but its output stayed open"
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"the step did not end within {bound} s; it said: {[line for _, line in seen]}")
+    return status, seen, "".join(out)
+
+
+def _run_stack(
+    tmp: Path,
+    mode: str,
+    step: str = "1",
+    timeout: str | None = None,
+    script: str = "install-openstack.sh",
+    leave: bool = False,
+    as_stack: str = "",
+):
     """run_stack (as SCRIPT has it) against the fake: (status, [(seconds since start, line the user
-    sees)], stdout, logs)."""
+    sees)], stdout, logs). AS_STACK: how stack.sh is run (default: as this user)."""
     devstack, logs = _devstack(tmp)
     env = {
+        "AS_STACK_TEST": as_stack,
         "PATH": BASE_PATH,
         "OOA_STATE": str(tmp / "state"),
         "ADMIN_PASSWORD": PASSWORD,  # set by load_params in apply
         "FAKE_MODE": mode,
         "FAKE_STEP": step,
         **({"STACK_TIMEOUT": timeout} if timeout else {}),
+        **({"FAKE_LEAVE": "1"} if leave else {}),
     }
     start = time.monotonic()
     proc = subprocess.Popen(
@@ -103,11 +145,9 @@ def _run_stack(tmp: Path, mode: str, step: str = "1", timeout: str | None = None
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
-    assert proc.stderr is not None and proc.stdout is not None
-    seen = [(time.monotonic() - start, line.rstrip("\n")) for line in proc.stderr]
-    stdout = proc.stdout.read()
-    status = proc.wait(timeout=60)
+    status, seen, stdout = _read_bounded(proc, start)
     return status, seen, stdout, logs
 
 
@@ -220,6 +260,84 @@ def test_failure_before_the_log_shows_the_masked_tail_of_its_output(tmp_path):
     assert not _progress(lines)
 
 
+def _live(*pids: int) -> list[int]:
+    """Those of PIDS that still run (a zombie has ended: this machine's init reaps it when it will)."""
+    live = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            live.append(pid)
+    return live
+
+
+def _running(text: str) -> list[int]:
+    """The live processes whose command line has TEXT."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return _live(*pids)
+
+
+@pytest.mark.parametrize("mode", ["fail", "leave"])
+def test_the_step_ends_with_stack_sh_and_stops_what_it_left_running(tmp_path, mode):
+    """DevStack's create_flavors job, blocked on its fifo after stack.sh failed, holds stack.sh's
+    output open (through the log filters too), as on the real host: the step ends with stack.sh, not
+    with its output, and stops the job. The same for a run that succeeds and leaves one."""
+    status, seen, stdout, logs = _run_stack(
+        tmp_path, "ok" if mode == "leave" else mode, step="0", leave=mode == "leave"
+    )
+    lines = [line for _, line in seen]
+    assert seen[-1][0] < 15, lines  # within seconds (the bound on a busy machine), not at the step's timeout
+    job = int(re.search(r"^pid = (\d+)$", (tmp_path / "async" / "create_flavors.ini").read_text(), re.M)[1])
+    assert not _live(job) and not _running(str(tmp_path / "async" / "create_flavors.fifo"))
+    stopped = [
+        line for line in lines if line.startswith("[install-openstack] stack.sh has ended; stopping what it left")
+    ]
+    assert len(stopped) == 1 and "cat x1" in stopped[0] and "bash x" in stopped[0], lines
+    texts = [text for _, text in _progress(lines)]
+    if mode == "fail":
+        assert status == 1 and texts[-1] == "Starting Keystone"
+        # the error's line, written by a log filter once stack.sh had ended, is in the tail
+        assert any(f"stack.sh failed: full log in {(logs / 'stack.sh.log').resolve()}" in line for line in lines)
+        assert lines[-1] == f"[install-openstack] error: DevStack install failed; see {logs}/stack.sh.log on the host"
+    else:
+        assert status == 0 and re.fullmatch(r"stack\.sh completed in \d+ seconds\.", texts[-1]), lines
+    assert stdout == "" and PASSWORD not in "\n".join(lines)
+    assert not (tmp_path / "state" / "install-openstack" / "session").exists()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("sudo") is None or not any(p.pw_name == "nobody" for p in pwd.getpwall()),
+    reason="needs root, sudo and the user nobody",
+)
+def test_through_sudo_stack_sh_and_its_job_stay_in_the_session_the_step_stops():
+    """As on the host: stack.sh through the real sudo (Debian's and Ubuntu's sudoers set use_pty)
+    as another user. With no terminal in stack.sh's session sudo makes no pty (which would be a
+    session of its own), so the job stack.sh leaves is in the session the step stops."""
+    base = Path(tempfile.mkdtemp(prefix="ooa-sudo-"))  # not under pytest's root-only folder
+    try:
+        base.chmod(0o755)
+        os.chown(base, pwd.getpwnam("nobody").pw_uid, -1)  # DEST: the fake's async folder and lock
+        env = "env FAKE_MODE=fail FAKE_STEP=0"  # sudo resets the environment
+        status, seen, _, logs = _run_stack(base, "fail", as_stack=f"sudo -n -u nobody -H {env}")
+        lines = [line for _, line in seen]
+        assert status == 1 and "Starting Keystone" in "\n".join(lines), lines
+        assert seen[-1][0] < 15
+        ini = (base / "async" / "create_flavors.ini").read_text()
+        assert not _live(int(re.search(r"^pid = (\d+)$", ini, re.M)[1]))
+        assert not _running(str(base / "async" / "create_flavors.fifo"))
+        assert any("stack.sh has ended; stopping what it left running: " in line for line in lines)
+    finally:
+        shutil.rmtree(base)
+
+
 # --- 1b. install-compute: a compute node's stack.sh runs the same way (lib.sh's run_stack) ---
 
 COMPUTE = _settings_of("install-compute.sh", "STACK_LOG", "PROGRESS_LINES", "TAIL_LINES", "STACK_TIMEOUT")
@@ -269,11 +387,13 @@ FAKE_SUDO = """#!/usr/bin/env bash
 while [ $# -gt 0 ]; do case $1 in -n | -H) shift ;; -u) shift 2 ;; *) break ;; esac; done
 exec "$@"
 """
-# The step's apply, after its checks: "current" when nothing is to do, else install_devstack.
+# The step's apply after its checks ("current" when nothing is to do, else install_devstack), or
+# its remove (clean_devstack).
 INSTALL_DEVSTACK = """set -euo pipefail
 . "$1"
 DEVSTACK=$2 STACK_LOG=$3/stack.sh.log STACK_SUMMARY=$3/stack.sh.log.summary AS_STACK=() PROGRESS_POLL=0.2
 BRANCH=master
+if [ "$5" = remove ]; then clean_devstack; exit 0; fi
 conf=$(cat "$4")
 if devstack_is_current "$conf"; then echo current; exit 0; fi
 install_devstack "$conf"
@@ -281,7 +401,18 @@ echo installed
 """
 
 
-def _install_devstack(tmp: Path, conf: str, script: str) -> subprocess.CompletedProcess[str]:
+@dataclasses.dataclass
+class Run:
+    """A started step: its process, and the files its stdout and stderr go to."""
+
+    proc: subprocess.Popen[str]
+    out: Path
+    err: Path
+
+
+def _install_run(tmp: Path, conf: str, script: str, action: str = "apply", **fake: str) -> Run:
+    """The step's apply (or remove) against a clone of a fake DevStack repository, started: its
+    stdout and stderr go to tmp/<action>-<n>.out/.err. FAKE: the fake stack.sh's settings."""
     fakebin = tmp / "bin"
     if not fakebin.exists():
         fakebin.mkdir()
@@ -289,11 +420,12 @@ def _install_devstack(tmp: Path, conf: str, script: str) -> subprocess.Completed
         (fakebin / "chown").write_text('#!/bin/sh\necho "chown $*" >>"$CALLS"\n')
         for name in ("sudo", "chown"):
             (fakebin / name).chmod(0o755)
-        repo = tmp / "repo"  # DevStack's repository: the fake stack.sh, an unstack.sh that says it ran
+        repo = tmp / "repo"  # DevStack's repository: the fake stack.sh, unstack.sh and clean.sh say they ran
         repo.mkdir()
         shutil.copy(FAKE_STACK, repo / "stack.sh")
-        (repo / "unstack.sh").write_text('#!/bin/sh\necho unstack >>"$CALLS"\n')
-        (repo / "unstack.sh").chmod(0o755)
+        for name in ("unstack", "clean"):
+            (repo / f"{name}.sh").write_text(f'#!/bin/sh\necho {name} >>"$CALLS"\n')
+            (repo / f"{name}.sh").chmod(0o755)
         git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
         subprocess.run([*git, "init", "-q", "-b", "master"], check=True)
         subprocess.run([*git, "add", "."], check=True)
@@ -306,19 +438,85 @@ def _install_devstack(tmp: Path, conf: str, script: str) -> subprocess.Completed
         "ADMIN_PASSWORD": PASSWORD,
         "DEVSTACK_REPO": str(tmp / "repo"),
         "CALLS": str(tmp / "calls"),
+        "SYSTEMD_RUN_DIR": str(tmp / "no-systemd"),  # this machine's systemd (if any) is not touched
         "FAKE_STEP": "0",
+        **{f"FAKE_{k.upper()}": v for k, v in fake.items()},
     }
-    args = [str(STEPS / script), str(tmp / "devstack"), str(tmp / "logs"), str(tmp / "local.conf")]
-    return subprocess.run(["bash", "-c", INSTALL_DEVSTACK, "_", *args], env=env, capture_output=True, text=True)
+    args = [str(STEPS / script), str(tmp / "devstack"), str(tmp / "logs"), str(tmp / "local.conf"), action]
+    n = len(list(tmp.glob(f"{action}-*.err")))
+    with open(tmp / f"{action}-{n}.out", "w") as out, open(tmp / f"{action}-{n}.err", "w") as err:
+        proc = subprocess.Popen(
+            ["bash", "-c", INSTALL_DEVSTACK, "_", *args],
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
+    _STARTED.append(proc)
+    return Run(proc, tmp / f"{action}-{n}.out", tmp / f"{action}-{n}.err")
 
 
-@pytest.mark.parametrize(("script", "step"), [("install-openstack.sh", "install-openstack"),
-                                              ("install-compute.sh", "install-compute")])
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_a_test_left(tmp_path):
+    """After each test: nothing it started runs on (a failed test's steps, stack.sh sessions)."""
+    yield
+    sessions = {proc.pid for proc in _STARTED}  # each started in a session of its own
+    sessions |= {os.getsid(pid) for pid in _live(*_stack_pids(tmp_path))}
+    _STARTED.clear()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) in sessions:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+
+
+def _finish(run: Run, bound: float = 60) -> subprocess.CompletedProcess[str]:
+    """The started step's result, once it ended (within BOUND seconds)."""
+    try:
+        run.proc.wait(timeout=bound)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the step did not end within {bound} s: {run.err.read_text()}")
+    return subprocess.CompletedProcess(run.proc.args, run.proc.returncode, run.out.read_text(), run.err.read_text())
+
+
+def _install_devstack(tmp: Path, conf: str, script: str, **fake: str) -> subprocess.CompletedProcess[str]:
+    return _finish(_install_run(tmp, conf, script, **fake))
+
+
+def _conf(tmp: Path) -> str:
+    """The rendered local.conf, its LOGFILE under tmp/logs, as the steps have it (decoded with $(...))."""
+    (tmp / "conf").mkdir()
+    devstack, _ = _devstack(tmp / "conf")
+    return (devstack / "local.conf").read_text().replace(str(tmp / "conf" / "logs"), str(tmp / "logs")).rstrip("\n")
+
+
+def _calls(tmp: Path) -> list[str]:
+    """What ran, in order: stack.sh runs (as "stack.sh"), unstack, clean (chown left out)."""
+    calls = (tmp / "calls").read_text().splitlines() if (tmp / "calls").exists() else []
+    return [re.sub(r"^stack\.sh \d+$", "stack.sh", c) for c in calls if not c.startswith("chown ")]
+
+
+def _stack_pids(tmp: Path) -> list[int]:
+    calls = (tmp / "calls").read_text().splitlines() if (tmp / "calls").exists() else []
+    return [int(c.split()[1]) for c in calls if re.fullmatch(r"stack\.sh \d+", c)]
+
+
+def _wait_for(what: str, ready, bound: float = 30) -> None:
+    deadline = time.monotonic() + bound
+    while not ready():
+        assert time.monotonic() < deadline, f"no {what} within {bound} s"
+        time.sleep(0.05)
+
+
+SCRIPTS = [("install-openstack.sh", "install-openstack"), ("install-compute.sh", "install-compute")]
+
+
+@pytest.mark.parametrize(("script", "step"), SCRIPTS)
 def test_install_devstack_runs_stack_sh_once_per_branch_and_local_conf(tmp_path, script, step):
-    (tmp_path / "conf").mkdir()
-    devstack, _ = _devstack(tmp_path / "conf")  # the rendered local.conf, its LOGFILE moved below
-    conf = (devstack / "local.conf").read_text().replace(str(tmp_path / "conf" / "logs"), str(tmp_path / "logs"))
-    conf = conf.rstrip("\n")  # as the steps have it: decoded with $(...)
+    conf = _conf(tmp_path)
     first = _install_devstack(tmp_path, conf, script)
     assert first.returncode == 0, first.stderr
     assert first.stdout == "installed\n"
@@ -327,19 +525,92 @@ def test_install_devstack_runs_stack_sh_once_per_branch_and_local_conf(tmp_path,
     stamp = tmp_path / "state" / step / "stamp"
     assert stamp.read_text() == hashlib.sha256(f"master\n{conf}\n".encode()).hexdigest() + "\n"
     assert "Starting Nova" in first.stderr and PASSWORD not in first.stderr
-    assert (tmp_path / "calls").read_text().splitlines() == [f"chown stack: {tmp_path}/devstack/local.conf"]
+    assert f"chown stack: {tmp_path}/devstack/local.conf" in (tmp_path / "calls").read_text().splitlines()
+    assert _calls(tmp_path) == ["stack.sh"]
 
     # The same branch and local.conf: nothing runs.
     again = _install_devstack(tmp_path, conf, script)
     assert (again.returncode, again.stdout, again.stderr) == (0, "current\n", "")
 
     # Another local.conf: the previous run is unstacked, the clone updated, stack.sh runs again.
-    (tmp_path / "calls").unlink()
     changed = _install_devstack(tmp_path, conf + "\n# changed", script)
     assert changed.returncode == 0 and changed.stdout == "installed\n", changed.stderr
     assert f"[{step}] settings changed: unstacking the previous run first" in changed.stderr
-    assert (tmp_path / "calls").read_text().splitlines() == ["unstack", f"chown stack: {tmp_path}/devstack/local.conf"]
+    assert _calls(tmp_path) == ["stack.sh", "unstack", "stack.sh"]
     assert stamp.read_text() != hashlib.sha256(f"master\n{conf}\n".encode()).hexdigest() + "\n"
+
+
+@pytest.mark.parametrize(("script", "step"), SCRIPTS)
+def test_a_failed_install_is_unstacked_by_the_next_apply(tmp_path, script, step):
+    """After a failure stack.sh must not run over half-started services: the next apply (same
+    settings) unstacks first, says so, and succeeds."""
+    conf = _conf(tmp_path)
+    failed = _install_devstack(tmp_path, conf, script, mode="fail")
+    assert failed.returncode == 1 and "error: DevStack install failed" in failed.stderr
+    assert not (tmp_path / "state" / step / "stamp").exists()
+
+    retry = _install_devstack(tmp_path, conf, script)
+    assert retry.returncode == 0 and retry.stdout == "installed\n", retry.stderr
+    assert f"[{step}] the previous install did not finish (failed or interrupted): unstacking it first" in retry.stderr
+    assert _calls(tmp_path) == ["stack.sh", "unstack", "stack.sh"]
+    assert (tmp_path / "state" / step / "stamp").exists()
+
+
+@pytest.mark.parametrize(("script", "step"), SCRIPTS)
+def test_an_interrupted_install_is_stopped_and_unstacked_by_the_next_apply(tmp_path, script, step):
+    """An engine killed mid-install: its apply goes, stack.sh stays (its own session). The next apply
+    stops that stack.sh (and what it started), unstacks, and runs its own: never two at once."""
+    conf = _conf(tmp_path)
+    first = _install_run(tmp_path, conf, script, step="30")
+    _wait_for("stack.sh", lambda: _stack_pids(tmp_path))
+    os.kill(first.proc.pid, signal.SIGKILL)  # to the apply alone: stack.sh, in its own session, stays
+    first.proc.wait()
+    old = _stack_pids(tmp_path)[0]
+    assert _live(old), "stack.sh should outlive its apply"
+
+    t = time.monotonic()
+    retry = _install_devstack(tmp_path, conf, script)
+    assert time.monotonic() - t < 20  # not the fake's 30 s phases
+    assert retry.returncode == 0 and retry.stdout == "installed\n", retry.stderr
+    assert re.search(
+        rf"^\[{step}\] stack\.sh of an interrupted run is still running: stopping it \(session \d+\)$",
+        retry.stderr,
+        re.M,
+    ), retry.stderr
+    assert f"[{step}] the previous install did not finish (failed or interrupted): unstacking it first" in retry.stderr
+    assert _calls(tmp_path) == ["stack.sh", "unstack", "stack.sh"]  # no "two stack.sh at once"
+    assert not _live(old) and not _running(str(tmp_path / "async" / "create_flavors.fifo"))
+
+
+@pytest.mark.parametrize(("script", "step"), SCRIPTS)
+def test_two_applies_at_once_never_run_two_stack_sh(tmp_path, script, step):
+    """A second apply while the first runs stack.sh (its engine was killed, the apply still on the
+    host): the newer one stops the older one's stack.sh, waits for its lock, unstacks and runs."""
+    conf = _conf(tmp_path)
+    first = _install_run(tmp_path, conf, script, step="30")
+    _wait_for("stack.sh", lambda: _stack_pids(tmp_path))
+    second = _finish(_install_run(tmp_path, conf, script))
+    older = _finish(first)
+    assert second.returncode == 0 and second.stdout == "installed\n", second.stderr
+    assert older.returncode == 1 and f"[{step}] stack.sh failed (143)" in older.stderr, older.stderr
+    assert f"[{step}] another run of {step} holds {tmp_path}/state/{step}.lock" in second.stderr
+    assert f"[{step}] the other run's stack.sh is running: stopping it" in second.stderr
+    assert _calls(tmp_path) == ["stack.sh", "unstack", "stack.sh"]  # no "two stack.sh at once"
+    assert (tmp_path / "state" / step / "stamp").exists()
+
+
+@pytest.mark.parametrize(("script", "step"), SCRIPTS)
+def test_remove_stops_a_running_install_then_cleans(tmp_path, script, step):
+    conf = _conf(tmp_path)
+    first = _install_run(tmp_path, conf, script, step="30")
+    _wait_for("stack.sh", lambda: _stack_pids(tmp_path))
+    removed = _finish(_install_run(tmp_path, conf, script, action="remove"))
+    assert removed.returncode == 0, removed.stderr
+    assert _finish(first).returncode == 1
+    assert f"[{step}] the other run's stack.sh is running: stopping it" in removed.stderr
+    assert _calls(tmp_path) == ["stack.sh", "clean"]
+    assert not _live(*_stack_pids(tmp_path))
+    assert not (tmp_path / "devstack").exists() and list((tmp_path / "state").iterdir()) == []  # nor the lock
 
 
 # --- 2. prepare-host: what the step runs itself is installed before it runs it ---

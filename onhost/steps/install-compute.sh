@@ -10,9 +10,12 @@
 #                              Progress: stack.sh's summary lines as they come, with the time since
 #                              the start; on failure the log's tail (password masked) - lib.sh's
 #                              run_stack, as install-openstack. Does nothing when the filled
-#                              local.conf and the branch are what the last successful run used.
-#   install-compute.sh remove  runs DevStack's clean.sh (stops the node's services first, so they
-#                              no longer report to the controller) and deletes the clone and state.
+#                              local.conf and the branch are what the last successful run used;
+#                              unstacks first after a run with other settings, a failed or an
+#                              interrupted one.
+#   install-compute.sh remove  stops the node's services (so they no longer report to the
+#                              controller), runs DevStack's clean.sh, deletes the clone and state.
+# One run at a time, as install-openstack (lib.sh lock_devstack).
 #
 # Parameters (KEY=value lines on stdin): BRANCH, LOCAL_CONF (base64), ADMIN_PASSWORD, CONTROLLER_IP.
 # Environment: CONTROLLER_PORTS (default "5672 3306"), STACK_TIMEOUT, DEVSTACK_REPO.
@@ -65,7 +68,7 @@ apply() {
   log "the compute node is up; the controller's discover-hosts step maps it to the cell"
 }
 
-remove() { clean_devstack "running DevStack's clean.sh (stops nova-compute and the OVS agent first)"; }
+remove() { clean_devstack; }
 
 [[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 case ${1:-} in

@@ -7,13 +7,16 @@
 #                                the NIC with PROVIDER_MAC), clones DevStack at BRANCH and runs
 #                                stack.sh as `stack`. Progress: the phase lines stack.sh writes to its
 #                                summary log, as they come, each with the time since the start; on
-#                                failure the tail of the full log (password masked). Installs nothing
-#                                when the branch and the local.conf (but for the NIC name and the public
-#                                URL) are what the last successful run used: then it only points the
-#                                installed DevStack at this instance's provider NIC and public URL
-#                                (after a launch from an image of this disk: repoint).
-#   install-openstack.sh remove  runs DevStack's clean.sh (unstack + remove what stack.sh installed)
-#                                and deletes the clone and this step's state.
+#                                failure the tail of the full log (password masked), as soon as stack.sh
+#                                ends. Installs nothing when the branch and the local.conf (but for the
+#                                NIC name and the public URL) are what the last successful run used:
+#                                then it only points the installed DevStack at this instance's provider
+#                                NIC and public URL (after a launch from an image of this disk: repoint).
+#                                Unstacks first after a run with other settings, a failed or an
+#                                interrupted one (lib.sh install_devstack).
+#   install-openstack.sh remove  stops DevStack's services, runs DevStack's clean.sh (unstack + remove
+#                                what stack.sh installed) and deletes the clone and this step's state.
+# One run at a time: a newer apply or remove stops a stack.sh still running (lib.sh lock_devstack).
 #
 # Parameters (KEY=value lines on stdin): BRANCH, LOCAL_CONF (base64), ADMIN_PASSWORD, PROVIDER_MAC,
 # PUBLIC_BASE_URL (https://<public address>[:port] of the TLS front: fills @PUBLIC_BASE_URL@).
@@ -92,7 +95,7 @@ repoint() {
   fi
 }
 
-remove() { clean_devstack "running DevStack's clean.sh"; }
+remove() { clean_devstack; }
 
 [[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 case ${1:-} in

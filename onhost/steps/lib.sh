@@ -346,7 +346,8 @@ prepare_main() {
 
 # --- DevStack helpers (install-openstack, install-compute) ---
 # They use the step's STATE, its parameters BRANCH and ADMIN_PASSWORD, and STACK_TIMEOUT (each
-# step's own: within its Pulumi step's timeout).
+# step's own: within its Pulumi step's timeout). An install or a remove holds $STATE.lock
+# (lock_devstack): never two stack.sh at once, and a newer run stops an older one still running.
 
 DEVSTACK_REPO=${DEVSTACK_REPO:-https://opendev.org/openstack/devstack}
 DEVSTACK=/opt/stack/devstack
@@ -359,6 +360,11 @@ AS_STACK=(sudo -n -u stack -H)         # how stack.sh is run (as the `stack` use
 PROGRESS_LINES=200                     # summary lines shown at most (a run writes about 30)
 PROGRESS_POLL=2                        # seconds between looks at the summary log
 TAIL_LINES=80
+STOP_GRACE=5     # seconds between SIGTERM and SIGKILL for what a stack.sh run leaves running
+UNIT_GRACE=10    # seconds DevStack's services get to stop on SIGTERM before SIGKILL
+LOCK_WAIT=600    # seconds a run waits for another run's lock (stopping its stack.sh meanwhile)
+CLEAN_TIMEOUT=15m # for unstack.sh and clean.sh (their services are stopped before they run)
+SYSTEMD_RUN_DIR=${SYSTEMD_RUN_DIR:-/run/systemd/system} # there when systemd runs the host
 
 # check_devstack_params : BRANCH is a DevStack branch, ADMIN_PASSWORD one DevStack can take.
 check_devstack_params() {
@@ -410,17 +416,19 @@ devstack_is_current() {
   devstack_stamp "$1" >"$STATE/stamp"
 }
 
-# install_devstack CONF [KEY] : DevStack at BRANCH in $DEVSTACK (unstacking a previous run with
-# other settings first) with CONF as its local.conf, stack.sh run (run_stack); the stamp of BRANCH
-# and KEY (default CONF) is recorded once stack.sh succeeded (and is gone meanwhile).
+# install_devstack CONF [KEY] : DevStack at BRANCH in $DEVSTACK with CONF as its local.conf, stack.sh
+# run (run_stack), under the lock. A previous run is unstacked first: one with other settings, and one
+# that failed or was interrupted (stack.sh over half-started services fails in other ways). The
+# stamp of BRANCH and KEY (default CONF) is recorded once stack.sh succeeded (and is gone meanwhile).
 install_devstack() {
   local conf=$1 stamp
   stamp=$(devstack_stamp "${2:-$1}")
-  install -d -m 0700 "$STATE"
+  lock_devstack
   if [ -d "$DEVSTACK/.git" ]; then
     if [ -f "$STATE/stamp" ]; then
-      log "settings changed: unstacking the previous run first"
-      sudo -n -u stack -H bash -c "cd $DEVSTACK && ./unstack.sh" </dev/null >/dev/null 2>&1 || true
+      unstack_devstack "settings changed: unstacking the previous run first"
+    else
+      unstack_devstack "the previous install did not finish (failed or interrupted): unstacking it first"
     fi
     sudo -n -u stack -H git -C "$DEVSTACK" fetch -q origin "$BRANCH"
     sudo -n -u stack -H git -C "$DEVSTACK" checkout -q --force FETCH_HEAD
@@ -461,31 +469,47 @@ show_progress() {
       seen=$n
     fi
     [ -z "$ended" ] || return 0
-    sleep "$PROGRESS_POLL"
+    sleep "$PROGRESS_POLL" 9>&- # no lock descriptor: see run_stack
   done
 }
 
 # run_stack DIR : run DIR/stack.sh as `stack`, showing its progress (show_progress). Its own
 # output (xtrace until its logging starts, the summary lines again, the closing banner with the
-# password) is not shown: its last TAIL_LINES lines are kept, masked, for a failure before the log.
-# On failure: the tail of $STACK_LOG (or of that output), then die.
+# password) is not shown: it is kept masked, for a failure before the log. On failure: the tail of
+# $STACK_LOG (or of that output), then die.
+# stack.sh runs in a session of its own: once it has ended, what it left running there (DevStack's
+# background jobs, its log filters: they hold its output open) is stopped (end_session), so the
+# step ends with stack.sh, whatever holds its output. The session is recorded in $STATE/session
+# for a later run, should this one be killed meanwhile (stop_stack).
 run_stack() {
-  local dir=$1 rc pid
+  local dir=$1 rc=0 pid out filter ender i
   # The links to the previous run's log and summary go: stack.sh makes new ones once it logs.
-  rm -f "$STACK_LOG" "$STACK_SUMMARY" "$STATE/rc"
+  rm -f "$STACK_LOG" "$STACK_SUMMARY"
   log "running stack.sh (timeout $STACK_TIMEOUT); full log: $STACK_LOG"
-  {
-    rc=0
-    # shellcheck disable=SC2016 # $1 is expanded by the inner bash (DIR as its argument)
-    timeout --kill-after=2m "$STACK_TIMEOUT" "${AS_STACK[@]}" bash -c 'cd "$1" && ./stack.sh' stack.sh "$dir" \
-      </dev/null 2>&1 || rc=$?
-    echo "$rc" >"$STATE/rc"
-  } | mask | tail -n "$TAIL_LINES" >"$STATE/output" &
+  # The helpers keep no lock descriptor: should this run be killed, a later one gets the lock.
+  exec {out}> >(exec 9>&-; mask >"$STATE/output")
+  filter=$!
+  # setsid: no terminal in the new session, so sudo runs the command without a pty, in it too.
+  # shellcheck disable=SC2016 # $1 is expanded by the inner bash (DIR as its argument)
+  setsid timeout --kill-after=2m "$STACK_TIMEOUT" "${AS_STACK[@]}" bash -c 'cd "$1" && ./stack.sh' stack.sh "$dir" \
+    </dev/null >&"$out" 2>&1 9>&- &
   pid=$!
-  show_progress "$pid"
-  wait "$pid" || true
-  rc=$(cat "$STATE/rc")
-  rm -f "$STATE/rc"
+  exec {out}>&-
+  printf '%s %s %s\n' "$pid" "$(proc_start "$pid")" "$(cat /proc/sys/kernel/random/boot_id)" >"$STATE/session.tmp"
+  mv "$STATE/session.tmp" "$STATE/session"
+  (exec 9>&-; end_session "$pid") &
+  ender=$!
+  show_progress "$ender"
+  wait "$ender" || true
+  wait "$pid" || rc=$?
+  rm -f "$STATE/session"
+  # The filter ends with the last writer; one outside the session (a daemon that kept the output)
+  # would hold it: bounded.
+  for ((i = 0; i < 50; i++)); do kill -0 "$filter" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$filter" 2>/dev/null; then
+    log "stack.sh's output is held open by a process outside its session: its end may be missing below"
+    kill "$filter" 2>/dev/null || true
+  fi
   if ((rc != 0)); then
     ((rc != 124)) || log "stack.sh did not finish within $STACK_TIMEOUT"
     if [ -e "$STACK_LOG" ]; then
@@ -495,21 +519,158 @@ run_stack() {
       die "DevStack install failed; see $STACK_LOG on the host"
     fi
     log "stack.sh failed ($rc) before it started its log; its last output:"
-    cat "$STATE/output" >&2
+    tail -n "$TAIL_LINES" "$STATE/output" >&2
     rm -f "$STATE/output"
     die "DevStack install failed before it started its log"
   fi
   rm -f "$STATE/output"
 }
 
-# clean_devstack MESSAGE : DevStack's clean.sh (unstack + what stack.sh installed), logging
-# MESSAGE first; then the clone and this step's state go (the step's `remove`).
+# end_session SID : once the session's leader SID (stack.sh's) has ended and the rest has settled
+# (settle_session), stop what is left of the session, naming it.
+end_session() {
+  local sid=$1 left
+  while kill -0 "$sid" 2>/dev/null; do sleep 0.2; done
+  settle_session "$sid"
+  left=$(session_procs "$sid")
+  [ -n "$left" ] || return 0
+  log "stack.sh has ended; stopping what it left running: $left"
+  kill_session "$sid"
+}
+
+# settle_session SID : wait for session SID to end by itself while stack.sh's logs still grow: its
+# log filters end once they have written what it wrote last. At most 10 s, and 1 s of no growth.
+settle_session() {
+  local i quiet=0 sizes last=
+  for ((i = 0; i < 100 && quiet < 10; i++)); do
+    session_alive "$1" || return 0
+    sizes=$(stat -L -c %s "$STACK_LOG" "$STACK_SUMMARY" "$STATE/output" 2>/dev/null) || true
+    if [ "$sizes" = "$last" ]; then ((++quiet)); else quiet=0 last=$sizes; fi
+    sleep 0.1
+  done
+}
+
+# proc_start PID : when PID started (clock ticks since boot: field 22 of /proc/PID/stat).
+proc_start() {
+  local stat fields
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  read -r -a fields <<<"${stat##*) }" # after the command name: fields 3 onwards
+  echo "${fields[19]}"
+}
+
+# session_procs SID : the session's live processes (zombies are dead: not counted), as
+# "name xCOUNT, ..."; nothing when none is left.
+session_procs() {
+  { ps -o stat=,comm= -s "$1" || true; } | awk '$1 !~ /^Z/ {n[$2]++} END {for (c in n) {printf "%s%s x%d", s, c, n[c]; s = ", "}}'
+}
+session_alive() { [ -n "$(session_procs "$1")" ]; }
+
+# kill_session SID : SIGTERM to every process of session SID, SIGKILL to those left after
+# STOP_GRACE seconds; returns once none is left (bounded: survivors are named).
+kill_session() {
+  local sid=$1 i
+  pkill -TERM -s "$sid" || return 0
+  for ((i = 0; i < STOP_GRACE * 10; i++)); do
+    session_alive "$sid" || return 0
+    sleep 0.1
+  done
+  pkill -KILL -s "$sid" || return 0
+  for ((i = 0; i < 50; i++)); do
+    session_alive "$sid" || return 0
+    sleep 0.1
+  done
+  log "processes of stack.sh's session $sid survive SIGKILL: $(session_procs "$sid")"
+}
+
+# stop_stack WHY : stop the stack.sh session $STATE/session records, if it still runs (logs WHY).
+# Only that session: same boot, and its leader gone or the one recorded (a number is not reused
+# while a session has it, but once every process of a session ended it can be anyone's).
+stop_stack() {
+  local sid start boot
+  read -r sid start boot 2>/dev/null <"$STATE/session" || return 0
+  [[ $sid =~ ^[1-9][0-9]*$ && $boot == "$(cat /proc/sys/kernel/random/boot_id)" ]] || return 0
+  [ ! -e "/proc/$sid" ] || [ "$(proc_start "$sid")" = "$start" ] || return 0
+  session_alive "$sid" || return 0
+  log "$1: stopping it (session $sid)"
+  kill_session "$sid"
+}
+
+# lock_devstack : hold this step's lock ($STATE.lock, fd 9) for an install or a remove. The newer
+# run wins: an engine killed mid-install leaves its apply (until it next writes to the gone SSH
+# session) and stack.sh running on the host. While another run holds the lock, the stack.sh it
+# runs is stopped (that run then fails and lets go); with the lock, a stack.sh still running from
+# a run that is gone is stopped.
+lock_devstack() {
+  local waited=0
+  install -d -m 0700 "$STATE"
+  exec 9>"$STATE.lock"
+  if ! flock -n 9; then
+    log "another run of $OOA_STEP holds $STATE.lock: waiting for it (at most ${LOCK_WAIT}s), stopping its stack.sh"
+    until flock -w 1 9; do
+      stop_stack "the other run's stack.sh is running"
+      ((++waited < LOCK_WAIT)) || die "another run of $OOA_STEP still holds $STATE.lock after ${LOCK_WAIT}s"
+    done
+  fi
+  stop_stack "stack.sh of an interrupted run is still running"
+  rm -f "$STATE/session"
+}
+
+# running_units UNIT... : those of the UNITs that are still active or changing state.
+running_units() {
+  local active i=0
+  while IFS= read -r active; do
+    ((++i))
+    [[ $active =~ ^(active|activating|deactivating|reloading|refreshing)$ ]] && printf '%s\n' "${!i}"
+  done < <(systemctl is-active "$@")
+  return 0
+}
+
+# stop_devstack_units : stop DevStack's services (its devstack@ units) before unstack.sh does:
+# all at once, while RabbitMQ and the database still run (clean.sh's unstack.sh --all stops those
+# before Neutron, and the OVS agent then ignores SIGTERM for its whole 300 s stop timeout). What
+# still runs after UNIT_GRACE seconds gets SIGKILL, and so do the processes KillMode=process leaves
+# behind a unit's main process (nova-conductor's workers). unstack.sh then finds them stopped.
+# Without systemd: nothing.
+stop_devstack_units() {
+  local units=() stuck='' i
+  [ -d "$SYSTEMD_RUN_DIR" ] || return 0
+  mapfile -t units < <(systemctl list-units --all --plain --no-legend --type=service 'devstack@*' | cut -d' ' -f1)
+  ((${#units[@]})) || return 0
+  log "stopping DevStack's services (${#units[@]} devstack@ units; SIGKILL after ${UNIT_GRACE}s)"
+  systemctl stop --no-block "${units[@]}"
+  for ((i = 0; i < UNIT_GRACE * 5; i++)); do
+    stuck=$(running_units "${units[@]}")
+    [ -n "$stuck" ] || break
+    sleep 0.2
+  done
+  [ -z "$stuck" ] || log "still running after ${UNIT_GRACE}s, SIGKILL: ${stuck//$'\n'/ }"
+  systemctl kill --kill-who=all --signal=SIGKILL "${units[@]}" >/dev/null 2>&1 || true
+  for ((i = 0; i < 50; i++)); do
+    [ -n "$(running_units "${units[@]}")" ] || break
+    sleep 0.1
+  done
+  systemctl reset-failed "${units[@]}" >/dev/null 2>&1 || true
+}
+
+# unstack_devstack WHY : logs WHY; DevStack's services stopped (stop_devstack_units), unstack.sh.
+unstack_devstack() {
+  log "$1"
+  stop_devstack_units
+  timeout "$CLEAN_TIMEOUT" sudo -n -u stack -H bash -c "cd $DEVSTACK && ./unstack.sh" </dev/null >/dev/null 2>&1 ||
+    log "unstack.sh reported errors (continuing)"
+}
+
+# clean_devstack : under the lock, DevStack's services stopped (stop_devstack_units), then its
+# clean.sh (unstack + what stack.sh installed); then the clone, this step's state and its lock go
+# (the step's `remove`).
 clean_devstack() {
+  lock_devstack
   if [ -x "$DEVSTACK/clean.sh" ]; then
-    log "$1"
-    sudo -n -u stack -H bash -c "cd $DEVSTACK && ./clean.sh" </dev/null >/dev/null 2>&1 ||
+    stop_devstack_units
+    log "running DevStack's clean.sh"
+    timeout "$CLEAN_TIMEOUT" sudo -n -u stack -H bash -c "cd $DEVSTACK && ./clean.sh" </dev/null >/dev/null 2>&1 ||
       log "clean.sh reported errors (continuing)"
   fi
-  rm -rf "$DEVSTACK" "$STATE"
+  rm -rf "$DEVSTACK" "$STATE" "$STATE.lock"
   log "removed"
 }

@@ -23,7 +23,7 @@ HOSTS=$ROOT/etc/hosts
 HOSTNAME_FILE=$ROOT/etc/hostname
 CLOUD_INIT_CFG=$ROOT/etc/cloud/cloud.cfg.d/99-openstack-on-aws-hostname.cfg
 MARK="# openstack-on-aws compute node"
-PACKAGES=(git jq iproute2 python3 sudo)
+PACKAGES=(git jq iproute2 procps python3 sudo) # procps: ps and pkill, for install-compute (lib.sh run_stack)
 declare -A NEEDS=() # none of its commands checked after the install (lib.sh install_packages)
 
 # read_params: NODE_HOSTNAME and NODE_IP from stdin, checked.

@@ -126,3 +126,82 @@ def test_the_labs_ssh_sessions_share_one_connection(lab):
         assert lab.ssh("exit 7", check=False).returncode == 7
     logins = lab.ssh("journalctl -q -u ssh.service --grep 'Accepted publickey' --output=cat").stdout.splitlines()
     assert len(logins) == 1, logins
+
+
+# DevStack's unit files (functions-common write_user_unit_file: KillMode=process, TimeoutStopSec=300;
+# the uWSGI services' Restart=always), with stand-in commands: the OVS agent as measured on a real
+# host (it ignores SIGTERM until the stop timeout), nova-conductor's workers (left by KillMode=process).
+DEVSTACK_UNITS = {
+    "q-agt": "/bin/bash -c 'trap \"\" TERM; while :; do sleep 1; done'",
+    "n-cond": "/bin/bash -c 'sleep infinity & sleep infinity & exec sleep infinity'",
+    "keystone": "/bin/sleep infinity\nRestart=always",
+}
+# clean.sh as DevStack has it, in its order: unstack.sh --all stops the message queue, then each
+# service (stop_process: stop, disable), then the unit files go; it records what ran when it began.
+FAKE_CLEAN = """#!/bin/bash
+set -e
+states=$(systemctl is-active devstack@q-agt devstack@n-cond devstack@keystone ooa-rabbitmq | tr '\\n' ' ')
+echo "begin: $states" >/opt/stack/clean.record
+sudo systemctl stop ooa-rabbitmq
+for s in n-cond keystone q-agt; do
+  if sudo systemctl is-enabled -q "devstack@$s.service"; then
+    sudo systemctl stop "devstack@$s.service"
+    sudo systemctl disable -q "devstack@$s.service"
+  fi
+done
+sudo find /etc/systemd/system -type f -name 'devstack@*service' -delete
+sudo systemctl daemon-reload
+echo end >>/opt/stack/clean.record
+"""
+
+
+def test_install_openstack_remove_does_not_wait_out_devstacks_stop_timeouts(lab):
+    """install-openstack's remove as Pulumi sends it, on the host's systemd with DevStack's units:
+    they are stopped all at once while the message queue still runs, the one that ignores SIGTERM
+    gets SIGKILL after the grace (not its 300 s), KillMode=process leftovers go too, then clean.sh
+    runs; nothing of the units is left (no failed unit)."""
+    units = lab.etc / "systemd/system"
+    for name, command in DEVSTACK_UNITS.items():
+        (units / f"devstack@{name}.service").write_text(
+            f"[Unit]\nDescription=Devstack devstack@{name}.service\n[Service]\nUser=stack\nExecStart={command}\n"
+            "KillMode=process\nTimeoutStopSec=300\n[Install]\nWantedBy=multi-user.target\n"
+        )
+    (units / "ooa-rabbitmq.service").write_text("[Service]\nExecStart=/bin/sleep infinity\n")  # RabbitMQ
+    devstack = lab.container.root / "opt/stack/devstack"
+    try:
+        lab.ssh(
+            "useradd --system --create-home --home-dir /opt/stack --shell /bin/bash stack && "
+            "echo 'stack ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/50-ooa-lab-stack && "
+            "systemctl daemon-reload && systemctl start ooa-rabbitmq && "
+            "systemctl enable -q --now devstack@q-agt devstack@n-cond devstack@keystone"
+        )
+        devstack.mkdir()
+        (devstack / "clean.sh").write_text(FAKE_CLEAN)
+        (devstack / "clean.sh").chmod(0o755)
+        assert len(lab.ssh("ps -u stack -o pid=").stdout.split()) >= 6  # the three services, two workers
+
+        t = time.monotonic()
+        p = lab.step("install-openstack", "remove")
+        lab.timings["install-openstack remove (stand-in DevStack units)"] = took = time.monotonic() - t
+        assert p.returncode == 0, p.stderr
+        assert took < 60  # the grace and clean.sh, not the OVS agent's 300 s stop timeout
+        assert p.stderr.splitlines() == [
+            "[install-openstack] stopping DevStack's services (3 devstack@ units; SIGKILL after 10s)",
+            "[install-openstack] still running after 10s, SIGKILL: devstack@q-agt.service",
+            "[install-openstack] running DevStack's clean.sh",
+            "[install-openstack] removed",
+        ]
+        record = (lab.container.root / "opt/stack/clean.record").read_text().splitlines()
+        assert record == ["begin: inactive inactive inactive active ", "end"]  # the queue stopped after them
+        assert lab.ssh("ps -u stack -o pid,args", check=False).returncode == 1  # no process of theirs left
+        assert lab.ssh("systemctl list-units --all --plain --no-legend 'devstack@*'").stdout == ""
+        assert lab.ssh("systemctl --failed --plain --no-legend").stdout == ""
+        assert not devstack.exists() and not list(lab.state.glob("install-openstack*"))
+    finally:
+        lab.ssh(
+            "systemctl stop ooa-rabbitmq 'devstack@*'; rm -f /etc/systemd/system/devstack@* /etc/systemd/system/"
+            "ooa-rabbitmq.service /etc/systemd/system/multi-user.target.wants/devstack@* /opt/stack/clean.record "
+            "/etc/sudoers.d/50-ooa-lab-stack; systemctl daemon-reload; systemctl reset-failed; "
+            "pkill -KILL -u stack; userdel --remove stack",
+            check=False,
+        )

@@ -13,11 +13,24 @@
 # - an error: err_trap prints "stack.sh failed: full log in $LOGFILE" (to the log) and exits;
 # - the end: stdout back to the console through `tee -a LOGFILE`, a banner with the password, then
 #   echo_summary "stack.sh completed in $SECONDS seconds.".
+# - background jobs (inc/async, DEVSTACK_PARALLEL=True): async_runfunc runs a job in a subshell of
+#   stack.sh (`bash ./stack.sh`, all its descriptors: the log filters' pipes and the original
+#   stdout) that then blocks on `cat $DEST/async/<job>.fifo` until async_wait writes to it. stack.sh
+#   starts create_flavors with Nova and waits for it after Glance and the images: an error between
+#   leaves that job blocked for good, holding stack.sh's output open (stand-in: started after
+#   "Starting Keystone", waited for before "Starting Nova").
 # FAKE_MODE: ok | fail (an error after "Starting Keystone") | early (an error before logging) |
 # chatty (250 summary lines, one with the password). FAKE_STEP: seconds between phases.
+# FAKE_LEAVE=1: an ok run that never waits for its job (it stays, as after a failure).
+# For the tests: each run appends "stack.sh <pid>" to $CALLS, and "two stack.sh at once" when one
+# of another run's processes still runs (a lock every process of a run holds).
 set -o xtrace
 MODE=${FAKE_MODE:-ok}
 STEP=${FAKE_STEP:-1}
+DEST=$(cd .. && pwd) # /opt/stack, where DevStack is /opt/stack/devstack
+exec 8>>"$DEST/fake-stack.lock"
+flock -n 8 || echo "two stack.sh at once" >>"${CALLS:-/dev/null}"
+echo "stack.sh $$" >>"${CALLS:-/dev/null}"
 
 # stackrc and functions-common, then local.conf's localrc sourced under xtrace (the password
 # shows in the trace).
@@ -57,6 +70,24 @@ echo_summary "stack.sh log $LOGFILE"
 ln -sf "$LOGFILE" "$LOGFILE_DIR/$LOGFILE_NAME"
 ln -sf "$SUMFILE" "$LOGFILE_DIR/$LOGFILE_NAME.summary"
 
+rm -rf "$DEST/async" # async_init
+mkdir -p "$DEST/async"
+async_runfunc() {
+  local name=$1 fifo=$DEST/async/$1.fifo
+  mkfifo "$fifo"
+  { "$name" >"$DEST/async/$name.log" 2>&1; cat "$fifo"; } &
+  printf '[job]\npid = %s\n' $! >"$DEST/async/$name.ini"
+  echo "[$BASHPID Async $name:$!]: running: $name"
+}
+async_wait() {
+  local pid
+  pid=$(sed -n 's/^pid = //p' "$DEST/async/$1.ini")
+  echo WAKEUP >"$DEST/async/$1.fifo"
+  wait "$pid"
+  rm -f "$DEST/async/$1.fifo" "$DEST/async/$1.ini"
+}
+create_flavors() { echo "flavors m1.tiny ... created"; }
+
 err_trap() {
   local r=$?
   set +o xtrace
@@ -75,12 +106,14 @@ sleep "$STEP"
 echo_summary "Installing OpenStack project source"
 sleep "$STEP"
 echo_summary "Starting Keystone"
+async_runfunc create_flavors
 if [ "$MODE" = fail ]; then
   mysql_cmd="mysql -uroot -p$ADMIN_PASSWORD -h 127.0.0.1"
   echo "$mysql_cmd: ERROR 2002 (HY000): Can't connect to server"
   false
 fi
 sleep "$STEP"
+[ -n "${FAKE_LEAVE:-}" ] || async_wait create_flavors
 echo_summary "Starting Nova"
 
 set +o xtrace
