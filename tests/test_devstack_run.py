@@ -395,6 +395,7 @@ DEVSTACK=$2 STACK_LOG=$3/stack.sh.log STACK_SUMMARY=$3/stack.sh.log.summary AS_S
 BRANCH=master
 if [ "$5" = remove ]; then clean_devstack; exit 0; fi
 conf=$(cat "$4")
+lock_devstack
 if devstack_is_current "$conf"; then echo current; exit 0; fi
 install_devstack "$conf"
 echo installed

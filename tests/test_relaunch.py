@@ -21,6 +21,7 @@ import base64
 import hashlib
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ iniset() { { grep -v "^$2\\\\.$3=" "$1" 2>/dev/null || true; echo "$2.$3=$4"; } 
 APPLY = """set -euo pipefail
 . "$1"
 DEVSTACK=$2/devstack STACK_LOG=$2/logs/stack.sh.log STACK_SUMMARY=$2/logs/stack.sh.log.summary AS_STACK=()
-PROGRESS_POLL=0.2 NOVA_CPU_CONF=$2/nova-cpu.conf
+PROGRESS_POLL=0.2 NOVA_CPU_CONF=$2/nova-cpu.conf LOCK_WAIT=${LOCK_WAIT_TEST:-$LOCK_WAIT}
 apply
 """
 
@@ -90,8 +91,11 @@ class Host:
         (tmp / "logs").mkdir()
         self.conf = _conf(tmp)
 
-    def apply(self, nic: str, url: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
-        """install-openstack apply on an instance whose provider NIC (MAC) is called `nic`."""
+    def apply(
+        self, nic: str, url: str, password: str = PASSWORD, lock_wait: int | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """install-openstack apply on an instance whose provider NIC (MAC) is called `nic`
+        (`lock_wait`: lib.sh's LOCK_WAIT, seconds it waits for another run's lock)."""
         sysfs = self.tmp / f"sys-{nic}"
         if not sysfs.exists():
             _tree(sysfs, [(nic, MAC, {"device": True})])
@@ -111,6 +115,7 @@ class Host:
             "DEVSTACK_REPO": str(self.tmp / "repo"),
             "CALLS": str(self.calls),
             "FAKE_STEP": "0",
+            **({"LOCK_WAIT_TEST": str(lock_wait)} if lock_wait is not None else {}),
         }
         return subprocess.run(
             ["bash", "-c", APPLY, "_", str(STEPS / "install-openstack.sh"), str(self.tmp)],
@@ -178,6 +183,30 @@ def test_a_new_instance_of_the_disk_installs_nothing_and_follows_the_nic_and_the
         "ovs-vsctl --no-wait --may-exist add-port br-ex ens7",
         "ip link set dev ens7 up",
     ]
+
+
+def test_repoint_waits_for_the_lock_of_another_run(host):
+    """A run holding the step's lock (a remove's clean.sh, an install unstacking the stamped one)
+    is never repointed beside: the apply waits for the lock, here in vain, and changes nothing."""
+    assert host.apply("ens6", FIRST_URL).returncode == 0
+    lock = host.tmp / "state" / "install-openstack.lock"
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 0:
+            assert time.monotonic() < deadline, "the lock holder did not start"
+            time.sleep(0.05)
+        blocked = host.apply("ens7", NEW_URL, lock_wait=2)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert blocked.returncode == 1 and "still holds" in blocked.stderr, blocked.stderr
+    assert (
+        host.recorded() == []
+        and (host.tmp / "state" / "install-openstack" / "public-interface").read_text() == "ens6\n"
+    )
+    assert host.apply("ens7", NEW_URL).returncode == 0  # the lock free: repointed
+    assert "ovs-vsctl --no-wait --may-exist add-port br-ex ens7" in host.recorded()
 
 
 def test_a_stamp_of_the_whole_local_conf_counts_as_the_same_install(host):
@@ -296,10 +325,16 @@ def _pin(tmp: Path, now: str) -> subprocess.CompletedProcess[str]:
     )
     (fakebin / "hostname").chmod(0o755)
     (tmp / "root" / "etc").mkdir(parents=True, exist_ok=True)
-    env = {"PATH": f"{fakebin}:{BASE_PATH}", "OOA_STATE": str(tmp / "state"), "OOA_ROOT": str(tmp / "root"),
-           "NOW": now, "CALLS": str(tmp / "calls")}
-    return subprocess.run(["bash", "-c", PIN, "_", str(STEPS / "prepare-host.sh")], env=env,
-                          capture_output=True, text=True)
+    env = {
+        "PATH": f"{fakebin}:{BASE_PATH}",
+        "OOA_STATE": str(tmp / "state"),
+        "OOA_ROOT": str(tmp / "root"),
+        "NOW": now,
+        "CALLS": str(tmp / "calls"),
+    }
+    return subprocess.run(
+        ["bash", "-c", PIN, "_", str(STEPS / "prepare-host.sh")], env=env, capture_output=True, text=True
+    )
 
 
 def test_the_first_host_name_is_kept(tmp_path):

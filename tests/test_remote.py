@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from onhost import remote
-from onhost.chain import CHAIN
-from onhost.compute_chain import DISCOVER, NODE_CHAIN
+from onhost.chain import CHAIN, scripts_of
+from onhost.compute_chain import CONTROLLER_SCRIPTS, DISCOVER, NODE_CHAIN, NODE_SCRIPTS
 from tests.harness import command_failure
 
 SUDO_SHIM = Path(__file__).resolve().parent / "shims" / "sudo"
@@ -164,3 +165,26 @@ def test_the_upload_installs_the_scripts_and_its_remove_takes_them_and_the_empty
     assert gone.returncode == 0 and f"removed {prefix} and {state}" in gone.stderr
     assert not prefix.exists() and not state.exists() and state.parent.exists()
     assert _bash(remote.unload(str(prefix), str(state)), env).returncode == 0  # twice = once
+
+
+# sshd runs a command as `$SHELL -c <command>`: one argument, which Linux takes up to MAX_ARG_STRLEN
+# (32 pages: 131072 bytes with its NUL); a longer one fails before the shell starts (E2BIG).
+MAX_ARG_STRLEN = 32 * 4096
+
+
+def test_each_hosts_upload_is_one_argument_sshd_can_run(tmp_path) -> None:
+    """The largest upload the program sends (the controller's with the compute nodes' controller
+    scripts) and a node's fit in the one argument sshd's shell gets, and run so (under a prefix as
+    long as the real one: the text's size is the real text's)."""
+    base = Path(tempfile.mkdtemp(prefix="o", dir="/tmp"))
+    try:
+        prefix = base / ("p" * (len(remote.REMOTE_PREFIX) - len(str(base)) - 1))
+        _, _, env = _host(base)
+        for scripts in (scripts_of(s.name for s in CHAIN) + CONTROLLER_SCRIPTS, NODE_SCRIPTS):
+            size = len(remote.upload(scripts).encode())
+            assert size < MAX_ARG_STRLEN, f"{size} bytes: sshd cannot run the upload of {scripts}"
+            assert len(remote.upload(scripts, str(prefix)).encode()) == size
+            up = _bash(remote.upload(scripts, str(prefix)), env)
+            assert up.returncode == 0 and (prefix / f"{scripts[-1]}.sh").exists(), up.stderr
+    finally:
+        shutil.rmtree(base)

@@ -59,6 +59,7 @@ apply() {
   conf=${conf//@ADMIN_PASSWORD@/$ADMIN_PASSWORD}
   conf=$(fill_libvirt "$conf" "$libvirt")
 
+  lock_devstack # first: a run holding it may be unstacking the install the stamp names
   if devstack_is_current "$conf"; then
     log "DevStack $BRANCH (compute node) is installed with this local.conf: nothing to do"
     return 0

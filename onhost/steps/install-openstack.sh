@@ -52,6 +52,7 @@ apply() {
   conf=${conf//@PUBLIC_INTERFACE@/$nic}
   conf=${conf//@PUBLIC_BASE_URL@/$PUBLIC_BASE_URL}
 
+  lock_devstack # first: a run holding it may be unstacking the install the stamp names
   if devstack_is_current "$key" "$conf"; then
     log "DevStack $BRANCH is installed with this local.conf: nothing to install"
     repoint "$conf" "$nic"

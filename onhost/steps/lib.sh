@@ -417,13 +417,14 @@ devstack_is_current() {
 }
 
 # install_devstack CONF [KEY] : DevStack at BRANCH in $DEVSTACK with CONF as its local.conf, stack.sh
-# run (run_stack), under the lock. A previous run is unstacked first: one with other settings, and one
-# that failed or was interrupted (stack.sh over half-started services fails in other ways). The
-# stamp of BRANCH and KEY (default CONF) is recorded once stack.sh succeeded (and is gone meanwhile).
+# run (run_stack); the caller holds the lock (lock_devstack, before its devstack_is_current: a run
+# holding it may be unstacking a stamped install). A previous run is unstacked first: one with other
+# settings, and one that failed or was interrupted (stack.sh over half-started services fails in
+# other ways). The stamp of BRANCH and KEY (default CONF) is recorded once stack.sh succeeded (and
+# is gone meanwhile).
 install_devstack() {
   local conf=$1 stamp
   stamp=$(devstack_stamp "${2:-$1}")
-  lock_devstack
   if [ -d "$DEVSTACK/.git" ]; then
     if [ -f "$STATE/stamp" ]; then
       unstack_devstack "settings changed: unstacking the previous run first"
