@@ -11,6 +11,11 @@
                      <host ns> --bind=/run/netns --bind=<lab work> --bind-ro=<lab venv> --bind=<lab OVS
                      run dir>:/run/openvswitch, from the lab's private mount namespace
                      (net.private_netns_dir); systemd reaches multi-user.target in about a second
+    cgroup           a cgroup of its own, named after the machine (the lab's tag), in each hierarchy
+                     nspawn and the container's systemd use (`cgroups`): with no systemd as this
+                     machine's init, nspawn would put every lab's container in the same `payload`
+                     cgroup, so two labs' units would share a cgroup (`systemctl kill` of one lab's
+                     unit then meets the other lab's processes and fails); removed after the stop
 
 What runs inside, as the container's services: sshd (Debian's ssh.service with the lab's host key and
 root's authorized key), ovsdb-server and ovs-vswitchd (the rootfs's, `systemd-run` units on the lab's
@@ -54,6 +59,19 @@ def rootfs() -> Path:
     return Path(out.stdout.strip())
 
 
+def cgroup_hierarchies() -> list[Path]:
+    """The mounted hierarchies nspawn and the container's systemd place processes in, each at this
+    process's own cgroup: the unified one alone (cgroup v2), or the named systemd one and the
+    unified one if mounted (v1, hybrid)."""
+    ours = dict(line.split(":", 2)[1:] for line in Path("/proc/self/cgroup").read_text().splitlines())
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        mounts = {"": root}
+    else:
+        mounts = {"name=systemd": root / "systemd", "": root / "unified"}
+    return [m / ours[k].lstrip("/") for k, m in mounts.items() if k in ours and (m / "cgroup.procs").exists()]
+
+
 def prerequisites() -> list[str]:
     """What keeps the lab host's container from booting here (empty when it can)."""
     problems = []
@@ -93,6 +111,8 @@ class Container:
         self.leader = 0
         """The container's init (systemd), as this machine numbers it."""
         self.mounted = False
+        self.cgroups = [h / f"ooa-lab-{machine}" for h in cgroup_hierarchies()]
+        """This container's cgroup in each hierarchy (nspawn makes `payload` for the container under it)."""
         self.timings: dict[str, float] = {}
 
     def mount(self) -> None:
@@ -106,7 +126,17 @@ class Container:
     def boot(self, timeout: float = 60) -> float:
         """systemd-nspawn boots the root; return the seconds until systemd says it is up."""
         t = time.monotonic()
+        for cg in self.cgroups:
+            cg.mkdir(exist_ok=True)
+        # nspawn starts in the container's cgroups (a shell moves itself, then execs it): the
+        # container's cgroups are made under nspawn's own at once.
+        join = "".join(f'echo $$ > "${i}"/cgroup.procs && ' for i in range(1, len(self.cgroups) + 1))
         args = [
+            "sh",
+            "-c",
+            f'{join}shift {len(self.cgroups)} && exec "$@"',
+            "sh",
+            *map(str, self.cgroups),
             "systemd-nspawn",
             "-D",
             str(self.root),
@@ -205,7 +235,7 @@ class Container:
 
     def stop(self) -> None:
         """Throw the container away: SIGKILL to its init ends its PID namespace (every process in it),
-        nspawn exits; the overlay is unmounted. Idempotent."""
+        nspawn exits; the overlay is unmounted, its cgroups removed. Idempotent."""
         t = time.monotonic()
         if self.nspawn is not None:
             if self.leader:
@@ -224,4 +254,24 @@ class Container:
             if p.returncode != 0:  # something still holds it: detach it now, it goes when released
                 subprocess.run(["umount", "--lazy", str(self.root)], capture_output=True)
             self.mounted = False
+        for cg in self.cgroups:
+            remove_cgroup(cg)
         self.timings["container stop"] = time.monotonic() - t
+
+
+def remove_cgroup(cg: Path, timeout: float = 10) -> None:
+    """Remove cgroup `cg` and those under it, children first; a cgroup is removable once its last
+    process is reaped, so a busy one is retried until `timeout`, then the error says which."""
+
+    def removed() -> bool:
+        if not cg.exists():
+            return True
+        for d, _, _ in os.walk(cg, topdown=False):
+            os.rmdir(d)  # a cgroup's files go with it
+        return True
+
+    try:
+        wait_for(f"cgroup {cg} to empty", removed, timeout, every=0.1)
+    except TimeoutError:
+        left = [str(p.parent) for p in cg.rglob("cgroup.procs") if p.read_text().strip()]
+        raise RuntimeError(f"cgroup {cg} still holds processes in: {' '.join(left) or '(none listed)'}") from None

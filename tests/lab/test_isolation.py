@@ -1,10 +1,11 @@
 """Labs side by side: each lab's namespaces are its own (net.private_netns_dir), with the lab's IP
-settings whatever the machine's (net.netns_sysctls)."""
+settings whatever the machine's (net.netns_sysctls); each lab's container has cgroups of its own."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,39 @@ def test_every_lab_namespace_has_the_labs_ip_settings_whatever_the_machines(lab)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         if probe in lab.namespaces:
             lab.namespaces.remove(probe)
+
+
+def test_the_labs_container_and_its_units_are_in_cgroups_of_its_own(lab):
+    """With no systemd as this machine's init, nspawn would put every lab's container in one shared
+    cgroup: two labs' units of the same name would share a cgroup, and `systemctl kill` of one would
+    meet the other lab's processes (PID 0 to this container) and fail. Each of the container's
+    cgroups is named after the lab, holds only nspawn and the container's processes, and holds its
+    init and its units' main processes."""
+    c = lab.container
+    ours = os.readlink(f"/proc/{c.leader}/ns/pid")
+    assert c.cgroups, "no cgroup hierarchy found"
+    units = ["ssh.service", "ooa-ovsdb-server.service", "neutron-ovs-agent.service"]
+    mains = {u: c.run("systemctl", "show", "-P", "MainPID", u).stdout.strip() for u in units}
+    assert "0" not in mains.values(), mains
+    for cg in c.cgroups:
+        assert lab.tag in cg.name and cg.is_dir(), cg
+        held = {int(pid): procs.parent for procs in cg.rglob("cgroup.procs") for pid in procs.read_text().split()}
+        for pid in held:
+            try:
+                ns = os.readlink(f"/proc/{pid}/ns/pid")
+            except FileNotFoundError:
+                continue  # ended since
+            assert pid == c.nspawn.pid or ns == ours, f"{pid} ({held[pid]}) is not this container's"
+        assert held.get(c.leader) == cg / "payload" / "init.scope"
+        for unit, main in mains.items():
+            unit_cg = cg / "payload" / "system.slice" / unit
+            seen = [in_container(pid) for pid, d in held.items() if d == unit_cg]
+            assert main in seen, f"{unit}'s main process {main} is not in {unit_cg}"
+
+
+def in_container(pid: int) -> str:
+    """Process `pid`'s number in its own PID namespace (the last NSpid)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return line.split()[-1]
+    return ""
