@@ -29,7 +29,7 @@ from pulumi_command import remote
 
 from components.contract import HostContract, NodeContract, SshConnection
 from components.host import ROLE_TAG, SSH_USER, gated, generated_host_key, hardened_instance, power_state
-from components.openstack import connection_args, local_conf_for, step_stdin
+from components.openstack import connection_args, local_conf_for, row_stdin, step_stdin
 from onhost import localconf
 from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, NODE_SCRIPTS, NodeInputs, discover_params
 from onhost.remote import UPLOAD, texts
@@ -330,7 +330,7 @@ class ComputeSteps(pulumi.ComponentResource):
                     f"{name}-{node.hostname}-{step.name}",
                     step.name,
                     controller_connection if on_controller else node_connection,
-                    step_stdin(step.params(inputs), secret=step.secret),
+                    row_stdin(step, step.params(inputs), NODE_SCRIPTS),
                     # The node's scripts go again to a new node only.
                     triggers=triggers[:1] if step.name == UPLOAD else triggers,
                     depends_on=depends,

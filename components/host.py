@@ -20,7 +20,7 @@ from config.host import InstanceLimits
 from config.lifecycle import STEPS_RAN, STEPS_TEXT, fingerprint, park_problems
 from onhost.chain import CHAIN, scripts_of
 from onhost.compute_chain import DISCOVER, NODE_CHAIN
-from onhost.remote import command, upload
+from onhost.remote import UPLOAD_COMMAND, command, upload
 
 if TYPE_CHECKING:
     from components.network import Network
@@ -252,9 +252,11 @@ def power_state(resource_name: str, instance: aws.ec2.Instance, parked: bool, pa
 
 
 def steps_digest() -> str:
-    """A digest of every step's command text (scripts and lib.sh): another program version changes it."""
+    """A digest of every step's command text and of the upload row's stdin (scripts and lib.sh):
+    another program version changes it."""
     names = scripts_of([*(s.name for s in CHAIN), *(s.name for s in NODE_CHAIN), DISCOVER.name])
-    texts = [upload(names), *(command(step, action) for step in names for action in ("apply", "remove"))]
+    steps = [command(step, action) for step in names for action in ("apply", "remove")]
+    texts = [UPLOAD_COMMAND, upload(names), *steps]
     return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
 
 

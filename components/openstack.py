@@ -31,10 +31,13 @@ from components.contract import HostContract, NodeContract
 from onhost import localconf
 from onhost.chain import DEVSTACK, Step, StepInputs, chain_for, parse_emitted, runs_after, scripts_of
 from onhost.compute_chain import CONTROLLER_SCRIPTS
-from onhost.remote import UPLOAD, params, texts
+from onhost.remote import UPLOAD, params, texts, upload
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from config.settings import Settings
+    from onhost.compute_chain import NodeStep
 
 # SSH to an instance that is still booting: refused / timed-out dials are retried (about 5 s apart
 # after the first few) until the limit; 120 dials of at most 30 s cover a slow first boot.
@@ -220,9 +223,17 @@ def connection_args(host: HostContract | NodeContract) -> remote.ConnectionArgs:
 
 def step_stdin(values: dict[str, object], secret: bool = False) -> pulumi.Output[str]:
     """A step's stdin: its parameters as `KEY=value` lines (onhost/remote.py), secret as a whole if `secret`."""
-    # Output.all() of nothing is a list: a row without parameters (the upload row) gets "".
+    # Output.all() of nothing is a list: a row without parameters gets "".
     text: pulumi.Output[str] = pulumi.Output.all(**values).apply(params) if values else pulumi.Output.from_input("")  # type: ignore[arg-type]
     return pulumi.Output.secret(text) if secret else text  # type: ignore[arg-type]
+
+
+def row_stdin(step: Step | NodeStep, values: dict[str, object], scripts: Sequence[str]) -> pulumi.Output[str]:
+    """A row's stdin (onhost/remote.py `stdin()`): the upload row's is the script that installs
+    `scripts`, any other's its parameters (`step_stdin`)."""
+    if step.name == UPLOAD:
+        return pulumi.Output.from_input(upload(scripts))
+    return step_stdin(values, secret=step.secret)
 
 
 class OpenStack(pulumi.ComponentResource):
@@ -258,7 +269,7 @@ class OpenStack(pulumi.ComponentResource):
                 update=apply,
                 delete=remove,
                 # The stdin of a step that carries a secret is a secret as a whole.
-                stdin=step_stdin(values, secret=step.secret),
+                stdin=row_stdin(step, values, scripts),
                 # A new machine runs every step again; so do the runs of its `reruns_after` steps.
                 triggers=[host.machine_id, *(self.steps[n].stdout for n in step.reruns_after if n in self.steps)],
                 # Don't hand the previous run's output to the next one as environment variables.

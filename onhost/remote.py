@@ -5,8 +5,10 @@ A step is `onhost/steps/<step>.sh` (a row of the step table, onhost/chain.py) wi
 never in the command line (pulumi-command prints the whole command when it fails).
 
 The first row of each host's table, `scripts` (UPLOAD), installs `lib.sh` and the scripts of the
-steps that run there under `prefix` (`upload()`): its command text holds every script, so
-`pulumi preview --diff` shows each change. Every other row's command is one short line that runs
+steps that run there under `prefix`: its command is one constant line (`UPLOAD_COMMAND`) and its
+stdin the script that installs them (`upload()`, holding every script), so `pulumi preview --diff`
+shows each change, and no size limit of one argument applies (sshd runs a command as the one
+argument of `$SHELL -c`, which Linux caps at 128 KiB). Every other row's command is one short line that runs
 the installed script with sudo (`command()`), so a failure's message shows the error, not the
 script; the line ends with a hash of lib.sh and of the script, so that a change of either changes
 the step's text and re-runs it (an update: apply again), and a change of one script re-runs only the
@@ -30,6 +32,8 @@ REMOTE_PREFIX = "/usr/local/lib/openstack-on-aws"
 REMOTE_STATE = "/var/lib/openstack-on-aws"
 UPLOAD = "scripts"
 """The name of the row that installs the scripts (the first row of each table)."""
+UPLOAD_COMMAND = "exec bash -s"
+"""The upload row's create/update text: bash runs `upload()`'s text, read from its stdin."""
 _EOF = "OPENSTACK_ON_AWS_EOF"
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _SETTING = re.compile(r"OOA_[A-Z0-9_]+=[A-Za-z0-9_.-]+")
@@ -59,22 +63,24 @@ def command(
 
 
 def upload(steps: Sequence[str], prefix: str = REMOTE_PREFIX) -> str:
-    """The upload row's create/update text: lib.sh and each step's script under `prefix`.
+    """The upload row's stdin, the script `UPLOAD_COMMAND` runs: lib.sh and each step's script under `prefix`.
 
-    Each file is written beside its old version and renamed over it: a re-apply timer that is
-    running the old one keeps reading it, the next run finds the new one whole. Scripts it no
-    longer lists stay until its remove (a step that left the chain runs its remove from them).
+    It is one brace group: bash parses it whole before it runs any of it, so a stream cut short
+    runs nothing, and no command it runs can read the rest of the script from stdin. Each file is
+    written beside its old version and renamed over it: a re-apply timer that is running the old
+    one keeps reading it, the next run finds the new one whole. Scripts it no longer lists stay
+    until its remove (a step that left the chain runs its remove from them).
     """
     files = {"lib.sh": STEPS_DIR / "lib.sh", **{f"{s}.sh": script_path(s) for s in steps}}
     names = list(files)
-    text = f"set -euo pipefail\nsudo -n install -d -m 0755 {prefix}\n"
+    text = f"set -euo pipefail\n{{\nsudo -n install -d -m 0755 {prefix}\n"
     for name, path in files.items():
         body = path.read_text()
         if any(line == _EOF for line in body.splitlines()):
             raise ValueError(f"{name} contains the line {_EOF}")
         text += f"sudo -n tee {prefix}/{name}.new >/dev/null <<'{_EOF}'\n{body}{_EOF}\n"
     text += "sudo -n chmod 0755" + "".join(f" {prefix}/{n}.new" for n in names) + "\n"
-    return text + "".join(f"sudo -n mv -f {prefix}/{n}.new {prefix}/{n}\n" for n in names)
+    return text + "".join(f"sudo -n mv -f {prefix}/{n}.new {prefix}/{n}\n" for n in names) + "}\n"
 
 
 def unload(prefix: str = REMOTE_PREFIX, state: str = REMOTE_STATE) -> str:
@@ -98,10 +104,15 @@ def unload(prefix: str = REMOTE_PREFIX, state: str = REMOTE_STATE) -> str:
 
 def texts(row: str, scripts: Sequence[str], prefix: str = REMOTE_PREFIX, state: str = REMOTE_STATE) -> tuple[str, str]:
     """A table row's (apply, remove) command text on a host whose steps are `scripts` (step names):
-    the upload row installs them and finally removes them, any other row runs its own."""
+    the upload row installs them (`stdin()`) and finally removes them, any other row runs its own."""
     if row == UPLOAD:
-        return upload(scripts, prefix), unload(prefix, state)
+        return UPLOAD_COMMAND, unload(prefix, state)
     return command(row, "apply", prefix, state), command(row, "remove", prefix, state)
+
+
+def stdin(row: str, scripts: Sequence[str], values: Mapping[str, object], prefix: str = REMOTE_PREFIX) -> str:
+    """A table row's stdin: the upload row's is `upload()` of `scripts`, any other's its parameters `values`."""
+    return upload(scripts, prefix) if row == UPLOAD else params(values)
 
 
 def params(values: Mapping[str, object]) -> str:

@@ -96,16 +96,16 @@ class PrivateNet:
 
     def step(self, step: str, action: str, params: dict[str, object] | None = None,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the step as Pulumi does: the upload row's text (lib.sh and the script installed), then
+        """Run the step as Pulumi does: the upload row (lib.sh and the script installed), then
         `remote.command()`'s (with `env`), parameters on stdin."""
-        self.run("bash", "-c", remote.upload([step], prefix=str(self.prefix)), check=True)
+        self.run("bash", "-c", remote.UPLOAD_COMMAND, stdin=remote.upload([step], prefix=str(self.prefix)), check=True)
         text = remote.command(step, action, prefix=str(self.prefix), state=str(self.state), env=env)
         return self.run("bash", "-c", text, stdin=remote.params(params or {}))
 
     def start_step(self, step: str, params: dict[str, object],
                    env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """`step(step, "apply", params, env)` started, not awaited: its stderr is read as it runs."""
-        self.run("bash", "-c", remote.upload([step], prefix=str(self.prefix)), check=True)
+        self.run("bash", "-c", remote.UPLOAD_COMMAND, stdin=remote.upload([step], prefix=str(self.prefix)), check=True)
         text = remote.command(step, "apply", prefix=str(self.prefix), state=str(self.state), env=env)
         p = subprocess.Popen([*self.enter(), "bash", "-c", text], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=self.env(), text=True)

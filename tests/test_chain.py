@@ -91,7 +91,7 @@ def test_a_new_row_reaches_the_program_and_render(monkeypatch, tmp_path):
     assert "dev-smoke" in run.depends_on("dev-probe")
     assert cmd.inputs["stdin"] == f"ROUTER_ID={harness.MOCK_ROUTER_ID}\n"
     assert cmd.custom_timeouts["create"] == "20m" and cmd.inputs["create"] == remote.command("probe", "apply")
-    assert "echo probe" in run.one("dev-scripts").inputs["create"]  # the upload row installs it
+    assert "echo probe" in run.one("dev-scripts").inputs["stdin"]  # the upload row installs it
 
     sys.path.insert(0, str(harness.ROOT / "tools"))
     import render

@@ -20,7 +20,7 @@ from onhost import localconf
 from onhost.chain import chain_for, scripts_of
 from onhost.compute_chain import CONTROLLER_SCRIPTS, NODE_CHAIN, NODE_SCRIPTS
 from onhost.localconf import local_conf_variables
-from onhost.remote import UPLOAD, command, texts, upload
+from onhost.remote import UPLOAD, UPLOAD_COMMAND, command, texts, upload
 from tests import harness
 from tests.test_secrets import plain_leaks, secret_values
 
@@ -192,10 +192,9 @@ def test_nodes_leave_every_controller_resource_as_it_was(none, count, request):
     result = request.getfixturevalue({1: "one", 3: "three"}[count])
     before, after = graph(none), graph(result)
     controller = scripts_of(s.name for s in chain_for("devstack", {"smokeTest"}))
-    assert after["dev-scripts"]["inputs"]["create"] == upload([*controller, *CONTROLLER_SCRIPTS])
-    assert before["dev-scripts"]["inputs"]["create"] == upload(controller)
-    for key in ("create", "update"):
-        after["dev-scripts"]["inputs"][key] = before["dev-scripts"]["inputs"][key]
+    assert after["dev-scripts"]["inputs"]["stdin"] == upload([*controller, *CONTROLLER_SCRIPTS])
+    assert before["dev-scripts"]["inputs"]["stdin"] == upload(controller)
+    after["dev-scripts"]["inputs"]["stdin"] = before["dev-scripts"]["inputs"]["stdin"]
     # The running-config record digests every key, computeNodes too: it changes with any config change.
     record = "dev-running-config"
     assert {k: after[k] for k in before if k != record} == {k: v for k, v in before.items() if k != record}
@@ -346,7 +345,7 @@ def test_each_step_runs_its_script_and_parameters(three):
             r = three.one(f"{node}-{step.name}")
             assert (r.inputs["create"], r.inputs["delete"]) == texts(step.name, NODE_SCRIPTS)
         assert NODE_SCRIPTS == ["prepare-compute", "install-compute"]
-        assert stdin_of(three, f"{node}-scripts") == {}
+        assert three.one(f"{node}-scripts").inputs["stdin"] == upload(NODE_SCRIPTS)
         assert stdin_of(three, f"{node}-prepare-compute") == {
             "NODE_HOSTNAME": f"compute-{i}", "NODE_IP": f"10.42.1.{11 + i}"
         }
@@ -500,7 +499,8 @@ def test_render_writes_each_nodes_steps_and_local_conf(tmp_path):
         assert sorted(p.name for p in node.iterdir()) == [
             "1-scripts", "2-compute-record", "3-prepare-compute", "4-install-compute", "local.conf"
         ]
-        assert (node / "1-scripts" / "command.sh").read_text() == upload(NODE_SCRIPTS)
+        assert (node / "1-scripts" / "command.sh").read_text() == UPLOAD_COMMAND
+        assert (node / "1-scripts" / "stdin.sh").read_text() == upload(NODE_SCRIPTS)
         assert (node / "1-scripts" / "runs-on.txt").read_text().startswith(f"compute-{i} (")
         assert (node / "local.conf").read_text() == node_conf(f"10.42.1.{11 + i}")
         assert set(local_conf_variables((node / "local.conf").read_text())) <= _known()
@@ -508,7 +508,7 @@ def test_render_writes_each_nodes_steps_and_local_conf(tmp_path):
         assert (node / "4-install-compute" / "runs-on.txt").read_text().startswith(f"compute-{i} (")
         assert (node / "4-install-compute" / "command.sh").read_text() == command("install-compute", "apply")
         # render = what the program sends (secrets masked)
-        for step in NODE_CHAIN:
+        for step in NODE_CHAIN[1:]:  # the upload row's stdin.sh: above
             rendered = dict(
                 line.split("=", 1) for line in (node / f"{NODE_CHAIN.index(step) + 1}-{step.name}" / "params.env")
                 .read_text().splitlines()

@@ -226,14 +226,15 @@ def test_render_tool_writes_every_step(tmp_path):
     ]
     smoke = (out / "9-smoke" / "params.env").read_text()
     assert "TENANT_IP=192.168.100.10\n" in smoke and "EXPECTED_PUBLIC_IP=<provider Elastic IP>\n" in smoke
-    from onhost.remote import command, unload, upload
+    from onhost.remote import UPLOAD_COMMAND, command, unload, upload
 
     assert (out / "3-install-openstack" / "command.sh").read_text() == command("install-openstack", "apply")
-    assert (out / "1-scripts" / "command.sh").read_text() == upload(
+    assert (out / "1-scripts" / "command.sh").read_text() == UPLOAD_COMMAND
+    assert (out / "1-scripts" / "stdin.sh").read_text() == upload(
         ["prepare-host", "install-openstack", "tls-front", "external-gateway", "gateway-mac", "port-forwards",
          "public-endpoints", "smoke"])
     assert (out / "1-scripts" / "remove.sh").read_text() == unload()
-    assert (out / "1-scripts" / "params.env").read_text() == ""
+    assert not (out / "1-scripts" / "params.env").exists()
     params = (out / "3-install-openstack" / "params.env").read_text()
     assert "ADMIN_PASSWORD=<secret: masked>\n" in params
     assert "PUBLIC_BASE_URL=https://<management Elastic IP>\n" in params

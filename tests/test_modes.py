@@ -379,7 +379,8 @@ def test_render_and_the_program_send_the_same_parameters(machine, tmp_path):
     render.render(None, tmp_path / "out", config_file=stack)
     for i, step in enumerate(chain_for("devstack", {"smokeTest"}), 1):
         sent = unwrap_rpc_secret(machine.one(f"dev-{step.name}").inputs["stdin"])
-        written = (tmp_path / "out" / f"{i}-{step.name}" / "params.env").read_text()
+        given = "stdin.sh" if step.name == UPLOAD else "params.env"
+        written = (tmp_path / "out" / f"{i}-{step.name}" / given).read_text()
         sent = sent.replace(harness.MOCK_ROUTER_ID, "<router id from external-gateway>")
         sent = sent.replace(harness.MOCK_GATEWAY_PORT_ID, "<gateway port id from external-gateway>")
         sent = sent.replace(f"ADMIN_PASSWORD={harness.MOCK_ADMIN_PASSWORD}", "ADMIN_PASSWORD=<secret: masked>")

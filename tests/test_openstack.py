@@ -10,7 +10,7 @@ import pytest
 from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
 from onhost.chain import STEPS, chain_for, scripts_of
-from onhost.remote import UPLOAD, command, texts, upload
+from onhost.remote import UPLOAD, UPLOAD_COMMAND, command, texts, upload
 from tests import harness
 from tests.harness import MOCK_ADMIN_PASSWORD, MOCK_ROUTER_ID, SECRET_PRIVATE_KEY, run_program, strings
 
@@ -60,11 +60,12 @@ def test_every_step_runs_after_the_upload_and_is_deleted_before_it(config):
 
 
 def test_the_upload_row_installs_the_chains_scripts_and_the_steps_call_them(run):
-    """The upload row's text holds lib.sh and every script of the chain; each step's is one short line."""
+    """The upload row's stdin holds lib.sh and every script of the chain, its command is one constant
+    line; each step's is one short line."""
     chain = scripts_of(s.name for s in chain_for("devstack", {"smokeTest"}))
     scripts = run.one("dev-scripts")
-    assert scripts.inputs["create"] == scripts.inputs["update"] == upload(chain)
-    assert scripts.inputs["stdin"] == "" and scripts.custom_timeouts["create"] == "30m"
+    assert scripts.inputs["create"] == scripts.inputs["update"] == UPLOAD_COMMAND
+    assert scripts.inputs["stdin"] == upload(chain) and scripts.custom_timeouts["create"] == "30m"
     for r in run.of_type(CMD):
         if r.name != "dev-scripts":
             assert len(r.inputs["create"]) <= 300 and len(r.inputs["delete"]) <= 300, r.name

@@ -365,8 +365,8 @@ def test_step_scripts_are_not_mistaken_for_secrets() -> None:
         for action in ("apply", "remove"):
             text = remote.command(step, action)
             assert policies.secret_findings(text, []) == [], f"{step} {action}"
-    # the upload row's text holds every script whole; its remove none
-    for text in (remote.upload(steps), remote.unload()):
+    # the upload row's command, the script on its stdin (every script whole) and its remove
+    for text in (remote.UPLOAD_COMMAND, remote.upload(steps), remote.unload()):
         assert policies.secret_findings(text, []) == []
 
 

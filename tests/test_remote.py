@@ -1,19 +1,18 @@
-"""onhost/remote.py: the stdin parameters of a step (`params()`), the upload row's text that
-installs the scripts and its remove, and the steps' one-line command texts."""
+"""onhost/remote.py: the stdin parameters of a step (`params()`), the upload row's command and the
+script on its stdin that installs the scripts, its remove, and the steps' one-line command texts."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from onhost import remote
 from onhost.chain import CHAIN, scripts_of
-from onhost.compute_chain import CONTROLLER_SCRIPTS, DISCOVER, NODE_CHAIN, NODE_SCRIPTS
+from onhost.compute_chain import CONTROLLER_SCRIPTS, DISCOVER, NODE_CHAIN
 from tests.harness import command_failure
 
 SUDO_SHIM = Path(__file__).resolve().parent / "shims" / "sudo"
@@ -84,14 +83,20 @@ def test_the_upload_holds_lib_and_each_script_whole() -> None:
     for name in ("lib", *STEPS):
         body = (remote.STEPS_DIR / f"{name}.sh").read_text()
         assert f"<<'OPENSTACK_ON_AWS_EOF'\n{body}OPENSTACK_ON_AWS_EOF\n" in text, name
-    assert remote.texts(remote.UPLOAD, STEPS) == (text, remote.unload())
+    # Its own lines never wait for a password (the scripts' lines are the heredocs' text).
+    own = text.split("<<'OPENSTACK_ON_AWS_EOF'\n")[0] + text.rsplit("OPENSTACK_ON_AWS_EOF\n", 1)[1]
+    assert all(line.startswith("sudo -n ") for line in own.splitlines() if "sudo" in line), own
+    # The row's command is one constant line; the upload is its stdin, any other row's its parameters.
+    assert remote.texts(remote.UPLOAD, STEPS) == (remote.UPLOAD_COMMAND, remote.unload())
+    assert remote.stdin(remote.UPLOAD, STEPS, {}) == text
+    assert remote.stdin("gateway-mac", STEPS, {"ROUTER_ID": "r"}) == "ROUTER_ID=r\n"
     assert remote.texts("gateway-mac", STEPS) == (remote.command("gateway-mac", "apply"),
                                                    remote.command("gateway-mac", "remove"))
 
 
 def _all_texts(scripts: list[str]) -> dict[str, str]:
     out = {step: remote.command(step, "apply") + remote.command(step, "remove") for step in scripts}
-    return {**out, remote.UPLOAD: remote.upload(scripts)}
+    return {**out, remote.UPLOAD: remote.stdin(remote.UPLOAD, scripts, {})}
 
 
 def test_a_change_of_lib_changes_every_steps_text_and_of_a_script_only_its_own(monkeypatch, tmp_path) -> None:
@@ -128,11 +133,16 @@ def _bash(text: str, env: dict[str, str], stdin: str = "") -> subprocess.Complet
                           check=False)
 
 
+def _upload(scripts: list[str], prefix: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The upload row as sshd runs it: its command as `bash -c`'s argument, the upload on stdin."""
+    return _bash(remote.UPLOAD_COMMAND, env, remote.upload(scripts, str(prefix)))
+
+
 def test_a_failing_step_shows_its_error_at_the_top_of_pulumi_commands_message(tmp_path) -> None:
     """pulumi-command v1.2.1 fails with `<exit status>: running <the command quoted>:\n<output>`
     (provider/pkg/provider/remote/commandOutputs.go): the error line is in its first lines now."""
     prefix, state, env = _host(tmp_path)
-    assert _bash(remote.upload(["port-forwards"], str(prefix)), env).returncode == 0
+    assert _upload(["port-forwards"], prefix, env).returncode == 0
     text = remote.command("port-forwards", "apply", str(prefix), str(state))
     bad = remote.params({"ROUTER_ID": "6f1d3c2a-0b4e-4c1f-9a7d-2e5b8c9d0a11", "GATEWAY_IP": "10.0.2.10",
                          "FORWARDS": "tcp:70000:192.168.100.10:22"})
@@ -146,13 +156,13 @@ def test_a_failing_step_shows_its_error_at_the_top_of_pulumi_commands_message(tm
 
 def test_the_upload_installs_the_scripts_and_its_remove_takes_them_and_the_empty_state(tmp_path) -> None:
     prefix, state, env = _host(tmp_path)
-    up = _bash(remote.upload(["gateway-mac", "port-forwards"], str(prefix)), env)
+    up = _upload(["gateway-mac", "port-forwards"], prefix, env)
     assert up.returncode == 0, up.stderr
     assert sorted(p.name for p in prefix.iterdir()) == ["gateway-mac.sh", "lib.sh", "port-forwards.sh"]
     for name in ("lib", "gateway-mac", "port-forwards"):
         assert (prefix / f"{name}.sh").read_text() == (remote.STEPS_DIR / f"{name}.sh").read_text()
     assert os.access(prefix / "gateway-mac.sh", os.X_OK)
-    again = _bash(remote.upload(["gateway-mac"], str(prefix)), env)  # an update: the others stay
+    again = _upload(["gateway-mac"], prefix, env)  # an update: the others stay
     assert again.returncode == 0 and (prefix / "port-forwards.sh").exists()
     # A step still keeps state: its scripts stay (they are what undoes it), and it is said.
     (state / "port-forwards").mkdir(parents=True)
@@ -172,19 +182,47 @@ def test_the_upload_installs_the_scripts_and_its_remove_takes_them_and_the_empty
 MAX_ARG_STRLEN = 32 * 4096
 
 
-def test_each_hosts_upload_is_one_argument_sshd_can_run(tmp_path) -> None:
-    """The largest upload the program sends (the controller's with the compute nodes' controller
-    scripts) and a node's fit in the one argument sshd's shell gets, and run so (under a prefix as
-    long as the real one: the text's size is the real text's)."""
-    base = Path(tempfile.mkdtemp(prefix="o", dir="/tmp"))
-    try:
-        prefix = base / ("p" * (len(remote.REMOTE_PREFIX) - len(str(base)) - 1))
-        _, _, env = _host(base)
-        for scripts in (scripts_of(s.name for s in CHAIN) + CONTROLLER_SCRIPTS, NODE_SCRIPTS):
-            size = len(remote.upload(scripts).encode())
-            assert size < MAX_ARG_STRLEN, f"{size} bytes: sshd cannot run the upload of {scripts}"
-            assert len(remote.upload(scripts, str(prefix)).encode()) == size
-            up = _bash(remote.upload(scripts, str(prefix)), env)
-            assert up.returncode == 0 and (prefix / f"{scripts[-1]}.sh").exists(), up.stderr
-    finally:
-        shutil.rmtree(base)
+def _padded_steps(monkeypatch, tmp_path: Path) -> list[str]:
+    """Three fake step scripts of 100 KB each (and lib.sh) as STEPS_DIR: an upload of about 300 KB."""
+    steps = tmp_path / "steps"
+    steps.mkdir()
+    shutil.copy(remote.STEPS_DIR / "lib.sh", steps / "lib.sh")
+    names = ["big-1", "big-2", "big-3"]
+    for name in names:
+        (steps / f"{name}.sh").write_text("#!/bin/bash\n" + f"# {name} {'x' * 96}\n" * 1000 + "echo done\n")
+    monkeypatch.setattr(remote, "STEPS_DIR", steps)
+    return names
+
+
+def test_an_upload_far_above_one_arguments_limit_installs_through_the_short_command(monkeypatch, tmp_path) -> None:
+    """The upload row's command is one short constant line whatever it installs; an upload of
+    about 300 KB, which no single argument could carry, goes on its stdin and installs whole."""
+    assert len(remote.UPLOAD_COMMAND) < 80 and "\n" not in remote.UPLOAD_COMMAND
+    prefix, _, env = _host(tmp_path)
+    names = _padded_steps(monkeypatch, tmp_path)
+    text = remote.upload(names, str(prefix))
+    assert len(text.encode()) > 2 * MAX_ARG_STRLEN
+    with pytest.raises(OSError, match="Argument list too long"):
+        _bash(text, env)  # the old way: the upload as the command's text
+    assert remote.texts(remote.UPLOAD, names)[0] == remote.UPLOAD_COMMAND
+    up = _upload(names, prefix, env)
+    assert up.returncode == 0, up.stderr
+    for name in ("lib", *names):
+        assert (prefix / f"{name}.sh").read_text() == (remote.STEPS_DIR / f"{name}.sh").read_text()
+    assert sorted(p.name for p in prefix.iterdir()) == sorted(["lib.sh", *(f"{n}.sh" for n in names)])
+    monkeypatch.undo()  # and the largest upload the program sends: the controller's with the nodes' scripts
+    largest = scripts_of(s.name for s in CHAIN) + CONTROLLER_SCRIPTS
+    up = _upload(largest, prefix, env)
+    assert up.returncode == 0, up.stderr
+    assert (prefix / f"{largest[-1]}.sh").read_text() == remote.script_path(largest[-1]).read_text()
+
+
+def test_an_upload_cut_short_installs_nothing_and_fails(monkeypatch, tmp_path) -> None:
+    """A stream that ends early (a dropped connection) is not run in part: bash reads the upload
+    whole before it runs any of it, so nothing is installed and the row fails."""
+    prefix, _, env = _host(tmp_path)
+    names = _padded_steps(monkeypatch, tmp_path)
+    text = remote.upload(names, str(prefix))
+    for cut in (len(text) // 2, len(text) - 3):
+        p = _bash(remote.UPLOAD_COMMAND, env, text[:cut])
+        assert p.returncode != 0 and not prefix.exists(), (cut, p.stderr)

@@ -41,8 +41,8 @@ def test_smoke_test_off_registers_no_smoke_step_and_changes_nothing_else():
     assert [r.name for r in off.of_type(CMD)] == [r.name for r in on.of_type(CMD) if r.name != "dev-smoke"]
     # but what the upload row installs: smoke.sh is not among them
     steps = [r.name.removeprefix("dev-") for r in off.of_type(CMD)][1:]
-    assert off.one("dev-scripts").inputs["create"] == upload(steps)
-    assert on.one("dev-scripts").inputs["create"] == upload([*steps, "smoke"])
+    assert off.one("dev-scripts").inputs["stdin"] == upload(steps)
+    assert on.one("dev-scripts").inputs["stdin"] == upload([*steps, "smoke"])
     for r in off.of_type(CMD)[1:]:
         assert json.dumps(r.inputs, sort_keys=True) == json.dumps(on.one(r.name).inputs, sort_keys=True), r.name
 

@@ -6,13 +6,13 @@
 
 Reads Pulumi.<stack>.yaml, validates the settings (no AWS: instance limits are not checked), and
 writes, for each step its mode runs (onhost/chain.py): OUT/<n>-<step>/command.sh (the exact
-command text Pulumi sends; 1-scripts/command.sh installs the scripts the others run) and
-remove.sh, OUT/<n>-<step>/params.env (its stdin parameters: secrets masked,
-values known only after deploy as <placeholders>), and OUT/local.conf (DevStack's, with its
-on-host placeholders; DevStack mode only). With compute nodes: OUT/compute-<i>/<n>-<step>/ (and
-runs-on.txt: the node or the controller) and OUT/compute-<i>/local.conf per node, and
-OUT/<n>-discover-hosts/ on the controller. Needs neither the Pulumi CLI nor AWS; builds the host
-contract as the program does (components/contract.py).
+command text Pulumi sends) and remove.sh, OUT/1-scripts/stdin.sh (the upload row's stdin: the
+script that installs the scripts the others run), OUT/<n>-<step>/params.env (any other step's
+stdin parameters: secrets masked, values known only after deploy as <placeholders>), and
+OUT/local.conf (DevStack's, with its on-host placeholders; DevStack mode only). With compute
+nodes: OUT/compute-<i>/<n>-<step>/ (and runs-on.txt: the node or the controller) and
+OUT/compute-<i>/local.conf per node, and OUT/<n>-discover-hosts/ on the controller. Needs
+neither the Pulumi CLI nor AWS; builds the host contract as the program does (components/contract.py).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from components.openstack import (  # noqa: E402
 from config.settings import NAMESPACE, Settings, SettingsError, load_settings  # noqa: E402
 from onhost.chain import placeholders  # noqa: E402
 from onhost.compute_chain import CONTROLLER, DISCOVER, NODE_CHAIN, NODE_SCRIPTS, discover_params  # noqa: E402
-from onhost.remote import params, texts  # noqa: E402
+from onhost.remote import UPLOAD, stdin, texts  # noqa: E402
 
 MASK = "<secret: masked>"
 ENCRYPTED = "ENCRYPTED_IN_STACK_FILE"
@@ -93,7 +93,8 @@ def render(stack: str | None, out: Path, root: Path = ROOT, config_file: Path | 
     written = []
     scripts = host_scripts(args)
     for i, step in enumerate(selected, 1):
-        written += _write_step(out / f"{i}-{step.name}", texts(step.name, scripts), step.params(inputs))
+        text = stdin(step.name, scripts, step.params(inputs))
+        written += _write_step(out / f"{i}-{step.name}", texts(step.name, scripts), text)
     if args.install == "devstack":
         (out / "local.conf").write_text(local_conf_for(contract))
         written.append(out / "local.conf")
@@ -102,12 +103,12 @@ def render(stack: str | None, out: Path, root: Path = ROOT, config_file: Path | 
     return written
 
 
-def _write_step(
-    folder: Path, commands: tuple[str, str], values: dict[str, object], runs_on: str | None = None
-) -> list[Path]:
-    """A step's command, remove command and parameters (and, where the chain spans machines, where it runs)."""
+def _write_step(folder: Path, commands: tuple[str, str], text: str, runs_on: str | None = None) -> list[Path]:
+    """A step's command, remove command and stdin `text` (params.env; the upload row's: stdin.sh)
+    (and, where the chain spans machines, where it runs)."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"command.sh": commands[0], "remove.sh": commands[1], "params.env": params(values)}
+    given = "stdin.sh" if folder.name.endswith(f"-{UPLOAD}") else "params.env"
+    files = {"command.sh": commands[0], "remove.sh": commands[1], given: text}
     if runs_on is not None:
         files["runs-on.txt"] = runs_on + "\n"
     for file, text in files.items():
@@ -127,14 +128,15 @@ def render_compute(settings: Settings, controller: HostContract, out: Path, cont
         for i, step in enumerate(NODE_CHAIN, 1):
             where = "controller" if step.runs_on == CONTROLLER else f"{node.hostname} ({node.ssh.host})"
             commands = texts(step.name, NODE_SCRIPTS)
-            written += _write_step(base / f"{i}-{step.name}", commands, step.params(inputs), where)
+            text = stdin(step.name, NODE_SCRIPTS, step.params(inputs))
+            written += _write_step(base / f"{i}-{step.name}", commands, text, where)
         (base / "local.conf").write_text(compute_local_conf_for(controller, node))
         written.append(base / "local.conf")
     hostnames = [n.hostname for n in nodes]
     written += _write_step(
         out / f"{controller_steps + 1}-{DISCOVER.name}",
         texts(DISCOVER.name, []),
-        discover_params(hostnames, args.cloud, args.clouds_yaml),
+        stdin(DISCOVER.name, [], discover_params(hostnames, args.cloud, args.clouds_yaml)),
         "controller",
     )
     return written

@@ -432,7 +432,7 @@ class Lab:
             self.timings.update(self.keystone.timings)
             self.timings.update(self.container.timings)
             t = time.monotonic()
-            out = self.ssh(remote.upload(self.scripts, str(self.prefix)), check=False)
+            out = self.ssh(remote.UPLOAD_COMMAND, input=remote.upload(self.scripts, str(self.prefix)), check=False)
             if out.returncode != 0:
                 raise RuntimeError(f"the upload row failed: {out.stderr}")
             self.timings["scripts"] = time.monotonic() - t

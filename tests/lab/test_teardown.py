@@ -110,7 +110,7 @@ def test_the_chain_back_to_back_as_the_engine_runs_it(lab):
         emitted: dict[str, object] = {}
         sent: dict[str, tuple[str, str]] = {}
         for row in rows:
-            stdin = remote.params(lab.row_params(row, emitted))
+            stdin = remote.stdin(row.name, scripts, lab.row_params(row, emitted), str(lab.prefix))
             t = time.monotonic()
             p = lab.ssh(text[row.name][0], input=stdin, check=False, timeout=600)
             lab.timings[f"chain {run}: {row.name}"] = took = time.monotonic() - t
@@ -129,7 +129,8 @@ def test_the_chain_back_to_back_as_the_engine_runs_it(lab):
     # The next `up`: each row's command text and stdin (the ids from the state's stdout) are what
     # they were, so the engine runs nothing; and running every apply again changes nothing.
     text = commands()
-    assert {r.name: (text[r.name][0], remote.params(lab.row_params(r, emitted))) for r in rows} == first
+    assert {r.name: (text[r.name][0], remote.stdin(r.name, scripts, lab.row_params(r, emitted), str(lab.prefix)))
+            for r in rows} == first
     again, emitted_again = up("again")
     assert again == first and emitted_again == emitted
     assert ours(lab, router) == applied
