@@ -9,6 +9,8 @@
 OOA_STATE=${OOA_STATE:-/var/lib/openstack-on-aws}
 # Where the re-apply units go (the local administrator's unit folder).
 UNIT_DIR=/etc/systemd/system
+# There when systemd runs the host (a variable so tests can keep this machine's systemd out).
+SYSTEMD_RUN_DIR=${SYSTEMD_RUN_DIR:-/run/systemd/system}
 
 # catalog_interface : the catalog interface the host's own `openstack` calls must use: `internal`
 # once public-endpoints has moved Keystone's public endpoints to the public https address (neither
@@ -140,7 +142,7 @@ install_reapply_units() {
   local step=$1 before=${2:-} unit=openstack-on-aws-$1-reapply dir file boot=''
   local order="After=network-online.target openvswitch-switch.service devstack@q-l3.service" units=("$unit.timer")
   file=$UNIT_DIR/$unit
-  [ -d /run/systemd/system ] || { log "no systemd: re-apply unit not installed"; return 0; }
+  [ -d "$SYSTEMD_RUN_DIR" ] || { log "no systemd: re-apply unit not installed"; return 0; }
   dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   if [ -n "$before" ]; then
     order="Before=$before" boot=$'\n\n[Install]\nWantedBy=multi-user.target'
@@ -192,12 +194,12 @@ remove_reapply_units() {
   file=$UNIT_DIR/$unit
   [ -e "$file.timer" ] || [ -e "$file.service" ] || return 0
   # one reload, once the files are gone (disable would reload before that too)
-  if [ -d /run/systemd/system ]; then
+  if [ -d "$SYSTEMD_RUN_DIR" ]; then
     systemctl disable --now --no-reload "$unit.timer" "$unit.service" >/dev/null 2>&1 || true
     systemctl reset-failed "$unit.service" >/dev/null 2>&1 || true
   fi
   rm -f "$file.timer" "$file.service"
-  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+  if [ -d "$SYSTEMD_RUN_DIR" ]; then systemctl daemon-reload; fi
 }
 
 # --- host helpers (prepare-host, install-openstack, external-gateway) ---
@@ -364,7 +366,6 @@ STOP_GRACE=5     # seconds between SIGTERM and SIGKILL for what a stack.sh run l
 UNIT_GRACE=10    # seconds DevStack's services get to stop on SIGTERM before SIGKILL
 LOCK_WAIT=600    # seconds a run waits for another run's lock (stopping its stack.sh meanwhile)
 CLEAN_TIMEOUT=15m # for unstack.sh and clean.sh (their services are stopped before they run)
-SYSTEMD_RUN_DIR=${SYSTEMD_RUN_DIR:-/run/systemd/system} # there when systemd runs the host
 
 # check_devstack_params : BRANCH is a DevStack branch, ADMIN_PASSWORD one DevStack can take.
 check_devstack_params() {
@@ -653,12 +654,18 @@ stop_devstack_units() {
   systemctl reset-failed "${units[@]}" >/dev/null 2>&1 || true
 }
 
+# devstack_script NAME : DevStack's NAME (unstack.sh, clean.sh) as `stack`, bounded; its errors are
+# logged, not fatal (what it could not undo, the next install or remove meets again).
+devstack_script() {
+  timeout "$CLEAN_TIMEOUT" sudo -n -u stack -H bash -c "cd $DEVSTACK && ./$1" </dev/null >/dev/null 2>&1 ||
+    log "$1 reported errors (continuing)"
+}
+
 # unstack_devstack WHY : logs WHY; DevStack's services stopped (stop_devstack_units), unstack.sh.
 unstack_devstack() {
   log "$1"
   stop_devstack_units
-  timeout "$CLEAN_TIMEOUT" sudo -n -u stack -H bash -c "cd $DEVSTACK && ./unstack.sh" </dev/null >/dev/null 2>&1 ||
-    log "unstack.sh reported errors (continuing)"
+  devstack_script unstack.sh
 }
 
 # clean_devstack : under the lock, DevStack's services stopped (stop_devstack_units), then its
@@ -669,8 +676,7 @@ clean_devstack() {
   if [ -x "$DEVSTACK/clean.sh" ]; then
     stop_devstack_units
     log "running DevStack's clean.sh"
-    timeout "$CLEAN_TIMEOUT" sudo -n -u stack -H bash -c "cd $DEVSTACK && ./clean.sh" </dev/null >/dev/null 2>&1 ||
-      log "clean.sh reported errors (continuing)"
+    devstack_script clean.sh
   fi
   rm -rf "$DEVSTACK" "$STATE" "$STATE.lock"
   log "removed"

@@ -354,7 +354,7 @@ reapply() {
 }
 
 reload_apache() {
-  if [ -d /run/systemd/system ]; then systemctl reload apache2; else apache2ctl graceful; fi
+  if [ -d "$SYSTEMD_RUN_DIR" ]; then systemctl reload apache2; else apache2ctl graceful; fi
 }
 
 apply() {
