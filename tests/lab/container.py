@@ -8,39 +8,43 @@
                      writes the container's files there from outside (the steps' files land in
                      `<lab work>/host/upper`)
     boot             systemd-nspawn -b --register=no --keep-unit --network-namespace-path=/run/netns/
-                     <host ns> --bind=/run/netns --bind=<lab work> --bind-ro=<lab venv> --bind=<lab OVS
-                     run dir>:/run/openvswitch, from the lab's private mount namespace
-                     (net.private_netns_dir); systemd reaches multi-user.target in about a second
+                     <host ns> --bind=<lab work> --bind-ro=<lab venv> --bind=<lab OVS run dir>:/run/
+                     openvswitch, from the lab's private mount namespace (net.private_netns_dir);
+                     systemd reaches multi-user.target in about a second
+    reboot           `systemctl reboot` inside: systemd stops the units, nspawn exits 133, the lab boots
+                     the same disk again; the network namespace with its NICs and the OVS database in
+                     the lab's run dir (the machine's hardware and /etc/openvswitch) stay
     cgroup           a cgroup of its own, named after the machine (the lab's tag), in each hierarchy
                      nspawn and the container's systemd use (`cgroups`): with no systemd as this
                      machine's init, nspawn would put every lab's container in the same `payload`
                      cgroup, so two labs' units would share a cgroup (`systemctl kill` of one lab's
                      unit then meets the other lab's processes and fails); removed after the stop
 
-What runs inside, as the container's services: sshd (Debian's ssh.service with the lab's host key and
-root's authorized key), ovsdb-server and ovs-vswitchd (the rootfs's, `systemd-run` units on the lab's
-OVS run dir), the host's Apache (apache2.service as on a DevStack host, a `systemd-run` unit since
-apache2-bin has none: `systemctl reload apache2` runs `apache2ctl graceful`; it reads the container's
-/etc), the steps' re-apply timers (installed by the steps themselves). systemd-networkd is masked in
-the rootfs: it would share the lab host's network namespace and reconfigure the lab's NICs (netplan's
-generated files stay unused). cloud-init has no datasource here: its generator disables it,
-`cloud-init status --wait` says "disabled" and returns 0 at once.
+What runs inside, as the container's services, each an enabled unit file (`unit`: it comes back at
+boot): sshd (Debian's ssh.service with the lab's host key and root's authorized key), ovsdb-server
+and ovs-vswitchd (the rootfs's binaries on the lab's OVS run dir), the host's Apache (apache2.service
+as on a DevStack host; apache2-bin has no unit: `systemctl reload apache2` runs `apache2ctl
+graceful`; it reads the container's /etc), Neutron's OVS, L3 and DHCP agents as DevStack's units
+devstack@q-agt, devstack@q-l3, devstack@q-dhcp (tests/lab/neutron.py), and the steps' re-apply
+timers (installed by the steps themselves). systemd-networkd is masked in the rootfs: it would share
+the lab host's network namespace and reconfigure the lab's NICs (netplan's generated files stay
+unused). cloud-init has no datasource here: its generator disables it, `cloud-init status --wait`
+says "disabled" and returns 0 at once.
 
-The OVS agent runs inside too (a `systemd-run` unit with the lab venv's environment; tests/lab/
-neutron.py HOST_AGENTS). What stays outside, in the same network namespace: MariaDB, RabbitMQ,
-Keystone's and neutron-server's uWSGI, the RPC server and periodic workers (tests/lab/neutron.py),
-and the L3 and DHCP agents. Those two stay because of mount propagation: systemd-nspawn makes the
-container's mount namespace a slave of the lab's, so a network namespace the lab makes (`ip netns
-add`: a bind mount on /run/netns) shows inside, but one the L3 or DHCP agent would make inside
-(qrouter-, qdhcp-) would never show outside, where the tests and the VPC emulation look for it (its
-name appears on the shared tmpfs, as an empty file). Run from the lab's mount namespace, the
-agents' namespaces reach the container too, where the steps and their timers use them.
+The container's /run is its own, as a machine's is: the agents' network namespaces (qrouter-,
+qdhcp-) are bind mounts in its /run/netns, gone at a reboot like a real host's, and the lab's
+namespaces (VMs, VPC) do not show there (the L3 agent deletes the qrouter- namespaces it does not
+know). The lab reaches the agents' namespaces through the container (`netns_path`). What stays
+outside, in the same network namespace: MariaDB, RabbitMQ, Keystone's and neutron-server's uWSGI,
+the RPC server and periodic workers (tests/lab/neutron.py): the control plane a reboot of the host
+does not restart in the lab.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -143,14 +147,15 @@ class Container:
             "-b",
             "--register=no",
             "--keep-unit",
-            "--console=passive",
+            # read by nspawn into its log: nobody reading a passive console, PID 1 blocks on it once
+            # ~18 KB of boot and shutdown lines fill it, and a shutdown never ends
+            "--console=read-only",
             "--quiet",
             f"--machine={self.machine}",
             f"--network-namespace-path=/run/netns/{self.netns}",
             # A joined namespace is not a "private network" to nspawn: without these the host could
             # not configure its own NICs (ovs-vswitchd, ip, the steps' sysctl under /proc/sys/net).
             "--capability=CAP_NET_ADMIN",
-            "--bind=/run/netns",
             *(f"--bind={src}:{dst}" for src, dst in self.binds),
             *(f"--bind-ro={p}" for p in self.ro_binds),
         ]
@@ -196,6 +201,16 @@ class Container:
         except OSError:
             return ""
 
+    def netns_path(self, ns: str) -> str:
+        """Network namespace `ns` of the container's /run/netns, as a path the lab's processes open
+        (through the container's root: `nsenter --net=` it, or `sh(..., ns=<path>)`)."""
+        return f"/proc/{self.leader}/root/run/netns/{ns}"
+
+    def netns_list(self) -> list[str]:
+        """The container's network namespaces (`ip netns list` inside)."""
+        out = self.run("ip", "netns", "list").stdout
+        return [line.split()[0] for line in out.splitlines() if line.strip()]
+
     def enter(self) -> list[str]:
         """A command prefix that runs in every namespace of the container (its /, its PID 1's systemd)."""
         return ["nsenter", "-t", str(self.leader), "-a", "--"]
@@ -209,29 +224,66 @@ class Container:
             raise RuntimeError(f"in {self.machine}: {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
         return p
 
-    def service(
+    def unit(
         self,
-        unit: str,
+        name: str,
         *args: str,
         forking: bool = False,
         output: Path | None = None,
         reload: str = "",
         env: dict[str, str] | None = None,
         stop_timeout: float = 0,
+        after: str = "",
+        kill_mode: str = "",
     ) -> None:
-        """A transient service of the container's systemd (`systemd-run`, waits for its start job):
-        `forking` for a daemon that detaches once ready; `output` its stdout/stderr (else the
-        journal); `reload` the command `systemctl reload` runs; `env` its environment; `stop_timeout`
-        the seconds `systemctl stop` waits after SIGTERM before SIGKILL (0: systemd's default)."""
-        props = ["--service-type=forking"] if forking else ["--service-type=exec"]
+        """A service of the container's systemd, as a package or DevStack installs one: a unit file
+        in /etc/systemd/system, enabled (it starts again at every boot), started now (waits for its
+        start job). `forking` for a daemon that detaches once ready; `output` its stdout/stderr (else
+        the journal); `reload` the command `systemctl reload` runs; `env` its environment;
+        `stop_timeout` the seconds `systemctl stop` waits after SIGTERM before SIGKILL (0: systemd's
+        default); `after` units it starts after; `kill_mode` systemd's KillMode (DevStack: process)."""
+        lines = ["[Unit]", f"Description=lab: {name}"]
+        if after:
+            lines.append(f"After={after}")
+        lines += ["", "[Service]", f"Type={'forking' if forking else 'exec'}", f"ExecStart={shlex.join(args)}"]
         if reload:
-            props.append(f"--property=ExecReload={reload}")
+            lines.append(f"ExecReload={reload}")
         if stop_timeout:
-            props.append(f"--property=TimeoutStopSec={stop_timeout:g}s")
-        props += [f"--setenv={k}={v}" for k, v in (env or {}).items()]
+            lines.append(f"TimeoutStopSec={stop_timeout:g}s")
+        if kill_mode:
+            lines.append(f"KillMode={kill_mode}")
+        lines += [f'Environment="{k}={v}"' for k, v in (env or {}).items()]
         if output is not None:
-            props += [f"--property=StandardOutput=append:{output}", f"--property=StandardError=append:{output}"]
-        self.run("systemd-run", "--quiet", "--collect", f"--unit={unit}", *props, "--", *args)
+            lines += [f"StandardOutput=append:{output}", f"StandardError=append:{output}"]
+        lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
+        (self.root / "etc/systemd/system" / f"{name}.service").write_text("\n".join(lines))
+        self.run("systemctl", "daemon-reload")
+        self.run("systemctl", "enable", "--quiet", "--now", f"{name}.service")
+
+    def shutdown(self, reboot: bool, timeout: float = 120) -> float:
+        """Shut the host down as an operator or AWS does (`systemctl reboot` / `poweroff` inside):
+        systemd stops every unit, each within its stop timeout, and nspawn exits (133 for a reboot,
+        as systemd-nspawn@.service then starts it again). The overlay stays mounted: `boot` starts
+        the same disk again; the network namespace, its NICs and the lab's /run/openvswitch (the
+        machine's hardware and its OVS database here) stay. Returns the seconds it took."""
+        assert self.nspawn is not None
+        t = time.monotonic()
+        self.run("systemctl", "reboot" if reboot else "poweroff")
+        try:
+            code = self.nspawn.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{self.machine} did not shut down in {timeout:.0f} s: {self.log_tail()}") from None
+        if code != (133 if reboot else 0):
+            raise RuntimeError(f"systemd-nspawn exited {code} (reboot: {reboot}): {self.log_tail()}")
+        self.nspawn, self.leader = None, 0
+        self.timings["host shutdown"] = time.monotonic() - t
+        return self.timings["host shutdown"]
+
+    def reboot(self, timeout: float = 120) -> float:
+        """`shutdown` for a reboot, then `boot`; returns the seconds of the shutdown."""
+        took = self.shutdown(True, timeout)
+        self.boot(timeout)
+        return took
 
     def stop(self) -> None:
         """Throw the container away: SIGKILL to its init ends its PID namespace (every process in it),

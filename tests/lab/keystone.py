@@ -211,7 +211,7 @@ IncludeOptional sites-enabled/*.conf
         leaves it: its /etc, its PID namespace; `systemctl reload apache2` (what tls-front runs
         under systemd) is Debian's graceful restart. Stopped with the host."""
         reload = "/usr/local/bin/apache2ctl graceful"
-        host.service("apache2", APACHE, "-DFOREGROUND", output=self.apache_run / "apache2.out", reload=reload)
+        host.unit("apache2", APACHE, "-DFOREGROUND", output=self.apache_run / "apache2.out", reload=reload)
         wait_for("the host's Apache", lambda: self._http_code("/") not in ("000", ""), 30, 0.1)
 
     def database_ready(self) -> None:

@@ -25,8 +25,8 @@ br-mgmt (eth0 its port): the VXLAN endpoint of the userspace datapath. The compu
 
 The host is a machine: a Debian 12 container booted by systemd-nspawn in the host namespace
 (tests/lab/container.py), with sshd (pinned host key), Open vSwitch and Apache as its services and
-the steps' re-apply timers in its systemd; Neutron's daemons and agents run beside it, in the same
-network namespace (container.py says why the agents stay outside).
+the steps' re-apply timers in its systemd, and Neutron's agents as DevStack's units; Neutron's
+control plane runs beside it, in the same network namespace.
 """
 
 from __future__ import annotations
@@ -137,7 +137,10 @@ def sh(
     timeout: float = 30,
     env: dict | None = None,
 ) -> subprocess.CompletedProcess:
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    """Run `args` (in network namespace `ns`: a lab namespace's name, or the path of one, such as
+    the host's agents' namespaces, Container.netns_path); raise on failure unless not `check`."""
+    enter = ["nsenter", f"--net={ns}", "--"] if ns and ns.startswith("/") else ["ip", "netns", "exec", ns] if ns else []
+    cmd = enter + list(args)
     p = subprocess.run(
         cmd, input=input, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env} if env else None
     )
@@ -290,6 +293,13 @@ def plug(
         },
     )["port"]
     vm.port_id, vm.mac = port["id"], port["mac_address"]
+    attach(vm, ovs, ns)
+
+
+def attach(vm: Vm, ovs, ns: str) -> None:
+    """vm's port as an OVS internal port of br-int (`ovs`, in namespace `ns`) with iface-id /
+    attached-mac / iface-status, moved into vm.ns with the port's MAC. Again after the host's Open
+    vSwitch restarted: its internal ports' tap devices go with it and come back in `ns`."""
     ovs(
         "ovs-vsctl",
         "--",
@@ -313,9 +323,9 @@ def plug(
     sh("ethtool", "-K", vm.dev, "tx", "off", ns=vm.ns)
 
 
-def lease(vm: Vm, script: Path) -> None:
-    """vm's address from the DHCP agent's dnsmasq (busybox udhcpc), checked."""
-    dhcp = ("busybox", "udhcpc", "-i", vm.dev, "-n", "-q", "-f", "-t", "10", "-T", "1", "-s", str(script))
+def lease(vm: Vm, script: Path, tries: int = 10) -> None:
+    """vm's address from the DHCP agent's dnsmasq (busybox udhcpc: `tries` discovers, 1 s apart), checked."""
+    dhcp = ("busybox", "udhcpc", "-i", vm.dev, "-n", "-q", "-f", "-t", str(tries), "-T", "1", "-s", str(script))
     sh(*dhcp, ns=vm.ns, timeout=30)
     got = sh("ip", "-4", "-o", "addr", "show", "dev", vm.dev, ns=vm.ns).stdout
     if f"{vm.ip}/24" not in got:
@@ -361,6 +371,9 @@ class Lab:
         self.keystone = keystone.Keystone(self.work / "keystone", self.etc, MGMT_IP, self.neutron, local_conf)
         self.neutron.identity = self.keystone  # Neutron authenticates with the lab's real Keystone
         self.router = Router("", "")
+        # what the VPC knows of the ENIs: (port, MAC, IP) registrations and the Elastic IPs' targets
+        self.registered = list(REGISTERED)
+        self.elastic = dict(ELASTIC)
         self.namespaces: list[str] = []
         self.sysctls: dict[str, dict[str, str]] = {}  # what netns set in each
         self.procs: list[subprocess.Popen] = []
@@ -415,7 +428,6 @@ class Lab:
             with ThreadPoolExecutor(max_workers=2) as pool:
                 backends = pool.submit(self.neutron.start_backends)
                 self._build_vpc()
-                self._build_security_group()
                 self._build_host()
                 self._build_container()
                 self._build_ovs()
@@ -489,15 +501,24 @@ class Lab:
         # provider NIC is an AF_PACKET port of ovs-vswitchd, which gets partial checksums.
         sh("ethtool", "-K", "p-prov", "tx", "off", ns=vpc)
         sh("ethtool", "-K", "p-mgmt", "tx", "off", ns=vpc)  # the management NIC too (compute.underlay)
-        registered = ", ".join(f'"{p}" . {m} . {i}' for p, m, i in REGISTERED)
-        dnat = ", ".join(f"{e} : {i}" for e, i in ELASTIC.items())
-        snat = ", ".join(f"{i} : {e}" for e, i in ELASTIC.items())
-        private = ", ".join(ELASTIC.values())
+        self._vpc_rules()
+
+    def _vpc_rules(self) -> None:
+        """The VPC's checks and NAT for the ENIs' registrations and Elastic IPs (`registered`,
+        `elastic`), and the security group; each table replaced whole, at once."""
+        registered = ", ".join(f'"{p}" . {m} . {i}' for p, m, i in self.registered)
+        dnat = ", ".join(f"{e} : {i}" for e, i in self.elastic.items())
+        snat = ", ".join(f"{i} : {e}" for e, i in self.elastic.items())
+        private = ", ".join(self.elastic.values())
         # ARP passes only if both the frame's and the ARP sender's (MAC, IP) are registered.
         arp_registered = (
             "iifname . ether saddr . arp saddr ip @registered iifname . arp saddr ether . arp saddr ip @registered"
         )
         ruleset = f"""
+add table bridge ooa_vpc
+delete table bridge ooa_vpc
+add table ip ooa_eip
+delete table ip ooa_eip
 table bridge ooa_vpc {{
   set registered {{ type ifname . ether_addr . ipv4_addr; elements = {{ {registered} }} }}
   counter dropped_ipv4 {{ }}
@@ -518,15 +539,18 @@ table ip ooa_eip {{
   chain egress {{ type filter hook forward priority filter; oifname "inet0" ip saddr != {{ {private} }} drop; }}
 }}
 """
-        sh("nft", "-f", "-", ns=vpc, input=ruleset)
+        sh("nft", "-f", "-", ns=self.vpc, input=ruleset)
+        self._build_security_group()
 
     def _build_security_group(self) -> None:
         """What the internet cannot reach: private addresses (it routes only the Elastic IPs to the
         VPC), and on the management ENI anything the program's security group does not open
         (config/ingress.py MANAGEMENT_PORTS, and ping): port 80 of DevStack's Apache stays inside."""
-        eips = ", ".join(ELASTIC)
+        eips = ", ".join(self.elastic)
         ports = ", ".join(str(p) for p in MANAGEMENT_PORTS)
         ruleset = f"""
+add table ip ooa_sg
+delete table ip ooa_sg
 table ip ooa_sg {{
   chain internet {{
     type filter hook prerouting priority raw; policy accept;
@@ -556,7 +580,7 @@ table ip ooa_sg {{
         makes it. br-int, br-tun and every flow are the OVS agent's."""
         db, sock = self.run / "conf.db", f"unix:{self.run}/db.sock"
         self.container.run("ovsdb-tool", "create", str(db), str(OVS_SCHEMA))
-        self.container.service(
+        self.container.unit(
             "ooa-ovsdb-server",
             "ovsdb-server",
             str(db),
@@ -577,7 +601,7 @@ table ip ooa_sg {{
             f"external_ids:system-id={neutron.HOSTNAME}",
             f"external_ids:hostname={neutron.HOSTNAME}",
         )
-        self.container.service(
+        self.container.unit(
             "ooa-ovs-vswitchd",
             "ovs-vswitchd",
             sock,
@@ -586,6 +610,7 @@ table ip ooa_sg {{
             f"--log-file={self.run}/ovs-vswitchd.log",
             "--detach",
             forking=True,
+            after="ooa-ovsdb-server.service",
         )
         self.ovs("ovs-vsctl", "--timeout=10", "add-br", "br-ex", "--", "set", "bridge", "br-ex", "datapath_type=netdev")
         self.ovs("ovs-vsctl", "--timeout=10", "add-port", "br-ex", "eth1")
@@ -709,11 +734,16 @@ table ip ooa_sg {{
         address = fip["floating_ip_address"]
         wait_for(f"floating IP {address} gone", lambda: f"{address}/32" not in self.router_addrs(), 60)
 
+    @property
+    def rns(self) -> str:
+        """The router's namespace, made by the host's L3 agent: its path through the host."""
+        return self.container.netns_path(self.router.ns)
+
     def router_exists(self) -> bool:
-        return self.router.ns in neutron.netns_list()
+        return self.router.ns in self.container.netns_list()
 
     def router_addrs(self) -> str:
-        return sh("ip", "-4", "-o", "addr", "show", ns=self.router.ns, check=False).stdout
+        return sh("ip", "-4", "-o", "addr", "show", ns=self.rns, check=False).stdout
 
     def _listeners(self) -> None:
         """Tenant services and an internet service that tells each client its source address."""
@@ -737,7 +767,11 @@ table ip ooa_sg {{
         """Stop the agents together (SIGTERM, SIGKILL after a grace period), start them together;
         the seconds until each has done its full resync (its own log says so)."""
         api = self.neutron
-        binary = {"ovs-agent": "neutron-openvswitch-agent", "l3-agent": "neutron-l3-agent"}
+        binary = {
+            "ovs-agent": "neutron-openvswitch-agent",
+            "l3-agent": "neutron-l3-agent",
+            "dhcp-agent": "neutron-dhcp-agent",
+        }
         t = time.monotonic()
         # neutron-openvswitch-agent 28.0.2 does not exit on SIGTERM (it blocks in oslo.messaging: the
         # reference's pitfalls): a grace period only delays its SIGKILL, so it gets none.
@@ -753,6 +787,8 @@ table ip ooa_sg {{
             text = (api.log / f"{agent}.log").read_bytes()[marks[agent] :].decode(errors="replace")
             if agent == "l3-agent":
                 return f"Finished a router update for {self.router.router_id}" in text
+            if agent == "dhcp-agent":
+                return "Synchronizing state complete" in text
             # Not "Agent out of sync with plugin!": that starts the resync. The first iteration
             # re-wires every port, then drops the flows of the old run ("cleanup stale flows"):
             # until it completes, the ports' security-group flows are being replaced and a lone
@@ -763,6 +799,54 @@ table ip ooa_sg {{
         for agent in agents:
             wait_for(f"{binary[agent]} to resync", lambda a=agent: resynced(a), 90)  # type: ignore[misc]
         return time.monotonic() - t
+
+    def new_instance(self, provider_mac: str, provider_eip: str) -> None:
+        """The host's disk launched as a new instance (an image of it): powered off, its provider ENI
+        a new one (`provider_mac`; the VPC registers it with the same private IPs, which the stack's
+        config gives), the provider IP's Elastic IP another address (`provider_eip`); booted again.
+        The management ENI, its Elastic IP and the host key stay (the lab's SSH pins them)."""
+        self.container.shutdown(reboot=False)
+        self.swap_provider_eni(provider_mac, provider_eip)
+        self.container.boot()
+
+    def swap_provider_eni(self, mac: str, eip: str) -> None:
+        """The provider NIC (eth1) with `mac`, registered in the VPC instead of its old MAC, and the
+        provider IP's Elastic IP `eip`."""
+        old = sh("cat", "/sys/class/net/eth1/address", ns=self.host).stdout.strip()
+        sh("ip", "link", "set", "eth1", "address", mac, ns=self.host)
+        self.registered = [(p, mac if m == old else m, i) for p, m, i in self.registered]
+        self.elastic = {(eip if i == PROVIDER_IP else e): i for e, i in self.elastic.items()}
+        self._vpc_rules()
+
+    def restart_guests(self, timeout: float = 120) -> float:
+        """What Nova does for its guests when their host has booted again (resume_guests_state_on_
+        host_boot): vm1's and vm2's ports plugged again (the host's Open vSwitch made their tap
+        devices anew, in the host's namespace), each guest asking for its DHCP lease until the DHCP
+        agent's dnsmasq, back too, answers, as a guest's DHCP client keeps asking. vm3 is on host 2,
+        which did not reboot. Returns the seconds it took."""
+        t = time.monotonic()
+        script = lease_script(self.work)
+        for vm in self.vms[:2]:
+            # Open vSwitch makes its tap devices persistent: the old one stays in the guest's
+            # namespace, detached, where the new one has to go (Nova's plug removes a stale one too)
+            sh("ip", "link", "del", vm.dev, ns=vm.ns, check=False)
+            attach(vm, self.ovs, self.host)
+        for vm in self.vms[:2]:
+
+            def leased(v: Vm = vm) -> bool:
+                try:
+                    lease(v, script, tries=3)
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    return False
+                return True
+
+            wait_for(f"{vm.name}'s DHCP lease", leased, timeout, every=0.1)
+        return time.monotonic() - t
+
+    def restore_agents(self) -> float:
+        """The agents' units installed and started again (after DevStack's clean.sh took them: a test
+        of install-openstack's remove), until each has resynced; the seconds it took."""
+        return self.restart_agents(*neutron.AGENTS)
 
     def set_router(self, **attrs: object) -> None:
         self.neutron.api("PUT", f"routers/{self.router.router_id}", {"router": attrs})
@@ -805,7 +889,7 @@ table ip ooa_sg {{
             self.neutron.api("PUT", f"floatingips/{fip['id']}", {"floatingip": {"port_id": fip["port_id"]}})
 
         def gone() -> bool:
-            return sh("ip", "link", "show", old, ns=self.router.ns, check=False).returncode != 0
+            return sh("ip", "link", "show", old, ns=self.rns, check=False).returncode != 0
 
         wait_for(f"the L3 agent to unplug {old}", gone, 60)
         self.wait_router()
@@ -861,8 +945,9 @@ table ip ooa_sg {{
             names += [n for n in openstack.host_scripts(args) if n not in names]
         return names
 
-    def host_config(self) -> dict:
-        """The stack config of the lab host: an existing machine (`host: {kind: existing}`)."""
+    def host_config(self, **host: str) -> dict:
+        """The stack config of the lab host: an existing machine (`host: {kind: existing}`), with
+        `host`'s keys instead of the lab's (a new instance's providerMac, providerPublicIp)."""
         return {
             f"{NAMESPACE}:host": json.dumps(
                 {
@@ -878,6 +963,7 @@ table ip ooa_sg {{
                     "dnsServer": PROVIDER_GW,
                     "floatingIps": {FLOATING_IP: FLOATING_EIP, LATER_IP: LATER_EIP, COMPUTE_FIP: COMPUTE_EIP},
                 }
+                | host
             ),
             f"{NAMESPACE}:sshPrivateKey": "<the lab's key>",
             f"{NAMESPACE}:tenantCidr": TENANT_CIDR,
@@ -885,6 +971,10 @@ table ip ooa_sg {{
 
     @functools.cached_property
     def settings(self) -> Settings:
+        """`settings_for` the lab host as built."""
+        return self.settings_for()
+
+    def settings_for(self, **host: str) -> Settings:
         """The lab host as a stack config describes it: an existing machine that already runs
         OpenStack (`host: {kind: existing}`, `openstack: {install: existing}`), the mode whose chain
         (scripts, external-gateway, gateway-mac, port-forwards) the lab runs, with two forwards to vm1
@@ -895,7 +985,7 @@ table ip ooa_sg {{
         ]
         return load_settings(
             {
-                **self.host_config(),
+                **self.host_config(**host),
                 f"{NAMESPACE}:openstack": json.dumps(
                     {
                         "install": "existing",
@@ -912,12 +1002,19 @@ table ip ooa_sg {{
     @functools.cached_property
     def stack(self) -> openstack.OpenStackArgs:
         """The program's OpenStack arguments for that stack (`Lab.settings`)."""
-        return args_from_settings(self.settings, contract_for_render(self.settings, "<the lab's key>"), None)
+        return self.stack_for(self.settings)
 
-    def row_params(self, row: Step, emitted: dict[str, object]) -> dict[str, str]:
-        """A row's stdin for that stack exactly as the program builds it, with what the earlier
-        rows printed (`parse_emitted`)."""
-        return _params(self.stack, row, emitted)
+    @staticmethod
+    def stack_for(settings: Settings) -> openstack.OpenStackArgs:
+        """The program's OpenStack arguments for `settings`."""
+        return args_from_settings(settings, contract_for_render(settings, "<the lab's key>"), None)
+
+    def row_params(
+        self, row: Step, emitted: dict[str, object], stack: openstack.OpenStackArgs | None = None
+    ) -> dict[str, str]:
+        """A row's stdin for that stack (or `stack`) exactly as the program builds it, with what the
+        earlier rows printed (`parse_emitted`)."""
+        return _params(stack or self.stack, row, emitted)
 
     @functools.cached_property
     def devstack_settings(self) -> Settings:
@@ -1018,12 +1115,12 @@ table ip ooa_sg {{
     def snapshot(self) -> dict:
         """Everything the two steps may change: qg- MAC, br-ex's pinned MAC, the router's iptables."""
         r = self.router
-        mac = sh("cat", f"/sys/class/net/{r.qg}/address", ns=r.ns).stdout.strip()
+        mac = sh("ip", "-o", "link", "show", r.qg, ns=self.rns).stdout.split("link/ether ")[1].split()[0]
         hwaddr = self.ovs("ovs-vsctl", "--if-exists", "get", "bridge", "br-ex", "other-config:hwaddr").stdout.strip()
         dpid_pin = self.ovs("ovs-vsctl", "--if-exists", "get", "bridge", "br-ex", "other-config:datapath-id").stdout
         tables = {}
         for table in ("nat", "mangle", "filter"):
-            lines = sh("iptables-save", "-t", table, ns=r.ns).stdout.splitlines()
+            lines = sh("iptables-save", "-t", table, ns=self.rns).stdout.splitlines()
             tables[table] = [ln.split(" [")[0] for ln in lines if not ln.startswith("#")]
         return {
             "qg_mac": mac,

@@ -11,8 +11,9 @@
     (legacy routers), neutron-dhcp-agent (dnsmasq)
 
 Every daemon runs in the lab host's network namespace (loopback addresses are that namespace's own),
-in its own process group — the OVS agent, when the host is a machine (`Neutron.host`, tests/lab/
-container.py), as a service of the host instead; `stop()` (an agent restart) sends SIGTERM to its group, SIGKILL after a
+in its own process group — the agents, when the host is a machine (`Neutron.host`, tests/lab/
+container.py), as the host's services instead, DevStack's units (`UNITS`), enabled as DevStack
+enables them; `stop()` (an agent restart) sends SIGTERM to its group or unit, SIGKILL after a
 grace period (neutron-openvswitch-agent 28.0.2 does not exit on SIGTERM); `down()` kills every group
 at once (all of it is thrown away), then what the agents spawned
 themselves (dnsmasq, privsep helpers: every process whose command line names this lab's work
@@ -46,10 +47,8 @@ API = f"http://127.0.0.1:{API_PORT}"
 HOSTNAME = "lab-host"
 PHYSNET = "public"
 AGENTS = ("ovs-agent", "l3-agent", "dhcp-agent")
-# The agents that run in the lab host when it is a machine (`Neutron.host`): the OVS agent. The L3
-# and DHCP agents make network namespaces, which would not show outside the container (see
-# tests/lab/container.py): they run beside it, in its network namespace.
-HOST_AGENTS = ("ovs-agent",)
+# The agents as DevStack's units name them: in the lab host, when it is a machine (`Neutron.host`).
+UNITS = {"ovs-agent": "devstack@q-agt", "l3-agent": "devstack@q-l3", "dhcp-agent": "devstack@q-dhcp"}
 BINARIES = ["mariadbd", "mariadb-install-db", "mariadb", "epmd", "dnsmasq", "curl", "busybox", "conntrack"]
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 # not /usr/sbin/rabbitmqctl: that one switches to the rabbitmq user and its Erlang cookie
@@ -154,7 +153,7 @@ class Neutron:
         """The API's uWSGI socket, as DevStack's Apache reaches it (ProxyPass /networking)."""
         self.t0: float | None = None  # when start_backends began
         self.host: Container | None = None
-        """The lab host: the OVS agent runs in it, as its service `neutron-ovs-agent` (HOST_AGENTS)."""
+        """The lab host: the agents run in it, as its services (UNITS)."""
         self.in_host: set[str] = set()  # the agents running in `host` now
 
     # --- processes -----------------------------------------------------------------------------
@@ -196,11 +195,11 @@ class Neutron:
         once when `grace` is 0)."""
         if name in self.in_host and self.host is not None:
             self.in_host.discard(name)
-            unit = f"neutron-{name}.service"
+            unit = f"{UNITS[name]}.service"
             if not grace:  # no SIGTERM first: SIGKILL, then the stop waits until it is gone
-                self.host.run("systemctl", "kill", "--signal=SIGKILL", unit, timeout=60)
+                self.host.run("systemctl", "kill", "--signal=SIGKILL", unit, check=False, timeout=60)
             stopped = self.host.run("systemctl", "stop", unit, check=False, timeout=60)
-            if stopped.returncode not in (0, 5):  # 5: already collected (a transient unit, --collect)
+            if stopped.returncode not in (0, 5):  # 5: not loaded (DevStack's clean.sh deleted its file)
                 raise RuntimeError(f"systemctl stop {unit} failed ({stopped.returncode}): {stopped.stderr}")
             return
         pgid = self.groups.pop(name, None)
@@ -452,18 +451,27 @@ ovsdb_connection = {ovsdb}
         ]
 
     def start_agent(self, agent: str) -> None:
-        if agent in HOST_AGENTS and self.host is not None:
-            keep = ("PATH", "OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OS_NEUTRON_CONFIG_DIR", "OS_NEUTRON_CONFIG_FILES")
-            env = {k: v for k, v in self.env().items() if k in keep}
-            out = self.log / f"{agent}.out"
-            # neutron-openvswitch-agent 28.0.2 does not exit on SIGTERM: SIGKILL after 3 s
-            binary, *args = self.agent_args(agent)  # systemd finds it on its own PATH, not the unit's
-            self.host.service(
-                f"neutron-{agent}", str(LAB_VENV / "bin" / binary), *args, output=out, env=env, stop_timeout=3
-            )
-            self.in_host.add(agent)
+        if self.host is None:
+            self.start(agent, *self.agent_args(agent))
             return
-        self.start(agent, *self.agent_args(agent))
+        keep = ("PATH", "OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OS_NEUTRON_CONFIG_DIR", "OS_NEUTRON_CONFIG_FILES")
+        env = {k: v for k, v in self.env().items() if k in keep}
+        binary, *args = self.agent_args(agent)  # systemd finds it on its own PATH, not the unit's
+        # DevStack's unit (functions-common write_user_unit_file: KillMode=process), but a stop
+        # timeout of 3 s, not its 300: neutron-openvswitch-agent 28.0.2 does not exit on SIGTERM, and
+        # the host's reboot (tests/lab/test_reboot.py) would wait out the 300 s as a real one does.
+        # After the host's Open vSwitch: Debian's starts early in a boot, the lab's are plain units.
+        self.host.unit(
+            UNITS[agent],
+            str(LAB_VENV / "bin" / binary),
+            *args,
+            output=self.log / f"{agent}.out",
+            env=env,
+            stop_timeout=3,
+            after="ooa-ovs-vswitchd.service",
+            kill_mode="process",
+        )
+        self.in_host.add(agent)
 
     def start_backends(self) -> None:
         """MariaDB with the schema migrated, RabbitMQ starting: they need only the host namespace's

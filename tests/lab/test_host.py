@@ -18,7 +18,9 @@ HOST_UNITS = (
     "ooa-ovsdb-server.service",
     "ooa-ovs-vswitchd.service",
     "apache2.service",
-    "neutron-ovs-agent.service",
+    "devstack@q-agt.service",
+    "devstack@q-l3.service",
+    "devstack@q-dhcp.service",
 )
 # cloud-init's network config on an EC2 instance with two ENIs (what prepare-host edits): each NIC
 # matched by its MAC, with DHCP.
@@ -39,25 +41,28 @@ CLOUD_INIT_NETPLAN = f"""network:
 
 
 def test_the_host_is_a_booted_debian_whose_services_run_inside(lab):
-    """systemd is the host's PID 1; sshd, Open vSwitch, Apache and the OVS agent are its units; the
-    L3 and DHCP agents' namespaces (made outside, in the lab's mount namespace) are there; systemd-networkd, which would
-    share the host's network namespace with the lab, is masked."""
+    """systemd is the host's PID 1; sshd, Open vSwitch, Apache and Neutron's agents are its enabled
+    units; the L3 and DHCP agents' namespaces are in the host's own /run/netns (the lab's are not);
+    systemd-networkd, which would share the host's network namespace with the lab, is masked."""
     assert "VERSION_CODENAME=bookworm" in (lab.container.root / "etc/os-release").read_text()
     assert lab.ssh("cat /proc/1/comm").stdout.strip() == "systemd"
     assert lab.ssh("systemctl is-system-running").stdout.strip() == "running"
     active = lab.ssh(f"systemctl is-active {' '.join(HOST_UNITS)}", check=False).stdout.split()
     assert active == ["active"] * len(HOST_UNITS)
+    enabled = lab.ssh(f"systemctl is-enabled {' '.join(HOST_UNITS)}", check=False).stdout.split()
+    assert enabled == ["enabled"] * len(HOST_UNITS)  # they come back at boot (tests/lab/test_reboot.py)
     assert lab.ssh("systemctl is-enabled systemd-networkd.service", check=False).stdout.strip() == "masked"
     inside = lab.ssh("ip netns list").stdout
     assert lab.router.ns in inside and any(line.startswith("qdhcp-") for line in inside.splitlines())
+    assert lab.host not in inside and lab.vm1 not in inside
     # the host's ovs-vsctl (its /run/openvswitch) and the lab's see the same switch
     assert (
         lab.ssh("ovs-vsctl br-exists br-ex && ovs-vsctl get bridge br-ex datapath_id").stdout.strip().strip('"')
         == lab.br_ex_dpid()
     )
-    # the OVS agent is the host's: its process in the container's PID namespace (the L3 agent's is not)
+    # the agents are the host's: their processes in the container's PID namespace
     inside = lab.ssh("ps -e -o args=").stdout
-    assert "neutron-openvswitch-agent" in inside and "neutron-l3-agent" not in inside
+    assert all(f"neutron-{a}-agent" in inside for a in ("openvswitch", "l3", "dhcp")), inside
     assert f"{MGMT_IP}/24" in lab.ssh("ip -4 -o addr show br-mgmt").stdout
 
 
@@ -129,10 +134,11 @@ def test_the_labs_ssh_sessions_share_one_connection(lab):
 
 
 # DevStack's unit files (functions-common write_user_unit_file: KillMode=process, TimeoutStopSec=300;
-# the uWSGI services' Restart=always), with stand-in commands: the OVS agent as measured on a real
-# host (it ignores SIGTERM until the stop timeout), nova-conductor's workers (left by KillMode=process).
+# the uWSGI services' Restart=always), with stand-in commands beside the lab's real agents (their
+# stop timeout is 3 s, tests/lab/neutron.py): one that ignores SIGTERM until the stop timeout, as the
+# OVS agent does on a real host, nova-conductor's workers (left by KillMode=process).
 DEVSTACK_UNITS = {
-    "q-agt": "/bin/bash -c 'trap \"\" TERM; while :; do sleep 1; done'",
+    "n-cpu": "/bin/bash -c 'trap \"\" TERM; while :; do sleep 1; done'",
     "n-cond": "/bin/bash -c 'sleep infinity & sleep infinity & exec sleep infinity'",
     "keystone": "/bin/sleep infinity\nRestart=always",
 }
@@ -140,10 +146,11 @@ DEVSTACK_UNITS = {
 # service (stop_process: stop, disable), then the unit files go; it records what ran when it began.
 FAKE_CLEAN = """#!/bin/bash
 set -e
-states=$(systemctl is-active devstack@q-agt devstack@n-cond devstack@keystone ooa-rabbitmq | tr '\\n' ' ')
+units="devstack@n-cpu devstack@n-cond devstack@keystone devstack@q-agt ooa-rabbitmq"
+states=$(systemctl is-active $units | tr '\\n' ' ')
 echo "begin: $states" >/opt/stack/clean.record
 sudo systemctl stop ooa-rabbitmq
-for s in n-cond keystone q-agt; do
+for s in n-cond keystone n-cpu q-agt q-l3 q-dhcp; do
   if sudo systemctl is-enabled -q "devstack@$s.service"; then
     sudo systemctl stop "devstack@$s.service"
     sudo systemctl disable -q "devstack@$s.service"
@@ -156,10 +163,11 @@ echo end >>/opt/stack/clean.record
 
 
 def test_install_openstack_remove_does_not_wait_out_devstacks_stop_timeouts(lab):
-    """install-openstack's remove as Pulumi sends it, on the host's systemd with DevStack's units:
-    they are stopped all at once while the message queue still runs, the one that ignores SIGTERM
-    gets SIGKILL after the grace (not its 300 s), KillMode=process leftovers go too, then clean.sh
-    runs; nothing of the units is left (no failed unit)."""
+    """install-openstack's remove as Pulumi sends it, on the host's systemd with DevStack's units
+    (stand-ins and the lab's real agents): they are stopped all at once while the message queue
+    still runs, the one that ignores SIGTERM gets SIGKILL after the grace (not its 300 s),
+    KillMode=process leftovers go too, then clean.sh runs; nothing of the units is left (no failed
+    unit). The lab's agents are installed and started again after it."""
     units = lab.etc / "systemd/system"
     for name, command in DEVSTACK_UNITS.items():
         (units / f"devstack@{name}.service").write_text(
@@ -173,7 +181,7 @@ def test_install_openstack_remove_does_not_wait_out_devstacks_stop_timeouts(lab)
             "useradd --system --create-home --home-dir /opt/stack --shell /bin/bash stack && "
             "echo 'stack ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/50-ooa-lab-stack && "
             "systemctl daemon-reload && systemctl start ooa-rabbitmq && "
-            "systemctl enable -q --now devstack@q-agt devstack@n-cond devstack@keystone"
+            "systemctl enable -q --now devstack@n-cpu devstack@n-cond devstack@keystone"
         )
         devstack.mkdir()
         (devstack / "clean.sh").write_text(FAKE_CLEAN)
@@ -186,13 +194,13 @@ def test_install_openstack_remove_does_not_wait_out_devstacks_stop_timeouts(lab)
         assert p.returncode == 0, p.stderr
         assert took < 60  # the grace and clean.sh, not the OVS agent's 300 s stop timeout
         assert p.stderr.splitlines() == [
-            "[install-openstack] stopping DevStack's services (3 devstack@ units; SIGKILL after 10s)",
-            "[install-openstack] still running after 10s, SIGKILL: devstack@q-agt.service",
+            "[install-openstack] stopping DevStack's services (6 devstack@ units; SIGKILL after 10s)",
+            "[install-openstack] still running after 10s, SIGKILL: devstack@n-cpu.service",
             "[install-openstack] running DevStack's clean.sh",
             "[install-openstack] removed",
         ]
         record = (lab.container.root / "opt/stack/clean.record").read_text().splitlines()
-        assert record == ["begin: inactive inactive inactive active ", "end"]  # the queue stopped after them
+        assert record == ["begin: inactive inactive inactive inactive active ", "end"]  # the queue stopped after them
         assert lab.ssh("ps -u stack -o pid,args", check=False).returncode == 1  # no process of theirs left
         assert lab.ssh("systemctl list-units --all --plain --no-legend 'devstack@*'").stdout == ""
         assert lab.ssh("systemctl --failed --plain --no-legend").stdout == ""
@@ -205,3 +213,4 @@ def test_install_openstack_remove_does_not_wait_out_devstacks_stop_timeouts(lab)
             "pkill -KILL -u stack; userdel --remove stack",
             check=False,
         )
+        lab.restore_agents()

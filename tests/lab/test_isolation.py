@@ -17,9 +17,12 @@ pytestmark = pytest.mark.lab
 
 def test_the_machine_does_not_see_the_labs_namespaces(lab):
     """Neutron's L3 agent deletes, on each full sync, every qrouter- namespace in /run/netns that it
-    does not know: another lab's agent must not see this lab's router, nor this one another's."""
+    does not know: another lab's agent must not see this lab's router, nor this one another's. The
+    lab's namespaces are its own (not the machine's), the agents' are the host's (in its /run)."""
     ours = netns_list()
-    assert lab.router.ns in ours and lab.host in ours
+    assert lab.host in ours and lab.vm1 in ours
+    host = lab.container.netns_list()
+    assert lab.router.ns in host and lab.host not in host
     machine = subprocess.run(
         ["nsenter", f"--mount=/proc/{os.getpid()}/fd/{net.MACHINE_MOUNTS}", "ip", "netns", "list"],
         capture_output=True,
@@ -27,7 +30,7 @@ def test_the_machine_does_not_see_the_labs_namespaces(lab):
         check=True,
     ).stdout
     assert lab.router.ns not in machine and lab.host not in machine
-    assert not [ns for ns in ours if ns.startswith(("qrouter-", "qdhcp-")) and ns in machine]
+    assert not [ns for ns in host if ns.startswith(("qrouter-", "qdhcp-")) and ns in machine]
 
 
 def settings(keys: list[str], ns: str | None) -> dict[str, str]:
@@ -72,8 +75,10 @@ def test_the_labs_container_and_its_units_are_in_cgroups_of_its_own(lab):
     c = lab.container
     ours = os.readlink(f"/proc/{c.leader}/ns/pid")
     assert c.cgroups, "no cgroup hierarchy found"
-    units = ["ssh.service", "ooa-ovsdb-server.service", "neutron-ovs-agent.service"]
+    units = ["ssh.service", "ooa-ovsdb-server.service", "devstack@q-agt.service"]
     mains = {u: c.run("systemctl", "show", "-P", "MainPID", u).stdout.strip() for u in units}
+    # where systemd put each unit (an instance name's, devstack@q-agt, is under system-devstack.slice)
+    groups = {u: c.run("systemctl", "show", "-P", "ControlGroup", u).stdout.strip().lstrip("/") for u in units}
     assert "0" not in mains.values(), mains
     for cg in c.cgroups:
         assert lab.tag in cg.name and cg.is_dir(), cg
@@ -86,7 +91,7 @@ def test_the_labs_container_and_its_units_are_in_cgroups_of_its_own(lab):
             assert pid == c.nspawn.pid or ns == ours, f"{pid} ({held[pid]}) is not this container's"
         assert held.get(c.leader) == cg / "payload" / "init.scope"
         for unit, main in mains.items():
-            unit_cg = cg / "payload" / "system.slice" / unit
+            unit_cg = cg / "payload" / groups[unit]
             seen = [in_container(pid) for pid, d in held.items() if d == unit_cg]
             assert main in seen, f"{unit}'s main process {main} is not in {unit_cg}"
 

@@ -90,7 +90,7 @@ def test_external_gateway_made_the_neutron_objects_through_the_api(lab):
     assert api.find("ports", device_owner="network:router_gateway")[0]["id"] == lab.router.gw_port_id
     assert api.find("subnets", name="private-subnet")[0]["cidr"] == TENANT_CIDR
     # the agents built it: the router namespace has the gateway IP on the step's qg- device
-    assert f"{PROVIDER_IP}/24" in sh("ip", "-4", "-o", "addr", "show", lab.router.qg, ns=lab.router.ns).stdout
+    assert f"{PROVIDER_IP}/24" in sh("ip", "-4", "-o", "addr", "show", lab.router.qg, ns=lab.rns).stdout
 
 
 def test_external_gateway_apply_twice_equals_once(lab):
@@ -445,7 +445,7 @@ def test_apply_right_after_a_gateway_change_waits_for_the_l3_agent(clean):
     IP on it seconds after the API answered; each step waits for what it needs, and the fix works."""
     lab = clean
     old, fips = lab.change_gateway()
-    plugged = sh("ip", "link", "show", lab.router.qg, ns=lab.router.ns, check=False).returncode == 0
+    plugged = sh("ip", "link", "show", lab.router.qg, ns=lab.rns, check=False).returncode == 0
     t = time.monotonic()
     gm = lab.step("gateway-mac", "apply", lab.gateway_mac_params())
     took = time.monotonic() - t

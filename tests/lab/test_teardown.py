@@ -15,7 +15,7 @@ from onhost import remote
 from onhost.chain import parse_emitted, runs_after
 from tests.harness import command_failure
 from tests.lab.net import Lab, sh
-from tests.lab.neutron import netns_list, wait_for
+from tests.lab.neutron import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -64,16 +64,17 @@ def ours(lab: Lab, router_id: str) -> dict[str, object]:
         },
         "units": sorted(p.name for p in (lab.etc / "systemd/system").glob("openstack-on-aws-*")),
         "loaded units": sorted(  # the names only: the timer starts its service every 10 s
-            ln.split()[0] for ln in lab.ssh("systemctl list-units --all --plain --no-legend 'openstack-on-aws-*'")
-            .stdout.splitlines() if ln.strip()
+            ln.split()[0]
+            for ln in lab.ssh("systemctl list-units --all --plain --no-legend 'openstack-on-aws-*'").stdout.splitlines()
+            if ln.strip()
         ),
         "neutron": {kind: sorted(o["id"] for o in lab.neutron.api("GET", kind)[kind]) for kind in NEUTRON_KINDS},
         "br-ex": br_ex(lab),
     }
-    if ns in netns_list():
-        devices = sh("ip", "-o", "link", "show", ns=ns).stdout
+    if ns in lab.container.netns_list():
+        devices = sh("ip", "-o", "link", "show", ns=lab.container.netns_path(ns)).stdout
         found["qg"] = [ln.split("link/ether ")[1].split()[0] for ln in devices.splitlines() if ": qg-" in ln]
-        rules = sh("iptables-save", "-t", "nat", ns=ns).stdout.splitlines()
+        rules = sh("iptables-save", "-t", "nat", ns=lab.container.netns_path(ns)).stdout.splitlines()
         found["forwards"] = [ln.split(" [")[0] for ln in rules if CHAIN in ln]
     return found
 
@@ -90,7 +91,7 @@ def test_the_chain_back_to_back_as_the_engine_runs_it(lab):
     # has gone as a destroy takes it, nothing of the project at all.
     unload = lab.ssh(remote.unload(str(lab.prefix), str(lab.state)), check=False)
     assert unload.returncode == 0 and "removed" in unload.stderr, unload.stderr
-    assert not [ns for ns in netns_list() if ns.startswith("qrouter-")]
+    assert not [ns for ns in lab.container.netns_list() if ns.startswith("qrouter-")]
     empty = ours(lab, "none")
     assert empty["files"] == {} and empty["units"] == [] and empty["loaded units"] == []
     assert empty["neutron"] == {kind: [] for kind in NEUTRON_KINDS}
@@ -129,8 +130,10 @@ def test_the_chain_back_to_back_as_the_engine_runs_it(lab):
     # The next `up`: each row's command text and stdin (the ids from the state's stdout) are what
     # they were, so the engine runs nothing; and running every apply again changes nothing.
     text = commands()
-    assert {r.name: (text[r.name][0], remote.stdin(r.name, scripts, lab.row_params(r, emitted), str(lab.prefix)))
-            for r in rows} == first
+    assert {
+        r.name: (text[r.name][0], remote.stdin(r.name, scripts, lab.row_params(r, emitted), str(lab.prefix)))
+        for r in rows
+    } == first
     again, emitted_again = up("again")
     assert again == first and emitted_again == emitted
     assert ours(lab, router) == applied
@@ -145,8 +148,14 @@ def test_the_chain_back_to_back_as_the_engine_runs_it(lab):
     left = ours(lab, router)
     assert left.pop("forwards", []) == []  # if the L3 agent has not deleted the namespace yet
     left.pop("qg", None)
-    shown = {u: lab.ssh(f"systemctl show -p LoadState -p ActiveState -p SubState -p Result {u}; "
-                        f"journalctl -q -u {u} --output=short-precise | tail -n 20").stdout
-             for u in left["loaded units"]}  # type: ignore[union-attr]
+    shown = {
+        u: lab.ssh(
+            f"systemctl show -p LoadState -p ActiveState -p SubState -p Result {u}; "
+            f"journalctl -q -u {u} --output=short-precise | tail -n 20"
+        ).stdout
+        for u in left["loaded units"]
+    }  # type: ignore[union-attr]
     assert left == empty, shown  # no file, unit or Neutron object; br-ex's MAC and pins as before
-    wait_for("the L3 agent to delete the router namespace", lambda: f"qrouter-{router}" not in netns_list(), 60)
+    wait_for(
+        "the L3 agent to delete the router namespace", lambda: f"qrouter-{router}" not in lab.container.netns_list(), 60
+    )
