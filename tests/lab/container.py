@@ -157,6 +157,7 @@ class Container:
             # not configure its own NICs (ovs-vswitchd, ip, the steps' sysctl under /proc/sys/net).
             "--capability=CAP_NET_ADMIN",
             *(f"--bind={src}:{dst}" for src, dst in self.binds),
+            *(["--bind=/dev/kvm"] if kvm_usable() else []),  # the host's libvirt then offers KVM
             *(f"--bind-ro={p}" for p in self.ro_binds),
         ]
         log = open(self.work / "nspawn.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -309,6 +310,15 @@ class Container:
         for cg in self.cgroups:
             remove_cgroup(cg)
         self.timings["container stop"] = time.monotonic() - t
+
+
+def kvm_usable() -> bool:
+    """Can this machine's /dev/kvm be opened (nested virtualization offered to it)?"""
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+    except OSError:
+        return False
+    return True
 
 
 def remove_cgroup(cg: Path, timeout: float = 10) -> None:

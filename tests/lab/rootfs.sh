@@ -18,12 +18,15 @@ set -euo pipefail
 CACHE=${OOA_ROOTFS_CACHE:-/var/cache/ooa-lab}
 SUITE=bookworm
 # What the steps run over SSH (prepare-host, external-gateway, gateway-mac, port-forwards, tls-front,
-# public-endpoints), what runs inside (sshd, Open vSwitch, Apache), python3 for the lab venv (3.11,
-# as on this machine). python3-cffi-backend: cloud-init's closure misses it under --variant=minbase.
+# public-endpoints), what runs inside (sshd, Open vSwitch, Apache, Neutron's agents and what they
+# run: dnsmasq, haproxy for the metadata proxy; nova-compute's libvirt and QEMU), python3 for the lab
+# venv (3.11, as on this machine). python3-cffi-backend: cloud-init's closure misses it under
+# --variant=minbase; libpam-systemd: polkitd's (libvirt's) `default-logind | logind`, an alternative
+# debootstrap does not resolve.
 PACKAGES=(
   systemd systemd-sysv dbus iproute2 procps sudo openssh-server python3 python3-yaml python3-cffi-backend
   iptables conntrack iputils-ping openvswitch-switch dnsmasq-base jq netplan.io cloud-init apache2-bin curl openssl
-  git ca-certificates
+  git ca-certificates haproxy libvirt-daemon-system libpam-systemd qemu-system-x86 qemu-utils
 )
 # Debian's units that would start at boot what the lab starts itself (Open vSwitch, on the lab's
 # paths; apache2-bin has no unit: the lab makes a transient apache2.service), that must not touch the lab's NICs (systemd-networkd shares the lab host's network
@@ -34,6 +37,7 @@ MASKED=(
   ssh.socket
   systemd-networkd.service systemd-networkd.socket systemd-networkd-wait-online.service
   console-getty.service getty@.service
+  libvirt-guests.service
 )
 
 # cache_dir : the cache directory of this version of the script.
@@ -65,6 +69,12 @@ configure() {
   echo lab-host >"$dir/etc/hostname"
   # as Debian's installer writes it: the host's own name resolves without DNS (sudo looks it up)
   printf '127.0.0.1\tlocalhost\n127.0.1.1\tlab-host\n' >"$dir/etc/hosts"
+  # libvirtd in a container: the cgroup controllers are nspawn's, read-only inside ("Failed to
+  # create v1 controller cpu ... Read-only file system" otherwise)
+  echo 'cgroup_controllers = [ ]' >>"$dir/etc/libvirt/qemu.conf"
+  # libvirt's default network would put its own bridge, dnsmasq and NAT rules in the lab host's
+  # namespace: Nova uses Neutron's networks only (DevStack removes it too)
+  rm -f "$dir/etc/libvirt/qemu/networks/autostart/default.xml"
   apt_clean "$dir"
 }
 
@@ -82,7 +92,8 @@ build() {
   flock -w 900 8 || { echo "rootfs.sh: $CACHE/rootfs.lock held for 15 minutes" >&2; return 1; }
   if [ ! -d "$dir" ]; then
     tmp=$(mktemp -d "$dir.tmp.XXXXXX")
-    trap 'rm -rf --one-file-system "$tmp"' EXIT
+    # shellcheck disable=SC2064 # expanded now: the EXIT trap runs after build's locals are gone
+    trap "rm -rf --one-file-system '$tmp'" EXIT
     trap 'exit 1' INT TERM
     local IFS=,
     debootstrap --variant=minbase --include="${PACKAGES[*]}" "$SUITE" "$tmp" "$(mirror)" >&2
