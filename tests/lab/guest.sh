@@ -152,7 +152,7 @@ build() {
     kernel=$(download "$tmp/work/debs")
     initramfs "$tmp/work" "$kernel"
     disk "$tmp/work" "$tmp/$IMAGE"
-    for deb in "$tmp"/work/debs/*.deb; do dpkg-deb --show --showformat='${Package} ${Version}\n' "$deb"; done >"$tmp/packages"
+    for deb in "$tmp"/work/debs/*.deb; do dpkg-deb --show --showformat="\${Package} \${Version}\n" "$deb"; done >"$tmp/packages"
     rm -rf "$tmp/work"
     chmod 0755 "$tmp"
     chmod 0644 "$tmp/$IMAGE" "$tmp/packages"

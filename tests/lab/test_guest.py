@@ -98,32 +98,72 @@ def qemu(enter: list[str], accel: str, console: Path, log: Path) -> subprocess.P
     return subprocess.Popen(enter + cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def start_guest(enter: list[str], tmp: Path, stack: contextlib.ExitStack) -> tuple[str, float]:
+def start_guest(enter: list[str], tmp: Path, stack: contextlib.ExitStack) -> tuple[subprocess.Popen, str, float]:
     """QEMU under KVM if /dev/kvm is there and the boot loader shows within KVM_START seconds (nested
     KVM may fail: "failed to set MSR 0x10a", or an emulation failure that stops the guest), else
-    under TCG; the accelerator that runs and the monotonic time it started."""
+    under TCG; QEMU, the accelerator it runs with and the monotonic time it started."""
     console, log = tmp / "console.log", tmp / "qemu.log"
     if os.access("/dev/kvm", os.R_OK | os.W_OK):
         started = time.monotonic()
         p = qemu(enter, "kvm", console, log)
-        try:
-            # a failure shows at once: QEMU exits, or says so and stops the guest
-            wait_for(
-                "the boot loader or a failure under KVM",
-                lambda: p.poll() is not None or "KVM internal error" in log.read_text() or "SYSLINUX" in console.read_text(),
-                KVM_START,
-            )
+        try:  # a failure shows at once: QEMU exits, or says so and stops the guest
+            wait_for("the boot loader or a failure under KVM", lambda: p.poll() is not None or any(
+                mark in f.read_text() for f, mark in ((log, "KVM internal error"), (console, "SYSLINUX"))
+            ), KVM_START)  # fmt: skip
         except TimeoutError:
             pass
         if p.poll() is None and "SYSLINUX" in console.read_text():
             stack.callback(stop, p)
-            return "kvm", started
+            return p, "kvm", started
         stop(p)
         said = [line for line in log.read_text().splitlines() if "warning:" not in line][:2]
         print(f"\nKVM did not start the guest ({' / '.join(said) or 'no boot loader output'}): TCG")
     started = time.monotonic()
-    stack.callback(stop, qemu(enter, "tcg", console, log))
-    return "tcg", started
+    p = qemu(enter, "tcg", console, log)
+    stack.callback(stop, p)
+    return p, "tcg", started
+
+
+def spawn(stack: contextlib.ExitStack, cmd: list[str], **kwargs) -> subprocess.Popen:
+    p = subprocess.Popen(cmd, **kwargs)
+    stack.callback(stop, p)
+    return p
+
+
+def network(tmp: Path, stack: contextlib.ExitStack) -> list[str]:
+    """The guest's network namespace: tap0 at GATEWAY, dnsmasq on it, the metadata service and the
+    probe (tests/lab/guest_services.py); the command prefix that runs a command there."""
+    holder = spawn(stack, ["unshare", "--net", "sh", "-c", "echo ready; exec sleep 3600"], stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == b"ready", "unshare --net failed"
+    enter = ["nsenter", f"--net=/proc/{holder.pid}/ns/net", "--"]  # the namespace goes with its last process
+    for cmd in (
+        "ip link set lo up",
+        "ip addr add 169.254.169.254/32 dev lo",
+        "ip tuntap add dev tap0 mode tap",
+        f"ip addr add {GATEWAY}/24 dev tap0",
+        "ip link set tap0 up",
+    ):
+        subprocess.run(enter + cmd.split(), check=True, timeout=10)
+    dnsmasq = [
+        "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--user=root",
+        "--interface=tap0", "--bind-interfaces", f"--dhcp-range={GUEST_IP},{GUEST_IP},255.255.255.0,1h",
+        f"--dhcp-option=option:router,{GATEWAY}", f"--dhcp-option=option:dns-server,{GATEWAY}",
+        f"--dhcp-option=option:mtu,{MTU}", f"--host-record={PROBE_HOST},{GATEWAY}",
+        # lab.test from its own records: no IPv6 address is an empty answer, as a real resolver's,
+        # not the REFUSED of a dnsmasq without upstream servers (busybox nslookup fails on that)
+        "--local=/lab.test/", f"--dhcp-leasefile={tmp}/leases", f"--pid-file={tmp}/dnsmasq.pid",
+        f"--log-facility={tmp}/dnsmasq.log", "--log-dhcp", "--log-queries",
+    ]  # fmt: skip
+    spawn(stack, enter + dnsmasq)
+    log = tmp / "services.log"
+    services = spawn(
+        stack,
+        enter + [sys.executable, str(HERE / "guest_services.py"), str(tmp / "metadata"), GATEWAY, str(PROBE_PORT)],
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+    )
+    assert services.stdout is not None and services.stdout.readline().strip() == b"ready", log.read_text()
+    return enter
 
 
 @pytest.fixture(scope="module")
@@ -140,54 +180,24 @@ def guest(tmp_path_factory):
     (metadata / "meta-data" / "hostname").write_text(f"{HOSTNAME}.novalocal")
     (metadata / "user-data").write_text(smoke_user_data())
     with contextlib.ExitStack() as stack:
-        holder = subprocess.Popen(
-            ["unshare", "--net", "sh", "-c", "echo ready; exec sleep 3600"], stdout=subprocess.PIPE, text=True
-        )
-        stack.callback(stop, holder)  # the namespace (and the tap) go with the last process in it
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        enter = ["nsenter", f"--net=/proc/{holder.pid}/ns/net", "--"]
-        for cmd in (
-            "ip link set lo up",
-            "ip addr add 169.254.169.254/32 dev lo",
-            "ip tuntap add dev tap0 mode tap",
-            f"ip addr add {GATEWAY}/24 dev tap0",
-            "ip link set tap0 up",
-        ):
-            subprocess.run(enter + cmd.split(), check=True, timeout=10)
-        dnsmasq = subprocess.Popen(
-            enter + [
-                "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                "--user=root", "--interface=tap0", "--bind-interfaces",
-                f"--dhcp-range={GUEST_IP},{GUEST_IP},255.255.255.0,1h", f"--dhcp-option=option:router,{GATEWAY}",
-                f"--dhcp-option=option:dns-server,{GATEWAY}", f"--dhcp-option=option:mtu,{MTU}",
-                f"--host-record={PROBE_HOST},{GATEWAY}",
-                # answers for lab.test from its own records (no IPv6 address: an empty answer, as a
-                # real resolver's, not the REFUSED of a dnsmasq without upstream servers)
-                "--local=/lab.test/", f"--dhcp-leasefile={tmp}/leases",
-                f"--pid-file={tmp}/dnsmasq.pid", f"--log-facility={tmp}/dnsmasq.log", "--log-dhcp", "--log-queries",
-            ]  # fmt: skip
-        )
-        stack.callback(stop, dnsmasq)
-        services = subprocess.Popen(
-            enter + [sys.executable, str(HERE / "guest_services.py"), str(tmp / "metadata"), GATEWAY, str(PROBE_PORT)],
-            stdout=subprocess.PIPE,
-            stderr=(tmp / "services.log").open("w"),
-            text=True,
-        )
-        stack.callback(stop, services)
-        assert services.stdout is not None and services.stdout.readline().strip() == "ready", "services.log"
-
-        accel, started = start_guest(enter, tmp, stack)
+        enter = network(tmp, stack)
+        p, accel, started = start_guest(enter, tmp, stack)
         console = tmp / "console.log"
+
+        def user_data_ran() -> bool:
+            if p.poll() is not None:
+                raise AssertionError(f"QEMU ({accel}) exited {p.returncode}: {(tmp / 'qemu.log').read_text()[-500:]}")
+            return "lab-guest: user-data ran" in console.read_text()
+
         try:
-            wait_for("the guest's user data to run", lambda: "lab-guest: user-data ran" in console.read_text(), BOOT_TIMEOUT)
+            wait_for("the guest's user data to run", user_data_ran, BOOT_TIMEOUT)
         except TimeoutError as e:
             tail = "\n".join(console.read_text(errors="replace").splitlines()[-30:])
             raise AssertionError(f"{e} ({accel}); console (last 30 lines):\n{tail}") from None
         booted = Guest(enter, console, accel, time.monotonic() - started)
-        lines = booted.console()
-        kernel = next((line for line in lines if line.startswith("lab-guest: boot at")), "")
-        print(f"\nguest boot under {accel.upper()}: user data done {booted.boot_seconds:.1f} s after QEMU started ({kernel})")
+        kernel = next((line for line in booted.console() if line.startswith("lab-guest: boot at")), "")
+        print(f"\nguest boot under {accel.upper()}: user data done {booted.boot_seconds:.1f} s after QEMU started"
+              f" ({kernel})")  # fmt: skip
         yield booted
 
 
