@@ -1,21 +1,30 @@
 """The services a booted guest image meets in tests/lab/test_guest.py, run inside its network namespace:
-Nova's metadata service (EC2 paths on 169.254.169.254:80, served from a folder: an item it lacks is a
-404, as Nova answers for user data nobody gave) and the internet probe the smoke step fetches (it
-answers with the caller's address, as http://checkip.amazonaws.com/ does).
+Nova's metadata service (EC2 paths on 169.254.169.254:80, each instance's from a folder named by its
+address, as Neutron's proxy tells Nova which instance asks: an item it lacks is a 404, as Nova answers
+for user data nobody gave) and the internet probe the smoke step fetches (it answers with the
+caller's address, as http://checkip.amazonaws.com/ does).
 
-    python3 guest_services.py METADATA_FOLDER PROBE_IP PROBE_PORT
+    python3 guest_services.py METADATA_FOLDER PROBE_IP PROBE_PORT   (METADATA_FOLDER/<guest IP>/latest/...)
 
 Prints "ready" once both listen; each request is logged on stderr.
 """
 
 from __future__ import annotations
 
-import functools
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 METADATA_IP = "169.254.169.254"
+
+
+class Metadata(SimpleHTTPRequestHandler):
+    folder = "."
+
+    def do_GET(self) -> None:
+        self.directory = os.path.join(self.folder, self.client_address[0])
+        super().do_GET()
 
 
 class Probe(BaseHTTPRequestHandler):
@@ -29,8 +38,9 @@ class Probe(BaseHTTPRequestHandler):
 
 
 def main(folder: str, probe_ip: str, probe_port: str) -> None:
+    Metadata.folder = folder
     servers = [
-        ThreadingHTTPServer((METADATA_IP, 80), functools.partial(SimpleHTTPRequestHandler, directory=folder)),
+        ThreadingHTTPServer((METADATA_IP, 80), Metadata),
         ThreadingHTTPServer((probe_ip, int(probe_port)), Probe),
     ]
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
