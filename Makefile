@@ -42,7 +42,7 @@ lab-rootfs:
 	else echo "warning: not root or no debootstrap: no lab host root filesystem (the lab skips)" >&2; fi
 
 # The lab's guest disk image, a CirrOS stand-in (tests/lab/guest.sh: Debian's cloud kernel, busybox and
-# glibc from apt, about 20 s once, cached in /var/cache/ooa-lab): built here, never inside the timed
+# glibc from apt, 6-19 s once, cached in /var/cache/ooa-lab): built here, never inside the timed
 # lab. Needs root, syslinux, mtools and dosfstools; without them tests/lab/test_guest.py skips (fails
 # when CI=true).
 lab-guest:
