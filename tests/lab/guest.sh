@@ -26,7 +26,7 @@ FILES=$HERE/guest
 IMAGE=lab-guest.img
 # The cloud kernel: the virtio drivers Nova's libvirt guests use, a smaller package than the generic one.
 KERNEL_META=linux-image-cloud-amd64
-# What busybox (dynamic: busybox-static's wget crashed in a VM, static glibc's NSS) needs from libc6.
+# What busybox (Debian's dynamic build: names resolved by glibc, /etc/resolv.conf) needs from libc6.
 LIBS=(lib/x86_64-linux-gnu/libc.so.6 lib/x86_64-linux-gnu/libresolv.so.2 lib/x86_64-linux-gnu/ld-linux-x86-64.so.2)
 # The guest's drivers: the PCI transport, the NIC and the disk Nova attaches; raw sockets for udhcpc.
 # Those the kernel has built in are left out; the others come with their dependencies, in load order.
