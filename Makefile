@@ -9,7 +9,7 @@ STACK ?= dev
 LAB_PYTHON ?= /usr/bin/python3
 LAB_VENV ?= .lab-venv
 
-.PHONY: test venv lab-venv lab-rootfs lab-db up preview lab render bench lint smoke
+.PHONY: test venv lab-venv lab-rootfs lab-guest lab-db up preview lab render bench lint smoke
 
 venv: $(VENV)/.installed $(VENV)/bin/sshpin
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -41,13 +41,22 @@ lab-rootfs:
 	if [ "$$(id -u)" = 0 ] && command -v debootstrap >/dev/null; then tests/lab/rootfs.sh build >/dev/null; \
 	else echo "warning: not root or no debootstrap: no lab host root filesystem (the lab skips)" >&2; fi
 
+# The lab's guest disk image, a CirrOS stand-in (tests/lab/guest.sh: Debian's cloud kernel, busybox and
+# glibc from apt, 6-19 s once, cached in /var/cache/ooa-lab): built here, never inside the timed
+# lab. Needs root, syslinux, mtools and dosfstools; without them tests/lab/test_guest.py skips (fails
+# when CI=true).
+lab-guest:
+	if [ "$$(id -u)" = 0 ] && command -v syslinux >/dev/null && command -v mcopy >/dev/null && command -v mkfs.fat >/dev/null; \
+	then tests/lab/guest.sh build >/dev/null; \
+	else echo "warning: not root or no syslinux, mtools or dosfstools: no lab guest image (its test skips)" >&2; fi
+
 # The lab's MariaDB data folder with Neutron's and Keystone's schemas migrated once per lock file and
 # MariaDB version (tests/lab/dbcache.py; /var/cache/ooa-lab, root). Without root or the packages it warns
 # and builds nothing: the lab then says it cannot run (a failure when CI=true).
 lab-db: venv lab-venv
 	OOA_LAB_VENV=$(abspath $(LAB_VENV)) $(PY) -m tests.lab.dbcache build
 
-test: venv lab-venv lab-rootfs lab-db
+test: venv lab-venv lab-rootfs lab-guest lab-db
 	OOA_LAB_VENV=$(abspath $(LAB_VENV)) $(PY) -m pytest
 
 up: venv
