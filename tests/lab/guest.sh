@@ -146,7 +146,8 @@ build() {
   flock -w 900 8 || { echo "guest.sh: $CACHE/guest.lock held for 15 minutes" >&2; return 1; }
   if [ ! -d "$dir" ]; then
     tmp=$(mktemp -d "$dir.tmp.XXXXXX")
-    trap 'rm -rf --one-file-system "$tmp"' EXIT
+    # shellcheck disable=SC2064 # expanded now: the EXIT trap runs after build's locals are gone
+    trap "rm -rf --one-file-system '$tmp'" EXIT
     trap 'exit 1' INT TERM
     install -d "$tmp/work/debs"
     kernel=$(download "$tmp/work/debs")
