@@ -817,6 +817,9 @@ table ip ooa_sg {{
         self.registered = [(p, mac if m == old else m, i) for p, m, i in self.registered]
         self.elastic = {(eip if i == PROVIDER_IP else e): i for e, i in self.elastic.items()}
         self._vpc_rules()
+        # the VPC's router learns the ENI's new MAC at once (its own mapping); a Linux router would
+        # keep the old one for the provider IPs until its entries go stale and a probe fails
+        sh("ip", "neigh", "flush", "dev", "vbr-prov", ns=self.vpc)
 
     def restart_guests(self, timeout: float = 120) -> float:
         """What Nova does for its guests when their host has booted again (resume_guests_state_on_
