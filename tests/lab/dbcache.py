@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +48,21 @@ LAB_VENV = Path(os.environ.get("OOA_LAB_VENV", REPO / ".lab-venv"))
 CACHE = Path(os.environ.get("OOA_LAB_DB_CACHE", "/var/cache/ooa-lab"))
 LOCK_FILE = REPO / "tests" / "lab" / "requirements-lab.txt"
 DB_PASSWORD = "lab-only"  # a throw-away database on a private unix socket
-DATABASES = ("neutron", "keystone")
+# database -> its user, as DevStack names them (Nova's three databases share the user `nova`)
+DATABASES = {
+    "neutron": "neutron",
+    "keystone": "keystone",
+    "nova_api": "nova",
+    "nova_cell0": "nova",
+    "nova_cell1": "nova",
+    "placement": "placement",
+    "glance": "glance",
+}
+# Nova's cell mappings (rows in nova_api) name their cell's database and message queue. Stored as
+# Nova's URL templates, filled from the reading service's own [database] connection and
+# transport_url, they hold in every lab: each lab's MariaDB has its own socket path.
+CELL_DB_TEMPLATE = "{scheme}://{username}:{password}@{hostname}/%s?{query}"
+CELL_MQ_TEMPLATE = "{scheme}://{username}:{password}@{hostname}:{port}/{path}"
 ADMIN_PASSWORD = "Lab-Admin-Passw0rd"  # a throw-away cloud in network namespaces; DevStack's charset
 REGION = "RegionOne"
 KEY_FOLDERS = ("fernet-keys", "credential-keys")
@@ -84,9 +99,9 @@ def setup_sql() -> str:
     """The databases and their users, as DevStack makes them (one user per service)."""
     return "".join(
         f"CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8;\n"
-        f"CREATE USER IF NOT EXISTS '{db}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';\n"
-        f"GRANT ALL ON {db}.* TO '{db}'@'localhost';\n"
-        for db in DATABASES
+        f"CREATE USER IF NOT EXISTS '{user}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';\n"
+        f"GRANT ALL ON {db}.* TO '{user}'@'localhost';\n"
+        for db, user in DATABASES.items()
     )
 
 
@@ -141,7 +156,11 @@ def entry() -> Path:
 def missing() -> list[str]:
     """What keeps the cache from being built or used here (empty when it can be)."""
     problems = [f"missing binary {b}" for b in BINARIES if shutil.which(b) is None]
-    absent = [b for b in ("neutron-db-manage", "keystone-manage") if not (LAB_VENV / "bin" / b).exists()]
+    absent = [
+        b
+        for b in ("neutron-db-manage", "keystone-manage", "nova-manage", "placement-manage", "glance-manage")
+        if not (LAB_VENV / "bin" / b).exists()
+    ]
     if absent:
         problems.append(f"lab virtualenv {LAB_VENV} lacks {' '.join(absent)} (run `make lab-venv`)")
     return problems
@@ -209,30 +228,63 @@ def _migrate(base: Path) -> dict[str, float]:
             time.sleep(0.1)
         _run("mariadb", my, "-uroot", input=setup_sql())
         sock = base / "mysqld.sock"
-        url = f"mysql+pymysql://{{0}}:{DB_PASSWORD}@localhost/{{0}}?unix_socket={sock}&charset=utf8"
+
+        def url(user: str, db: str = "") -> str:
+            return f"mysql+pymysql://{user}:{DB_PASSWORD}@localhost/{db or user}?unix_socket={sock}&charset=utf8"
+
         neutron_conf, keystone_conf = base / "neutron.conf", base / "keystone.conf"
         neutron_conf.write_text(
-            "[DEFAULT]\ncore_plugin = ml2\nservice_plugins = router\n"
-            f"[database]\nconnection = {url.format('neutron')}\n"
+            f"[DEFAULT]\ncore_plugin = ml2\nservice_plugins = router\n[database]\nconnection = {url('neutron')}\n"
         )
         keep = base / "entry"
         keep.mkdir()
-        keystone_conf.write_text(keystone_conf_text(url.format("keystone"), keep))
+        keystone_conf.write_text(keystone_conf_text(url("keystone"), keep))
+        nova_conf, placement_conf, glance_conf = base / "nova.conf", base / "placement.conf", base / "glance.conf"
+        nova_conf.write_text(
+            # any broker URL: nova-manage only parses it (the cell's mapping keeps the template)
+            "[DEFAULT]\ntransport_url = rabbit://guest:guest@127.0.0.1:5672/\n"
+            f"[database]\nconnection = {url('nova', 'nova_cell1')}\n"
+            f"[api_database]\nconnection = {url('nova', 'nova_api')}\n"
+        )
+        placement_conf.write_text(f"[placement_database]\nconnection = {url('placement')}\n")
+        glance_conf.write_text(f"[database]\nconnection = {url('glance')}\n")
         env = {**os.environ, "PATH": f"{LAB_VENV}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}"}
         manage = ["keystone-manage", "--config-file", str(keystone_conf)]
         owner = ["--keystone-user", "root", "--keystone-group", "root"]
+        nova = ["nova-manage", "--config-file", str(nova_conf)]
         t = time.monotonic()
         _side_by_side(
             {
-                "neutron migrations": ["neutron-db-manage", "--config-file", str(neutron_conf), "upgrade", "heads"],
-                "keystone db_sync": [*manage, "db_sync"],
+                "neutron migrations": [["neutron-db-manage", "--config-file", str(neutron_conf), "upgrade", "heads"]],
+                "keystone db_sync": [[*manage, "db_sync"]],
+                # DevStack's init_nova (CELLSV2_SETUP=singleconductor: the main database is cell1's)
+                "nova": [
+                    [*nova, "api_db", "sync"],
+                    [*nova, "cell_v2", "map_cell0", "--database_connection", CELL_DB_TEMPLATE % "nova_cell0"],
+                    [*nova, "db", "sync"],
+                    [*nova, "db", "online_data_migrations"],
+                    [
+                        *nova,
+                        "cell_v2",
+                        "create_cell",
+                        "--name",
+                        "cell1",
+                        "--verbose",
+                        "--database_connection",
+                        CELL_DB_TEMPLATE % "nova_cell1",
+                        "--transport-url",
+                        CELL_MQ_TEMPLATE,
+                    ],
+                ],
+                "placement-manage db sync": [["placement-manage", "--config-file", str(placement_conf), "db", "sync"]],
+                "glance-manage db_sync": [["glance-manage", "--config-file", str(glance_conf), "db_sync"]],
             },
             env,
         )
-        timings["migrations (both, side by side)"] = time.monotonic() - t
+        timings["migrations (side by side)"] = time.monotonic() - t
         t = time.monotonic()
-        _side_by_side({f"keystone {k}": [*manage, k, *owner] for k in ("fernet_setup", "credential_setup")}, env)
-        _side_by_side({"keystone bootstrap": [*manage, *bootstrap_args()]}, env)  # it loads the fernet keys
+        _side_by_side({f"keystone {k}": [[*manage, k, *owner]] for k in ("fernet_setup", "credential_setup")}, env)
+        _side_by_side({"keystone bootstrap": [[*manage, *bootstrap_args()]]}, env)  # it loads the fernet keys
         timings["keystone keys and bootstrap"] = time.monotonic() - t
         _run("mariadb-admin", my, "-uroot", "shutdown")
         server.wait(timeout=60)
@@ -244,18 +296,20 @@ def _migrate(base: Path) -> dict[str, float]:
     return timings
 
 
-def _side_by_side(commands: dict[str, list[str]], env: dict[str, str]) -> None:
-    """Run the commands at once; the first failure (its name, code and output) is raised."""
-    running = {
-        name: subprocess.Popen(
-            args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for name, args in commands.items()
-    }
-    for name, p in running.items():
-        out, _ = p.communicate(timeout=600)
-        if p.returncode != 0:
-            raise RuntimeError(f"{name} failed ({p.returncode}): {out.strip()[-2000:]}")
+def _side_by_side(commands: dict[str, list[list[str]]], env: dict[str, str]) -> None:
+    """Run the named sequences at once (each one's commands in order); the first failure (its
+    command, code and output) is raised."""
+
+    def sequence(name: str) -> None:
+        for args in commands[name]:
+            p = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+            if p.returncode != 0:
+                out = (p.stdout + p.stderr).strip()[-2000:]
+                raise RuntimeError(f"{name}: {' '.join(args[:4])} ... failed ({p.returncode}): {out}")
+
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        for done in [pool.submit(sequence, name) for name in commands]:
+            done.result()
 
 
 def build() -> Path:
