@@ -41,7 +41,7 @@ lab-rootfs:
 	if [ "$$(id -u)" = 0 ] && command -v debootstrap >/dev/null; then tests/lab/rootfs.sh build >/dev/null; \
 	else echo "warning: not root or no debootstrap: no lab host root filesystem (the lab skips)" >&2; fi
 
-# The lab's MariaDB data folder with Neutron's and Keystone's schemas migrated once per lock file and
+# The lab's MariaDB data folder with the services' schemas migrated once per lock file and
 # MariaDB version (tests/lab/dbcache.py; /var/cache/ooa-lab, root). Without root or the packages it warns
 # and builds nothing: the lab then says it cannot run (a failure when CI=true).
 lab-db: venv lab-venv

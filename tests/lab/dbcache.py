@@ -1,21 +1,26 @@
-"""The lab's MariaDB data folder with Neutron's and Keystone's schemas migrated and Keystone
-bootstrapped, with Keystone's key repositories: built once, copied per lab.
+"""The lab's MariaDB data folder with the schemas of Neutron, Keystone, Nova (nova_api, nova_cell0,
+nova_cell1: cell0 and cell1 mapped), Placement and Glance migrated and Keystone bootstrapped, with
+Keystone's key repositories: built once, copied per lab.
 
-Migrating both schemas is the heaviest CPU work of a lab's build (neutron-db-manage: 142 alembic
-migrations; keystone-manage db_sync), and it gives the same result every time for the same
+Migrating the schemas is the heaviest CPU work of a lab's build (neutron-db-manage: 142 alembic
+migrations; keystone-manage db_sync; DevStack's init_nova with nova-manage: api_db sync, cell_v2
+map_cell0, db sync, db online_data_migrations, cell_v2 create_cell; placement-manage db sync;
+glance-manage db_sync), and it gives the same result every time for the same
 packages; so do Keystone's fernet and credential key setups and its bootstrap (DevStack's admin,
 project admin, RegionOne, the identity service and its public endpoint: rows only). So `make
 lab-db` (a prerequisite of `make test` and `make lab`, like the lab virtualenv) runs them once, on
 a private MariaDB exactly as the lab runs it (same my.cnf settings, same databases and users),
 shuts it down cleanly and keeps its whole data folder and both key folders under
 /var/cache/ooa-lab/db-<key> (OOA_LAB_DB_CACHE overrides the folder); each lab copies them (~0.3 s)
-instead of running mariadb-install-db, both migrations and three keystone-manage commands (measured:
-1.9 + 4.7 + 2.7 s alone for the first three, 2-3 times that in a lab build where they compete for
-the CPU). The key setups ran beside bootstrap in the lab, which raced: bootstrap fails when it loads
-the token provider before fernet_setup has made the keys; here they run in order.
+instead of running mariadb-install-db, the migrations and three keystone-manage commands (measured
+before Nova, Placement and Glance joined: 1.9 + 4.7 + 2.7 s alone for the first three, 2-3 times
+that in a lab build where they compete for the CPU; with them the cache's build takes ~35 s). The
+key setups ran beside bootstrap in the lab, which raced: bootstrap fails when it loads the token
+provider before fernet_setup has made the keys; here they run in order.
 
-What the tests prove does not change: the schema and rows are the ones neutron-db-manage and
-keystone-manage made from the pinned packages, only made earlier. The key is a hash of what decides
+What the tests prove does not change: the schema and rows are the ones the services' own tools
+made from the pinned packages, only made earlier (Nova's cell mappings as URL templates, filled from
+each lab's own nova.conf). The key is a hash of what decides
 that result: the lab's lock file (tests/lab/requirements-lab.txt), the MariaDB server's version,
 this module's text (the server settings, the SQL that makes the databases and users, the commands)
 and the bootstrap's arguments (Keystone's URL on the lab host's management IP). A key without its
@@ -174,7 +179,7 @@ def problem() -> str:
     if not (where / "data" / "mysql").is_dir():
         return (
             f"no migrated lab database for this lock file and MariaDB at {where} "
-            "(run `make lab-db`: it migrates Neutron's and Keystone's schemas and bootstraps Keystone once)"
+            "(run `make lab-db`: it migrates the services' schemas and bootstraps Keystone once)"
         )
     return ""
 
@@ -207,7 +212,7 @@ def _run(*args: str, input: str | None = None, env: dict[str, str] | None = None
 
 
 def _migrate(base: Path) -> dict[str, float]:
-    """install-db, the server, the databases and users, both migrations (side by side), Keystone's
+    """install-db, the server, the databases and users, the migrations (side by side), Keystone's
     key setups (side by side) and bootstrap, a clean shutdown; the seconds each part took. What is
     kept goes to <base>/entry (data, fernet-keys, credential-keys)."""
     timings: dict[str, float] = {}
