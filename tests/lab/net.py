@@ -1062,6 +1062,7 @@ table ip ooa_sg {{
                 os.killpg(p.pid, signal.SIGKILL)
         sh("ssh", *self.mux, "-O", "exit", f"root@{MGMT_EIP}", ns=self.inet, check=False)
         try:
+            self.timings["nova, placement, glance CPU at teardown"] = self.nova.cpu()
             self.compute.stop()
             self.neutron.down()
         finally:
