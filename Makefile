@@ -50,7 +50,7 @@ lab-guest:
 	then tests/lab/guest.sh build >/dev/null; \
 	else echo "warning: not root or no syslinux, mtools or dosfstools: no lab guest image (its test skips)" >&2; fi
 
-# The lab's MariaDB data folder with Neutron's and Keystone's schemas migrated once per lock file and
+# The lab's MariaDB data folder with the services' schemas migrated once per lock file and
 # MariaDB version (tests/lab/dbcache.py; /var/cache/ooa-lab, root). Without root or the packages it warns
 # and builds nothing: the lab then says it cannot run (a failure when CI=true).
 lab-db: venv lab-venv

@@ -1,21 +1,26 @@
-"""The lab's MariaDB data folder with Neutron's and Keystone's schemas migrated and Keystone
-bootstrapped, with Keystone's key repositories: built once, copied per lab.
+"""The lab's MariaDB data folder with the schemas of Neutron, Keystone, Nova (nova_api, nova_cell0,
+nova_cell1: cell0 and cell1 mapped), Placement and Glance migrated and Keystone bootstrapped, with
+Keystone's key repositories: built once, copied per lab.
 
-Migrating both schemas is the heaviest CPU work of a lab's build (neutron-db-manage: 142 alembic
-migrations; keystone-manage db_sync), and it gives the same result every time for the same
+Migrating the schemas is the heaviest CPU work of a lab's build (neutron-db-manage: 142 alembic
+migrations; keystone-manage db_sync; DevStack's init_nova with nova-manage: api_db sync, cell_v2
+map_cell0, db sync, db online_data_migrations, cell_v2 create_cell; placement-manage db sync;
+glance-manage db_sync), and it gives the same result every time for the same
 packages; so do Keystone's fernet and credential key setups and its bootstrap (DevStack's admin,
 project admin, RegionOne, the identity service and its public endpoint: rows only). So `make
 lab-db` (a prerequisite of `make test` and `make lab`, like the lab virtualenv) runs them once, on
 a private MariaDB exactly as the lab runs it (same my.cnf settings, same databases and users),
 shuts it down cleanly and keeps its whole data folder and both key folders under
 /var/cache/ooa-lab/db-<key> (OOA_LAB_DB_CACHE overrides the folder); each lab copies them (~0.3 s)
-instead of running mariadb-install-db, both migrations and three keystone-manage commands (measured:
-1.9 + 4.7 + 2.7 s alone for the first three, 2-3 times that in a lab build where they compete for
-the CPU). The key setups ran beside bootstrap in the lab, which raced: bootstrap fails when it loads
-the token provider before fernet_setup has made the keys; here they run in order.
+instead of running mariadb-install-db, the migrations and three keystone-manage commands (measured
+before Nova, Placement and Glance joined: 1.9 + 4.7 + 2.7 s alone for the first three, 2-3 times
+that in a lab build where they compete for the CPU; with them the cache's build takes ~35 s). The
+key setups ran beside bootstrap in the lab, which raced: bootstrap fails when it loads the token
+provider before fernet_setup has made the keys; here they run in order.
 
-What the tests prove does not change: the schema and rows are the ones neutron-db-manage and
-keystone-manage made from the pinned packages, only made earlier. The key is a hash of what decides
+What the tests prove does not change: the schema and rows are the ones the services' own tools
+made from the pinned packages, only made earlier (Nova's cell mappings as URL templates, filled from
+each lab's own nova.conf). The key is a hash of what decides
 that result: the lab's lock file (tests/lab/requirements-lab.txt), the MariaDB server's version,
 this module's text (the server settings, the SQL that makes the databases and users, the commands)
 and the bootstrap's arguments (Keystone's URL on the lab host's management IP). A key without its
@@ -40,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +53,21 @@ LAB_VENV = Path(os.environ.get("OOA_LAB_VENV", REPO / ".lab-venv"))
 CACHE = Path(os.environ.get("OOA_LAB_DB_CACHE", "/var/cache/ooa-lab"))
 LOCK_FILE = REPO / "tests" / "lab" / "requirements-lab.txt"
 DB_PASSWORD = "lab-only"  # a throw-away database on a private unix socket
-DATABASES = ("neutron", "keystone")
+# database -> its user, as DevStack names them (Nova's three databases share the user `nova`)
+DATABASES = {
+    "neutron": "neutron",
+    "keystone": "keystone",
+    "nova_api": "nova",
+    "nova_cell0": "nova",
+    "nova_cell1": "nova",
+    "placement": "placement",
+    "glance": "glance",
+}
+# Nova's cell mappings (rows in nova_api) name their cell's database and message queue. Stored as
+# Nova's URL templates, filled from the reading service's own [database] connection and
+# transport_url, they hold in every lab: each lab's MariaDB has its own socket path.
+CELL_DB_TEMPLATE = "{scheme}://{username}:{password}@{hostname}/%s?{query}"
+CELL_MQ_TEMPLATE = "{scheme}://{username}:{password}@{hostname}:{port}/{path}"
 ADMIN_PASSWORD = "Lab-Admin-Passw0rd"  # a throw-away cloud in network namespaces; DevStack's charset
 REGION = "RegionOne"
 KEY_FOLDERS = ("fernet-keys", "credential-keys")
@@ -84,9 +104,9 @@ def setup_sql() -> str:
     """The databases and their users, as DevStack makes them (one user per service)."""
     return "".join(
         f"CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8;\n"
-        f"CREATE USER IF NOT EXISTS '{db}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';\n"
-        f"GRANT ALL ON {db}.* TO '{db}'@'localhost';\n"
-        for db in DATABASES
+        f"CREATE USER IF NOT EXISTS '{user}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';\n"
+        f"GRANT ALL ON {db}.* TO '{user}'@'localhost';\n"
+        for db, user in DATABASES.items()
     )
 
 
@@ -141,7 +161,11 @@ def entry() -> Path:
 def missing() -> list[str]:
     """What keeps the cache from being built or used here (empty when it can be)."""
     problems = [f"missing binary {b}" for b in BINARIES if shutil.which(b) is None]
-    absent = [b for b in ("neutron-db-manage", "keystone-manage") if not (LAB_VENV / "bin" / b).exists()]
+    absent = [
+        b
+        for b in ("neutron-db-manage", "keystone-manage", "nova-manage", "placement-manage", "glance-manage")
+        if not (LAB_VENV / "bin" / b).exists()
+    ]
     if absent:
         problems.append(f"lab virtualenv {LAB_VENV} lacks {' '.join(absent)} (run `make lab-venv`)")
     return problems
@@ -155,7 +179,7 @@ def problem() -> str:
     if not (where / "data" / "mysql").is_dir():
         return (
             f"no migrated lab database for this lock file and MariaDB at {where} "
-            "(run `make lab-db`: it migrates Neutron's and Keystone's schemas and bootstraps Keystone once)"
+            "(run `make lab-db`: it migrates the services' schemas and bootstraps Keystone once)"
         )
     return ""
 
@@ -188,7 +212,7 @@ def _run(*args: str, input: str | None = None, env: dict[str, str] | None = None
 
 
 def _migrate(base: Path) -> dict[str, float]:
-    """install-db, the server, the databases and users, both migrations (side by side), Keystone's
+    """install-db, the server, the databases and users, the migrations (side by side), Keystone's
     key setups (side by side) and bootstrap, a clean shutdown; the seconds each part took. What is
     kept goes to <base>/entry (data, fernet-keys, credential-keys)."""
     timings: dict[str, float] = {}
@@ -209,30 +233,63 @@ def _migrate(base: Path) -> dict[str, float]:
             time.sleep(0.1)
         _run("mariadb", my, "-uroot", input=setup_sql())
         sock = base / "mysqld.sock"
-        url = f"mysql+pymysql://{{0}}:{DB_PASSWORD}@localhost/{{0}}?unix_socket={sock}&charset=utf8"
+
+        def url(user: str, db: str = "") -> str:
+            return f"mysql+pymysql://{user}:{DB_PASSWORD}@localhost/{db or user}?unix_socket={sock}&charset=utf8"
+
         neutron_conf, keystone_conf = base / "neutron.conf", base / "keystone.conf"
         neutron_conf.write_text(
-            "[DEFAULT]\ncore_plugin = ml2\nservice_plugins = router\n"
-            f"[database]\nconnection = {url.format('neutron')}\n"
+            f"[DEFAULT]\ncore_plugin = ml2\nservice_plugins = router\n[database]\nconnection = {url('neutron')}\n"
         )
         keep = base / "entry"
         keep.mkdir()
-        keystone_conf.write_text(keystone_conf_text(url.format("keystone"), keep))
+        keystone_conf.write_text(keystone_conf_text(url("keystone"), keep))
+        nova_conf, placement_conf, glance_conf = base / "nova.conf", base / "placement.conf", base / "glance.conf"
+        nova_conf.write_text(
+            # any broker URL: nova-manage only parses it (the cell's mapping keeps the template)
+            "[DEFAULT]\ntransport_url = rabbit://guest:guest@127.0.0.1:5672/\n"
+            f"[database]\nconnection = {url('nova', 'nova_cell1')}\n"
+            f"[api_database]\nconnection = {url('nova', 'nova_api')}\n"
+        )
+        placement_conf.write_text(f"[placement_database]\nconnection = {url('placement')}\n")
+        glance_conf.write_text(f"[database]\nconnection = {url('glance')}\n")
         env = {**os.environ, "PATH": f"{LAB_VENV}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}"}
         manage = ["keystone-manage", "--config-file", str(keystone_conf)]
         owner = ["--keystone-user", "root", "--keystone-group", "root"]
+        nova = ["nova-manage", "--config-file", str(nova_conf)]
         t = time.monotonic()
         _side_by_side(
             {
-                "neutron migrations": ["neutron-db-manage", "--config-file", str(neutron_conf), "upgrade", "heads"],
-                "keystone db_sync": [*manage, "db_sync"],
+                "neutron migrations": [["neutron-db-manage", "--config-file", str(neutron_conf), "upgrade", "heads"]],
+                "keystone db_sync": [[*manage, "db_sync"]],
+                # DevStack's init_nova (CELLSV2_SETUP=singleconductor: the main database is cell1's)
+                "nova": [
+                    [*nova, "api_db", "sync"],
+                    [*nova, "cell_v2", "map_cell0", "--database_connection", CELL_DB_TEMPLATE % "nova_cell0"],
+                    [*nova, "db", "sync"],
+                    [*nova, "db", "online_data_migrations"],
+                    [
+                        *nova,
+                        "cell_v2",
+                        "create_cell",
+                        "--name",
+                        "cell1",
+                        "--verbose",
+                        "--database_connection",
+                        CELL_DB_TEMPLATE % "nova_cell1",
+                        "--transport-url",
+                        CELL_MQ_TEMPLATE,
+                    ],
+                ],
+                "placement-manage db sync": [["placement-manage", "--config-file", str(placement_conf), "db", "sync"]],
+                "glance-manage db_sync": [["glance-manage", "--config-file", str(glance_conf), "db_sync"]],
             },
             env,
         )
-        timings["migrations (both, side by side)"] = time.monotonic() - t
+        timings["migrations (side by side)"] = time.monotonic() - t
         t = time.monotonic()
-        _side_by_side({f"keystone {k}": [*manage, k, *owner] for k in ("fernet_setup", "credential_setup")}, env)
-        _side_by_side({"keystone bootstrap": [*manage, *bootstrap_args()]}, env)  # it loads the fernet keys
+        _side_by_side({f"keystone {k}": [[*manage, k, *owner]] for k in ("fernet_setup", "credential_setup")}, env)
+        _side_by_side({"keystone bootstrap": [[*manage, *bootstrap_args()]]}, env)  # it loads the fernet keys
         timings["keystone keys and bootstrap"] = time.monotonic() - t
         _run("mariadb-admin", my, "-uroot", "shutdown")
         server.wait(timeout=60)
@@ -244,18 +301,20 @@ def _migrate(base: Path) -> dict[str, float]:
     return timings
 
 
-def _side_by_side(commands: dict[str, list[str]], env: dict[str, str]) -> None:
-    """Run the commands at once; the first failure (its name, code and output) is raised."""
-    running = {
-        name: subprocess.Popen(
-            args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for name, args in commands.items()
-    }
-    for name, p in running.items():
-        out, _ = p.communicate(timeout=600)
-        if p.returncode != 0:
-            raise RuntimeError(f"{name} failed ({p.returncode}): {out.strip()[-2000:]}")
+def _side_by_side(commands: dict[str, list[list[str]]], env: dict[str, str]) -> None:
+    """Run the named sequences at once (each one's commands in order); the first failure (its
+    command, code and output) is raised."""
+
+    def sequence(name: str) -> None:
+        for args in commands[name]:
+            p = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+            if p.returncode != 0:
+                out = (p.stdout + p.stderr).strip()[-2000:]
+                raise RuntimeError(f"{name}: {' '.join(args[:4])} ... failed ({p.returncode}): {out}")
+
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        for done in [pool.submit(sequence, name) for name in commands]:
+            done.result()
 
 
 def build() -> Path:

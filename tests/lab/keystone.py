@@ -296,15 +296,15 @@ IncludeOptional sites-enabled/*.conf
             raise RuntimeError(f"keystone {method} {path} -> {code or p.returncode}: {text[-500:]} {p.stderr}")
         return json.loads(text) if text.strip() else {}
 
-    def _issue(self, user: str, password: str, project: str = "admin") -> str:
-        """A project-scoped token (password method, domain Default)."""
+    def _issue(self, user: str, password: str, project: str = "admin", scope: dict | None = None) -> str:
+        """A token (password method, domain Default) scoped to the project, or to `scope`."""
         body = {
             "auth": {
                 "identity": {
                     "methods": ["password"],
                     "password": {"user": {"name": user, "domain": {"id": "default"}, "password": password}},
                 },
-                "scope": {"project": {"name": project, "domain": {"id": "default"}}},
+                "scope": scope or {"project": {"name": project, "domain": {"id": "default"}}},
             }
         }
         p = self._curl(

@@ -57,6 +57,7 @@ from onhost import remote
 from onhost.chain import Step
 from tests.lab import container, keystone, neutron
 from tests.lab.neutron import wait_for
+from tests.lab.nova import Nova
 
 INTERNET_IP = "198.51.100.10"
 VPC_OUTER_IP = "198.51.100.1"
@@ -370,6 +371,8 @@ class Lab:
         local_conf = local_conf_for(contract_for_render(self.devstack_settings, "<the lab's key>"))
         self.keystone = keystone.Keystone(self.work / "keystone", self.etc, MGMT_IP, self.neutron, local_conf)
         self.neutron.identity = self.keystone  # Neutron authenticates with the lab's real Keystone
+        # Nova's control plane, Placement and Glance, set up beside Neutron's start (tests/lab/nova.py)
+        self.nova = Nova(self.work / "nova", self.neutron, self.keystone, local_conf)
         self.router = Router("", "")
         # what the VPC knows of the ENIs: (port, MAC, IP) registrations and the Elastic IPs' targets
         self.registered = list(REGISTERED)
@@ -427,6 +430,7 @@ class Lab:
             # built; host 2 while Neutron starts.
             with ThreadPoolExecutor(max_workers=2) as pool:
                 backends = pool.submit(self.neutron.start_backends)
+                self.nova.start(backends)
                 self._build_vpc()
                 self._build_host()
                 self._build_container()
@@ -467,6 +471,8 @@ class Lab:
             self.timings.update(self.compute.timings)
             self.floating_ip(FLOATING_IP, self.vms[1])
             self._listeners()
+            self.nova.wait()
+            self.timings.update(self.nova.timings)
             self.timings["lab built"] = time.monotonic() - t0
         except BaseException:
             self.teardown()
@@ -641,6 +647,7 @@ table ip ooa_sg {{
         cli.chmod(0o755)
         self.keystone.install_scripts(bindir)
         self.keystone.write_files()
+        self.nova.write_apache(self.etc)
         self.container.boot()
 
     def _wait_sshd(self) -> None:
@@ -1155,6 +1162,7 @@ table ip ooa_sg {{
                 os.killpg(p.pid, signal.SIGKILL)
         sh("ssh", *self.mux, "-O", "exit", f"root@{MGMT_EIP}", ns=self.inet, check=False)
         try:
+            self.timings["nova, placement, glance CPU at teardown"] = self.nova.cpu()
             self.compute.stop()
             self.neutron.down()
         finally:

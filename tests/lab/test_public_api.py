@@ -30,12 +30,17 @@ from tests.test_tls_front import make_ca, make_server
 
 pytestmark = pytest.mark.lab
 
-# DevStack's catalog for the program's local.conf (KEYSTONE_ADMIN_ENDPOINT=True: the identity admin endpoint)
+# DevStack's catalog for the program's local.conf (KEYSTONE_ADMIN_ENDPOINT=True: the identity admin
+# endpoint), with Nova, Placement and Glance (tests/lab/nova.py)
 DEVSTACK_CATALOG = {
     ("identity", "public"): f"http://{MGMT_IP}/identity",
     ("identity", "admin"): f"http://{MGMT_IP}/identity",
     ("network", "public"): f"http://{MGMT_IP}/networking",
+    ("compute", "public"): f"http://{MGMT_IP}/compute/v2.1",
+    ("placement", "public"): f"http://{MGMT_IP}/placement",
+    ("image", "public"): f"http://{MGMT_IP}/image",
 }
+PUBLIC = {kind: url for (kind, interface), url in DEVSTACK_CATALOG.items() if interface == "public"}
 
 
 def ok(p: subprocess.CompletedProcess) -> dict:
@@ -212,13 +217,12 @@ def test_the_cloud_from_the_internet_over_tls_through_the_elastic_ip(lab, pki):
         assert not Path("/etc/openstack-on-aws").exists()  # the step wrote the lab host's /etc only
 
         moved = ok(lab.step("public-endpoints", "apply", lab.chain_params("public-endpoints", tls=stack)))
-        assert sorted(moved["public"]) == [f"https://{MGMT_EIP}/identity", f"https://{MGMT_EIP}/networking"]
+        https = {kind: url.replace(f"http://{MGMT_IP}", f"https://{MGMT_EIP}") for kind, url in PUBLIC.items()}
+        assert sorted(moved["public"]) == sorted(https.values())
         assert lab.keystone.endpoints() == {
-            ("identity", "public"): f"https://{MGMT_EIP}/identity",
-            ("identity", "internal"): f"http://{MGMT_IP}/identity",
             ("identity", "admin"): f"http://{MGMT_IP}/identity",
-            ("network", "public"): f"https://{MGMT_EIP}/networking",
-            ("network", "internal"): f"http://{MGMT_IP}/networking",
+            **{(kind, "public"): url for kind, url in https.items()},
+            **{(kind, "internal"): url for kind, url in PUBLIC.items()},
         }
 
         # Neutron's token validation reads the moved catalog afresh (DevStack's `interface = public`
@@ -257,6 +261,17 @@ def test_the_cloud_from_the_internet_over_tls_through_the_elastic_ip(lab, pki):
         lab.ssh(f"systemctl start {UNIT}.timer")
         assert all("-A INPUT -j OOA-PLAIN" in lines for lines in filter_tables(lab).values())
 
+        # Real Glance after the move: an upload passes its token validation and its quota check
+        # (oslo.limit), both on the admin interface the program's post-config sets; the host's own
+        # calls go through the internal endpoints, as the steps' (OS_INTERFACE=internal).
+        upload = (
+            "head -c 65536 /dev/zero >/tmp/moved.raw && OS_INTERFACE=internal openstack --os-cloud devstack-admin "
+            "image create --disk-format raw --container-format bare --file /tmp/moved.raw moved -f value -c status"
+        )
+        uploaded = lab.ssh(upload, check=False)
+        lab.ssh("OS_INTERFACE=internal openstack --os-cloud devstack-admin image delete moved", check=False)
+        assert uploaded.returncode == 0 and uploaded.stdout.strip() == "active", uploaded.stderr
+
         with_post_config, devstack_alone = (p.communicate(timeout=120) + (p.returncode,) for p in quota.values())
         assert with_post_config[2] == 0, with_post_config
         assert with_post_config[0].strip() == "[('image_count_total', 0)]", with_post_config
@@ -282,7 +297,7 @@ def test_the_cloud_from_the_internet_over_tls_through_the_elastic_ip(lab, pki):
 
         # remove: DevStack's catalog again, then the front and every file and module it added go.
         restored = ok(lab.step("public-endpoints", "remove"))
-        assert (restored["restored"], restored["internal_deleted"]) == (2, 2)
+        assert (restored["restored"], restored["internal_deleted"]) == (len(PUBLIC), len(PUBLIC))
         assert lab.keystone.endpoints() == DEVSTACK_CATALOG
         ok(lab.step("tls-front", "remove"))
         assert plain_identity(lab, lab.inet, MGMT_EIP) == "200"  # the machine as it was: port 80 open again
