@@ -365,6 +365,22 @@ IncludeOptional sites-enabled/*.conf
         }
         return "\n[keystone_authtoken]\n" + "".join(f"{k} = {v}\n" for k, v in options.items())
 
+    def nova_client(self) -> str:
+        """neutron.conf's [nova] as DevStack writes it (lib/neutron: the `nova` service user, to send
+        Nova its ports' events, network-vif-plugged among them), then the program's post-config."""
+        options = {
+            "auth_type": "password",
+            "auth_url": self.url,
+            "username": "nova",
+            "password": SERVICE_PASSWORD,
+            "user_domain_name": "Default",
+            "project_name": "service",
+            "project_domain_name": "Default",
+            "region_name": REGION,
+            **self.neutron_conf.get("nova", {}),
+        }
+        return "\n[nova]\n" + "".join(f"{k} = {v}\n" for k, v in options.items())
+
     def oslo_limit(self, post_config: bool = True) -> str:
         """glance-api.conf's [oslo_limit] as DevStack writes it (lib/glance configure_glance_quotas:
         no interface, so openstacksdk's default, public), then, with `post_config`, the program's

@@ -75,6 +75,9 @@ class Identity(Protocol):
     def authtoken(self) -> str:
         """neutron.conf's [keystone_authtoken] section."""
 
+    def nova_client(self) -> str:
+        """neutron.conf's [nova] section (how Neutron sends Nova its ports' events)."""
+
     def token(self) -> str:
         """An admin token for the lab's own API calls (waits for the setup)."""
 
@@ -323,8 +326,9 @@ dhcp_agents_per_network = 1
 router_distributed = false
 l3_ha = false
 global_physnet_mtu = {self.mtu}
-notify_nova_on_port_status_changes = false
-notify_nova_on_port_data_changes = false
+# Nova waits for its ports' network-vif-plugged events before a server goes ACTIVE (with Keystone)
+notify_nova_on_port_status_changes = {str(bool(self.identity)).lower()}
+notify_nova_on_port_data_changes = {str(bool(self.identity)).lower()}
 # a lost call (a restarted agent, a busy machine) is retried in seconds, not a minute
 rpc_response_timeout = 20
 
@@ -339,7 +343,7 @@ lock_path = {self.state}/lock
 # is retried every second instead of after 1, 3, 5 ... s (the speed of the lab's start only).
 rabbit_retry_interval = 1
 rabbit_retry_backoff = 0
-{self.identity.authtoken() if self.identity else ""}
+{self.identity.authtoken() + self.identity.nova_client() if self.identity else ""}
 [agent]
 # Everything runs as root; sudo would reset PATH (no privsep-helper) and OVS_RUNDIR.
 root_helper = env

@@ -37,11 +37,15 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.lab import keystone, neutron
 from tests.lab.dbcache import DB_PASSWORD, REGION
 from tests.lab.keystone import SERVICE_PASSWORD
 from tests.lab.neutron import AMQP_PORT, HOSTNAME, LAB_VENV, wait_for
+
+if TYPE_CHECKING:
+    from tests.lab.container import Container
 
 # service user -> (service type, its path behind the host's Apache, the catalog's URL suffix)
 SERVICES = {
@@ -57,6 +61,11 @@ GLANCE_LIMITS = {
     "image_count_uploading": 100,
 }
 PROCESSES = ("placement-api", "glance-api", "nova-api", "nova-conductor", "nova-scheduler")
+COMPUTE_UNIT = "devstack@n-cpu"  # nova-compute in the lab host, as DevStack's unit
+# The guest image (tests/lab/guest.sh) in Glance: a name with "cirros" in it, as the smoke step looks
+# for the image DevStack uploads; and DevStack's flavor for it (lib/nova create_flavors)
+GUEST_IMAGE = "lab-guest-cirros-compatible"
+GUEST_FLAVOR = ("c1", "256", "1", "1", "cirros256")  # id, RAM MB, disk GB, vCPUs, name
 CONF_FILES = {"nova": "$NOVA_CONF", "placement": "$PLACEMENT_CONF", "glance": "$GLANCE_API_CONF"}
 
 
@@ -302,6 +311,89 @@ class Nova:
             self._error = e
         finally:
             self.timings["nova, placement, glance up"] = time.monotonic() - t0
+
+    # --- nova-compute in the host ---------------------------------------------------------------
+    def compute_config(self) -> str:
+        """nova-cpu.conf as DevStack writes $NOVA_CPU_CONF for the controller's compute service:
+        the libvirt driver with QEMU's emulation (virt_type qemu: this machine's nested KVM stops
+        guests in their BIOS, tests/lab/test_guest.py; DevStack's custom Nehalem CPU, as the program's
+        local.conf has it without KVM), os-vif on the host's Open vSwitch, Placement and Neutron
+        through the catalog; no VNC (no proxy in the lab)."""
+        w = self.work
+        keystoneauth = self.keystoneauth()
+        sections = {
+            "DEFAULT": {
+                "host": HOSTNAME,
+                "compute_driver": "libvirt.LibvirtDriver",
+                "transport_url": f"rabbit://guest:guest@127.0.0.1:{AMQP_PORT}/",
+                "state_path": f"{w}/state",
+                "instances_path": f"{w}/instances",
+                "my_ip": self.host_ip,
+                "debug": "false",
+                "report_interval": "10",
+                "service_down_time": "60",
+                "log_file": f"{self.neutron.log}/nova-compute.log",
+                # Neutron's port events reach Nova on the compute service's internal endpoint (the
+                # program's [nova] endpoint_type for neutron.conf), which public-endpoints makes:
+                # without that step here, Nova boots without waiting for network-vif-plugged
+                "vif_plugging_is_fatal": "False",
+                "vif_plugging_timeout": "0",
+            },
+            "libvirt": {"virt_type": "qemu", "cpu_mode": "custom", "cpu_models": "Nehalem"},
+            "os_vif_ovs": {"ovsdb_connection": "unix:/run/openvswitch/db.sock"},
+            "vnc": {"enabled": "false"},
+            # privsep's helpers through plain sudo, not nova-rootwrap (whose filters DevStack installs
+            # in /etc/nova): sudo finds privsep-helper in /usr/local/bin
+            "workarounds": {"disable_rootwrap": "True"},
+            "oslo_concurrency": {"lock_path": f"{w}/state"},
+            "oslo_messaging_rabbit": {"rabbit_retry_interval": "1", "rabbit_retry_backoff": "0"},
+            "placement": keystoneauth,
+            "neutron": keystoneauth,
+        }
+        return render(sections, self.post_config["nova"])
+
+    def start_compute(self, host: Container) -> float:
+        """nova-compute as the host's unit (DevStack's devstack@n-cpu), its privsep helper where
+        sudo finds it (as pip puts it on a host), then, once it reports up, DevStack's
+        `cell_v2 discover_hosts`; the seconds it took."""
+        t = time.monotonic()
+        conf = self.etc / "nova-cpu.conf"
+        conf.write_text(self.compute_config())
+        (self.work / "instances").mkdir(exist_ok=True)
+        for name in ("privsep-helper", "nova-rootwrap"):
+            link = host.root / "usr/local/bin" / name
+            if not link.is_symlink():
+                link.symlink_to(LAB_VENV / "bin" / name)
+        env = {"PATH": f"{LAB_VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        binary = str(LAB_VENV / "bin" / "nova-compute")
+        host.unit(
+            COMPUTE_UNIT,
+            binary,
+            "--config-file",
+            str(conf),
+            env=env,
+            output=self.neutron.log / "n-cpu.out",
+            stop_timeout=3,
+            kill_mode="process",
+        )
+        # discover_hosts maps the compute *nodes* it finds: a node's record comes with the resource
+        # tracker's first update, seconds after the service reports up, just before its resource
+        # provider in Placement (the API lists no hypervisor before the host is mapped)
+        wait_for("nova-compute's resource provider in Placement", self.provider_listed, 120, every=0.5)
+        self.manage("cell_v2", "discover_hosts")
+        hosts = self.manage("cell_v2", "list_hosts").stdout
+        if f" {HOSTNAME} " not in hosts:
+            raise RuntimeError(f"discover_hosts did not map {HOSTNAME}: {hosts}")
+        self.timings["nova-compute up"] = time.monotonic() - t
+        return self.timings["nova-compute up"]
+
+    def provider_listed(self) -> bool:
+        return bool(self.api("placement", "GET", f"/resource_providers?name={HOSTNAME}")["resource_providers"])
+
+    def service_up(self, binary: str) -> bool:
+        return any(
+            s["binary"] == binary and s["state"] == "up" for s in self.api("nova", "GET", "/os-services")["services"]
+        )
 
     def services_up(self) -> bool:
         listed = self.api("nova", "GET", "/os-services")["services"]

@@ -5,10 +5,15 @@ host's Apache), their databases migrated by their own tools."""
 from __future__ import annotations
 
 import json
+import shutil
+import time
 
 import pytest
 
 from tests.lab.net import CLOUD, MGMT_IP, Lab
+from tests.lab.neutron import wait_for
+from tests.lab.nova import GUEST_FLAVOR, GUEST_IMAGE
+from tests.lab.test_guest import image as guest_image
 
 pytestmark = pytest.mark.lab
 
@@ -78,3 +83,40 @@ def test_the_cells_are_cell0_and_cell1_and_the_control_services_are_up(lab):
     for binary in ("nova-conductor", "nova-scheduler"):
         assert services[(binary, "lab-host")]["State"] == "up", services
         assert services[(binary, "lab-host")]["Status"] == "enabled"
+
+
+def test_nova_boots_the_guest_on_the_tenant_network(lab):
+    """nova-compute in the host (libvirt, QEMU's emulation) boots the guest image from Glance on the
+    tenant network: the server goes ACTIVE, its console log (the serial output Nova reads back)
+    shows the lease Neutron's dnsmasq gave it at its port's address, and it answers ping from the
+    router's namespace; deleted, it leaves no port behind."""
+    print(f"nova-compute up and discovered: {lab.nova.start_compute(lab.container):.1f} s")
+    image = lab.work / "lab-guest.img"
+    shutil.copy(guest_image(), image)
+    made = cli(lab, f"image create --disk-format raw --container-format bare --public --file {image} {GUEST_IMAGE}")
+    assert made["status"] == "active"
+    flavor_id, ram, disk, vcpus, flavor = GUEST_FLAVOR
+    cli(lab, f"flavor create --id {flavor_id} --ram {ram} --disk {disk} --vcpus {vcpus} {flavor}")
+    t = time.monotonic()
+    server = cli(lab, f"server create --image {GUEST_IMAGE} --flavor {flavor} --network private lab-nova-vm")
+    try:
+
+        def active() -> bool:
+            server.update(cli(lab, "server show lab-nova-vm"))
+            assert server["status"] != "ERROR", server.get("fault")
+            return server["status"] == "ACTIVE"
+
+        wait_for("the server ACTIVE", active, 240, every=2)
+        ip = next(iter(server["addresses"].values()))[0] if isinstance(server["addresses"], dict) else ""
+        print(f"server ACTIVE {time.monotonic() - t:.1f} s after create; addresses {server['addresses']}")
+
+        def leased() -> bool:
+            log = lab.ssh(f"openstack --os-cloud {CLOUD} console log show lab-nova-vm", check=False).stdout
+            return f"lab-guest: dhcp ok {ip}" in log
+
+        wait_for(f"the guest's DHCP lease {ip} in its console log", leased, 240, every=3)
+        print(f"the guest has its lease {time.monotonic() - t:.1f} s after create")
+        wait_for(f"the guest {ip} to answer ping from the router", lambda: lab.ping(lab.rns, ip), 60, every=1)
+    finally:
+        lab.ssh(f"openstack --os-cloud {CLOUD} server delete --wait lab-nova-vm", check=False, timeout=300)
+    assert lab.neutron.find("ports", device_id=server["id"]) == []
