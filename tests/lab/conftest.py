@@ -20,12 +20,7 @@ _timings: dict[str, float] = {}
 # is the lab's own, not the rest of the suite's.
 @pytest.fixture(scope="package")
 def lab():
-    problems = prerequisites()
-    if problems:
-        reason = "the lab cannot run here: " + "; ".join(problems)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI=true: a missing prerequisite is a failure, not a skip)")
-        pytest.skip(reason)
+    cannot_run("the lab", prerequisites())
     _started.append(time.monotonic())
     built = Lab()
     try:
@@ -36,6 +31,17 @@ def lab():
         built.teardown()
         _timings.update(built.timings)  # with what the tests measured (prepare-host, the re-apply timer)
         _finished.append(time.monotonic())
+
+
+def cannot_run(what: str, problems: list[str]) -> None:
+    """Skip the tests that need `what` when `problems` keep it from running here; fail under CI=true,
+    where every prerequisite is installed by .ci/run and a missing one is a defect."""
+    if not problems:
+        return
+    reason = f"{what} cannot run here: " + "; ".join(problems)
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: a missing prerequisite is a failure, not a skip)")
+    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -365,20 +365,23 @@ IncludeOptional sites-enabled/*.conf
         }
         return "\n[keystone_authtoken]\n" + "".join(f"{k} = {v}\n" for k, v in options.items())
 
-    def nova_client(self) -> str:
-        """neutron.conf's [nova] as DevStack writes it (lib/neutron: the `nova` service user, to send
-        Nova its ports' events, network-vif-plugged among them), then the program's post-config."""
-        options = {
+    def keystoneauth(self, user: str) -> dict[str, str]:
+        """A client section as DevStack's configure_keystoneauth writes it, for service user `user`."""
+        return {
             "auth_type": "password",
             "auth_url": self.url,
-            "username": "nova",
+            "username": user,
             "password": SERVICE_PASSWORD,
             "user_domain_name": "Default",
             "project_name": "service",
             "project_domain_name": "Default",
             "region_name": REGION,
-            **self.neutron_conf.get("nova", {}),
         }
+
+    def nova_client(self) -> str:
+        """neutron.conf's [nova] as DevStack writes it (lib/neutron: the `nova` service user, to send
+        Nova its ports' events, network-vif-plugged among them), then the program's post-config."""
+        options = {**self.keystoneauth("nova"), **self.neutron_conf.get("nova", {})}
         return "\n[nova]\n" + "".join(f"{k} = {v}\n" for k, v in options.items())
 
     def oslo_limit(self, post_config: bool = True) -> str:

@@ -38,12 +38,14 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pulumi
 from pulumi.runtime.sync_await import _sync_await
@@ -54,7 +56,7 @@ from components.openstack import TlsParts, args_from_settings, local_conf_for, s
 from config.ingress import MANAGEMENT_PORTS
 from config.settings import NAMESPACE, Settings, load_settings
 from onhost import remote
-from onhost.chain import Step
+from onhost.chain import PROBE_URL, Step
 from tests.lab import container, keystone, neutron
 from tests.lab.neutron import wait_for
 from tests.lab.nova import Nova
@@ -88,6 +90,7 @@ REGISTERED = [
     ("p-prov", PROVIDER_MAC, COMPUTE_FIP),
     ("p-peer", PEER_MAC, PEER_IP),
 ]
+PROBE_HOST = urlsplit(PROBE_URL).hostname  # the smoke step's probe (checkip.amazonaws.com)
 CLOUD = "devstack-admin"  # DevStack's admin cloud in /etc/openstack/clouds.yaml (tests/lab/keystone.py)
 PROVIDER_MTU = 9001  # an ENA ENI's link, management and provider (and VPC peering); the internet path is 1500
 BULK = 4 * 1024 * 1024  # bytes each bulk transfer moves (listeners on the VMs' port 9000 / 9001)
@@ -755,6 +758,28 @@ table ip ooa_sg {{
     def _listeners(self) -> None:
         """Tenant services and an internet service that tells each client its source address."""
         self.spawn(self.inet, "socat", "TCP-LISTEN:8000,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR")
+        # The smoke step's probe (checkip.amazonaws.com): HTTP on the internet's address, answering
+        # with the caller's address; the VPC's resolver (the provider subnet's DNS server here)
+        # answers its name with that address.
+        probe = self.work / "probe.sh"  # a file: socat's address syntax would eat the quotes and escapes
+        probe.write_text(
+            "#!/bin/sh\nread -r _\n"
+            "printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n%s\\n' \"$SOCAT_PEERADDR\"\n"
+        )
+        probe.chmod(0o755)
+        self.spawn(self.inet, "socat", "TCP-LISTEN:80,reuseaddr,fork", f"EXEC:{probe}")
+        self.spawn(
+            self.vpc,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            f"--listen-address={PROVIDER_GW}",
+            f"--address=/{PROBE_HOST}/{INTERNET_IP}",
+            f"--local=/{PROBE_HOST}/",  # its AAAA: no data (not REFUSED, which fails a lookup of both)
+            f"--pid-file={self.work}/vpc-dns.pid",
+        )
         for vm in self.vms:
             for port in (22, 80):
                 self.spawn(
@@ -774,11 +799,6 @@ table ip ooa_sg {{
         """Stop the agents together (SIGTERM, SIGKILL after a grace period), start them together;
         the seconds until each has done its full resync (its own log says so)."""
         api = self.neutron
-        binary = {
-            "ovs-agent": "neutron-openvswitch-agent",
-            "l3-agent": "neutron-l3-agent",
-            "dhcp-agent": "neutron-dhcp-agent",
-        }
         t = time.monotonic()
         # neutron-openvswitch-agent 28.0.2 does not exit on SIGTERM (it blocks in oslo.messaging: the
         # reference's pitfalls): a grace period only delays its SIGKILL, so it gets none.
@@ -796,6 +816,9 @@ table ip ooa_sg {{
                 return f"Finished a router update for {self.router.router_id}" in text
             if agent == "dhcp-agent":
                 return "Synchronizing state complete" in text
+            if agent == "metadata-agent":  # it serves the routers' proxies on its socket
+                with socket.socket(socket.AF_UNIX) as sock:
+                    return sock.connect_ex(str(api.state / "metadata_proxy")) == 0
             # Not "Agent out of sync with plugin!": that starts the resync. The first iteration
             # re-wires every port, then drops the flows of the old run ("cleanup stale flows"):
             # until it completes, the ports' security-group flows are being replaced and a lone
@@ -804,7 +827,7 @@ table ip ooa_sg {{
             return bool(cleaned) and "completed. Processed ports statistics" in rest
 
         for agent in agents:
-            wait_for(f"{binary[agent]} to resync", lambda a=agent: resynced(a), 90)  # type: ignore[misc]
+            wait_for(f"{api.agent_args(agent)[0]} to resync", lambda a=agent: resynced(a), 90)  # type: ignore[misc]
         return time.monotonic() - t
 
     def new_instance(self, provider_mac: str, provider_eip: str) -> None:

@@ -46,9 +46,17 @@ API_PORT, AMQP_PORT, EPMD_PORT, DIST_PORT = 19696, 17672, 17369, 17673
 API = f"http://127.0.0.1:{API_PORT}"
 HOSTNAME = "lab-host"
 PHYSNET = "public"
-AGENTS = ("ovs-agent", "l3-agent", "dhcp-agent")
+AGENTS = ("ovs-agent", "l3-agent", "dhcp-agent", "metadata-agent")
+# The secret Nova's metadata API and Neutron's metadata agent share (DevStack's METADATA_PROXY_SHARED_SECRET)
+METADATA_SECRET = "lab-metadata-secret"
+METADATA_PORT = 8775  # Nova's metadata API in the host, where the metadata agent sends the guests' requests
 # The agents as DevStack's units name them: in the lab host, when it is a machine (`Neutron.host`).
-UNITS = {"ovs-agent": "devstack@q-agt", "l3-agent": "devstack@q-l3", "dhcp-agent": "devstack@q-dhcp"}
+UNITS = {
+    "ovs-agent": "devstack@q-agt",
+    "l3-agent": "devstack@q-l3",
+    "dhcp-agent": "devstack@q-dhcp",
+    "metadata-agent": "devstack@q-meta",
+}
 BINARIES = ["mariadbd", "mariadb-install-db", "mariadb", "epmd", "dnsmasq", "curl", "busybox", "conntrack"]
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 # not /usr/sbin/rabbitmqctl: that one switches to the rabbitmq user and its Erlang cookie
@@ -370,7 +378,8 @@ vni_ranges = 1001:2000
             "l3_agent.ini": f"""[DEFAULT]
 interface_driver = openvswitch
 agent_mode = legacy
-enable_metadata_proxy = false
+# the router's haproxy on 169.254.169.254:80 -> the metadata agent's socket -> Nova's metadata API
+enable_metadata_proxy = true
 # The first full sync after a start (a restart's resync) waits a random 0-5 s by default, so that
 # many agents do not hit the server at once; one agent here: no wait (convergence speed only).
 periodic_fuzzy_delay = 0
@@ -378,6 +387,12 @@ periodic_fuzzy_delay = 0
 [ovs]
 datapath_type = netdev
 ovsdb_connection = {ovsdb}
+""",
+            "metadata_agent.ini": f"""[DEFAULT]
+nova_metadata_host = 127.0.0.1
+nova_metadata_port = {METADATA_PORT}
+metadata_proxy_shared_secret = {METADATA_SECRET}
+metadata_workers = 1
 """,
             "dhcp_agent.ini": f"""[DEFAULT]
 interface_driver = openvswitch
@@ -440,16 +455,14 @@ ovsdb_connection = {ovsdb}
 
     # --- up / down -----------------------------------------------------------------------------
     def agent_args(self, agent: str) -> list[str]:
-        ini = {"ovs-agent": "openvswitch_agent.ini", "l3-agent": "l3_agent.ini", "dhcp-agent": "dhcp_agent.ini"}
-        binary = {"ovs-agent": "neutron-openvswitch-agent", "l3-agent": "neutron-l3-agent"}.get(
-            agent, "neutron-dhcp-agent"
-        )
+        ini = f"{agent.split('-')[0].replace('ovs', 'openvswitch')}_agent.ini"
+        binary = f"neutron-{agent.replace('ovs-', 'openvswitch-')}"
         return [
             binary,
             "--config-file",
             f"{self.etc}/neutron.conf",
             "--config-file",
-            f"{self.etc}/{ini[agent]}",
+            f"{self.etc}/{ini}",
             "--log-file",
             f"{self.log}/{agent}.log",
         ]
@@ -523,7 +536,7 @@ ovsdb_connection = {ovsdb}
             self.start_agent(agent)
         wait_for("the neutron API", lambda: bool(self.api("GET", "networks") is not None), 120)
         self.timings["api answering"] = time.monotonic() - self.t0
-        wait_for("three agents alive", lambda: self.agents_alive() == 3, 120)
+        wait_for(f"{len(AGENTS)} agents alive", lambda: self.agents_alive() == len(AGENTS), 120)
         self.timings["neutron up"] = time.monotonic() - self.t0
 
     def down(self) -> None:

@@ -60,7 +60,7 @@ GLANCE_LIMITS = {
     "image_count_total": 100,
     "image_count_uploading": 100,
 }
-PROCESSES = ("placement-api", "glance-api", "nova-api", "nova-conductor", "nova-scheduler")
+PROCESSES = ("placement-api", "glance-api", "nova-api", "nova-metadata", "nova-conductor", "nova-scheduler")
 COMPUTE_UNIT = "devstack@n-cpu"  # nova-compute in the lab host, as DevStack's unit
 # The guest image (tests/lab/guest.sh) in Glance: a name with "cirros" in it, as the smoke step looks
 # for the image DevStack uploads; and DevStack's flavor for it (lib/nova create_flavors)
@@ -135,17 +135,7 @@ class Nova:
 
     def keystoneauth(self) -> dict[str, str]:
         """A client section as DevStack's configure_keystoneauth writes it (Nova's user)."""
-        return {
-            "auth_type": "password",
-            "auth_url": self.keystone.url,
-            "username": "nova",
-            "password": SERVICE_PASSWORD,
-            "user_domain_name": "Default",
-            "project_name": "service",
-            "project_domain_name": "Default",
-            "region_name": REGION,
-            "interface": "public",
-        }
+        return {**self.keystone.keystoneauth("nova"), "interface": "public"}
 
     def write_config(self) -> None:
         w, etc, log = self.work, self.etc, self.neutron.log
@@ -180,7 +170,13 @@ class Nova:
             "upgrade_levels": {"compute": "auto"},
             "keystone_authtoken": self.authtoken("nova"),
             "placement": self.keystoneauth(),
-            "neutron": {**self.keystoneauth(), "default_floating_pool": "public"},
+            "neutron": {
+                **self.keystoneauth(),
+                "default_floating_pool": "public",
+                # the metadata API trusts what Neutron's metadata agent signs (DevStack's q-meta)
+                "service_metadata_proxy": "True",
+                "metadata_proxy_shared_secret": neutron.METADATA_SECRET,
+            },
         }
         placement = {
             "DEFAULT": {"debug": "false", "log_file": f"{log}/placement-api.log"},
@@ -235,6 +231,10 @@ class Nova:
         modules = {"nova": "nova.wsgi.osapi_compute", "placement": "placement.wsgi.api", "glance": "glance.wsgi.api"}
         for user, module in modules.items():
             (etc / f"{user}-api-uwsgi.ini").write_text(neutron.uwsgi_ini(self.sockets[user], etc, module))
+        # Nova's metadata API as DevStack's n-api-meta: uWSGI on its own port (8775), for the agent
+        listen = f"http-socket = 127.0.0.1:{neutron.METADATA_PORT}\n"
+        ini = neutron.uwsgi_ini(w / "nova-metadata.socket", etc, "nova.wsgi.metadata", listen)
+        (etc / "nova-metadata-uwsgi.ini").write_text(ini)
 
     def env(self) -> dict[str, str]:
         """Where the WSGI apps find their files (each reads its own variables)."""
@@ -298,6 +298,7 @@ class Nova:
             env, etc = self.env(), self.etc
             for user in SERVICES:
                 self.neutron.start(f"{user}-api", "uwsgi", "--ini", f"{etc}/{user}-api-uwsgi.ini", env=env)
+            self.neutron.start("nova-metadata", "uwsgi", "--ini", f"{etc}/nova-metadata-uwsgi.ini", env=env)
             for daemon in ("conductor", "scheduler"):
                 log = f"{self.neutron.log}/nova-{daemon}.log"
                 self.neutron.start(
