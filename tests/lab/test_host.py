@@ -11,6 +11,7 @@ import pytest
 
 from tests.lab.container import kvm_usable
 from tests.lab.net import MGMT_IP, MGMT_MAC, PROVIDER_MAC, sh
+from tests.lab.neutron import UNITS
 
 pytestmark = pytest.mark.lab
 
@@ -19,9 +20,7 @@ HOST_UNITS = (
     "ooa-ovsdb-server.service",
     "ooa-ovs-vswitchd.service",
     "apache2.service",
-    "devstack@q-agt.service",
-    "devstack@q-l3.service",
-    "devstack@q-dhcp.service",
+    *(f"{unit}.service" for unit in UNITS.values()),  # Neutron's agents, as DevStack's units
 )
 # cloud-init's network config on an EC2 instance with two ENIs (what prepare-host edits): each NIC
 # matched by its MAC, with DHCP.
@@ -170,7 +169,7 @@ units="devstack@n-cpu devstack@n-cond devstack@keystone devstack@q-agt ooa-rabbi
 states=$(systemctl is-active $units | tr '\\n' ' ')
 echo "begin: $states" >/opt/stack/clean.record
 sudo systemctl stop ooa-rabbitmq
-for s in n-cond keystone n-cpu q-agt q-l3 q-dhcp; do
+for s in n-cond keystone n-cpu q-agt q-l3 q-dhcp q-meta; do
   if sudo systemctl is-enabled -q "devstack@$s.service"; then
     sudo systemctl stop "devstack@$s.service"
     sudo systemctl disable -q "devstack@$s.service"
@@ -214,7 +213,8 @@ def test_install_openstack_remove_does_not_wait_out_devstacks_stop_timeouts(lab)
         assert p.returncode == 0, p.stderr
         assert took < 60  # the grace and clean.sh, not the OVS agent's 300 s stop timeout
         assert p.stderr.splitlines() == [
-            "[install-openstack] stopping DevStack's services (6 devstack@ units; SIGKILL after 10s)",
+            f"[install-openstack] stopping DevStack's services ({len(DEVSTACK_UNITS) + len(UNITS)} devstack@ units;"
+            " SIGKILL after 10s)",
             "[install-openstack] still running after 10s, SIGKILL: devstack@n-cpu.service",
             "[install-openstack] running DevStack's clean.sh",
             "[install-openstack] removed",
