@@ -958,11 +958,12 @@ table ip ooa_sg {{
         )
 
     def step(
-        self, step: str, action: str, params: dict | None = None, env: dict | None = None
+        self, step: str, action: str, params: dict | None = None, env: dict | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess:
         """The exact command text Pulumi sends for the step (with `env`), run over SSH with the params
         on stdin (the scripts it runs are the ones the lab's upload row installed when it was built)."""
-        return self.ssh(self.command(step, action, env), input=remote.params(params or {}), check=False)
+        command = self.command(step, action, env)
+        return self.ssh(command, input=remote.params(params or {}), check=False, timeout=timeout)
 
     def command(self, step: str, action: str, env: dict | None = None) -> str:
         """The step's command text, with the lab's prefix and state folders."""

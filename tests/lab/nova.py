@@ -61,6 +61,8 @@ GLANCE_LIMITS = {
     "image_count_uploading": 100,
 }
 PROCESSES = ("placement-api", "glance-api", "nova-api", "nova-metadata", "nova-conductor", "nova-scheduler")
+TRANSPORT = f"rabbit://guest:guest@127.0.0.1:{AMQP_PORT}/"  # the lab's RabbitMQ, on the host's loopback
+RABBIT = {"rabbit_retry_interval": "1", "rabbit_retry_backoff": "0"}  # as neutron.conf: RabbitMQ may still boot
 COMPUTE_UNIT = "devstack@n-cpu"  # nova-compute in the lab host, as DevStack's unit
 # The guest image (tests/lab/guest.sh) in Glance: a name with "cirros" in it, as the smoke step looks
 # for the image DevStack uploads; and DevStack's flavor for it (lib/nova create_flavors)
@@ -141,8 +143,7 @@ class Nova:
         w, etc, log = self.work, self.etc, self.neutron.log
         for d in (etc, w / "state", w / "images", w / "image-cache"):
             d.mkdir(parents=True, exist_ok=True)
-        rabbit = {"rabbit_retry_interval": "1", "rabbit_retry_backoff": "0"}  # as neutron.conf: RabbitMQ may still boot
-        transport = f"rabbit://guest:guest@127.0.0.1:{AMQP_PORT}/"
+        rabbit, transport = RABBIT, TRANSPORT
         nova = {
             "DEFAULT": {
                 "host": HOSTNAME,
@@ -326,7 +327,7 @@ class Nova:
             "DEFAULT": {
                 "host": HOSTNAME,
                 "compute_driver": "libvirt.LibvirtDriver",
-                "transport_url": f"rabbit://guest:guest@127.0.0.1:{AMQP_PORT}/",
+                "transport_url": TRANSPORT,
                 "state_path": f"{w}/state",
                 "instances_path": f"{w}/instances",
                 "my_ip": self.host_ip,
@@ -347,7 +348,7 @@ class Nova:
             # in /etc/nova): sudo finds privsep-helper in /usr/local/bin
             "workarounds": {"disable_rootwrap": "True"},
             "oslo_concurrency": {"lock_path": f"{w}/state"},
-            "oslo_messaging_rabbit": {"rabbit_retry_interval": "1", "rabbit_retry_backoff": "0"},
+            "oslo_messaging_rabbit": RABBIT,
             "placement": keystoneauth,
             "neutron": keystoneauth,
         }
@@ -361,11 +362,10 @@ class Nova:
         conf = self.etc / "nova-cpu.conf"
         conf.write_text(self.compute_config())
         (self.work / "instances").mkdir(exist_ok=True)
-        for name in ("privsep-helper", "nova-rootwrap"):
-            link = host.root / "usr/local/bin" / name
-            if not link.is_symlink():
-                link.symlink_to(LAB_VENV / "bin" / name)
-        env = {"PATH": f"{LAB_VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        link = host.root / "usr/local/bin/privsep-helper"  # no nova-rootwrap: disable_rootwrap
+        if not link.is_symlink():
+            link.symlink_to(LAB_VENV / "bin" / "privsep-helper")
+        env = {"PATH": self.neutron.env()["PATH"]}
         binary = str(LAB_VENV / "bin" / "nova-compute")
         host.unit(
             COMPUTE_UNIT,
@@ -390,11 +390,6 @@ class Nova:
 
     def provider_listed(self) -> bool:
         return bool(self.api("placement", "GET", f"/resource_providers?name={HOSTNAME}")["resource_providers"])
-
-    def service_up(self, binary: str) -> bool:
-        return any(
-            s["binary"] == binary and s["state"] == "up" for s in self.api("nova", "GET", "/os-services")["services"]
-        )
 
     def services_up(self) -> bool:
         listed = self.api("nova", "GET", "/os-services")["services"]

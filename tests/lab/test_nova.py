@@ -12,7 +12,6 @@ import time
 import pytest
 
 from components.openstack import TlsParts
-from onhost import remote
 from tests.lab.net import CLOUD, MGMT_EIP, MGMT_IP, PROVIDER_EIP, Lab
 from tests.lab.nova import GUEST_FLAVOR, GUEST_IMAGE
 from tests.lab.test_guest import image as guest_image
@@ -106,8 +105,7 @@ def smoke(lab: Lab, action: str) -> subprocess.CompletedProcess:
     """The smoke step's `action` with the exact command text and stdin the program builds for the
     lab's DevStack stack (its router ids as external-gateway printed them)."""
     tls = TlsParts(MGMT_EIP, "<CA>", "<certificate>", "<key>", encode=False)  # smoke has no TLS parameter
-    params = remote.params(lab.chain_params("smoke", tls=tls))
-    return lab.ssh(lab.command("smoke", action), input=params, check=False, timeout=900)  # the row's is 25 min
+    return lab.step("smoke", action, lab.chain_params("smoke", tls=tls), timeout=900)  # the row's is 25 min
 
 
 def test_the_smoke_step_passes_through_the_fix_against_real_nova(nova_guests, clean):
