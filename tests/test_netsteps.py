@@ -475,3 +475,19 @@ def test_apply_refuses_a_bad_router_wait(net, step):
     p = net.step(step, "apply", params, env={"OOA_ROUTER_WAIT": "soon"})
     assert p.returncode != 0 and "OOA_ROUTER_WAIT is not a number of seconds: 'soon'" in p.stderr
     assert not (net.state / step).exists()
+
+
+def test_the_wait_for_the_l3_agent_says_what_it_waits_for_even_when_its_first_check_outlasts_the_bound():
+    """On a busy host the first look at the router namespace can take longer than OOA_ROUTER_WAIT:
+    the step still logs what it waits for before it gives up naming it."""
+    script = (
+        "set -euo pipefail; OOA_STEP=port-forwards; . onhost/steps/lib.sh; "
+        'missing() { sleep 1.1; echo "gateway IP 10.0.2.10 is not on any device"; }; await_targets'
+    )
+    env = {**os.environ, "OOA_ROUTER_WAIT": "1"}
+    p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+    assert p.returncode == 1
+    assert p.stderr.splitlines() == [
+        "[port-forwards] waiting up to 1 s for Neutron's L3 agent: gateway IP 10.0.2.10 is not on any device",
+        "[port-forwards] error: gateway IP 10.0.2.10 is not on any device (waited 1 s for Neutron's L3 agent)",
+    ], p.stderr

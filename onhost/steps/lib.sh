@@ -99,11 +99,12 @@ await_targets() {
   while :; do
     problem=$(missing)
     [ -n "$problem" ] || return 0
-    ((SECONDS - start < bound)) || die "$problem (waited $((SECONDS - start)) s for Neutron's L3 agent)"
+    # said before the bound is checked: a first check slower than the bound still says what it waited for
     if [ "$problem" != "$last" ] || ((SECONDS - start >= next)); then
       log "waiting up to $bound s for Neutron's L3 agent: $problem"
       last=$problem next=$((SECONDS - start + 10))
     fi
+    ((SECONDS - start < bound)) || die "$problem (waited $((SECONDS - start)) s for Neutron's L3 agent)"
     sleep 1
   done
 }
