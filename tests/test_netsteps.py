@@ -493,6 +493,7 @@ def test_the_wait_for_the_l3_agent_says_what_it_waits_for_even_when_its_first_ch
     )
     # bash's SECONDS counts whole seconds: a 1.1 s check can span two of them
     assert re.fullmatch(
-        r"\[port-forwards\] error: gateway IP 10\.0\.2\.10 is not on any device \(waited [12] s for Neutron's L3 agent\)",
+        r"\[port-forwards\] error: gateway IP 10\.0\.2\.10 is not on any device "
+        r"\(waited [12] s for Neutron's L3 agent\)",
         error,
     ), p.stderr

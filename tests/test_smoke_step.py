@@ -85,10 +85,9 @@ elif cmd.startswith("port create"):
     fixed = opt("--fixed-ip")
     ip = fixed.split("=", 1)[1] if fixed else "192.168.100.77"
     pid = "port-%d" % len(st["log_ids"]); st["log_ids"].append(1)
-    st["ports"].append({"id": pid, "name": words[2], "ip": ip}); save(); print(pid)
-elif cmd.startswith("port show"):
-    p = [p for p in st["ports"] if p["id"] == words[2]][0]
-    print(json.dumps({"fixed_ips": [{"subnet_id": "s1", "ip_address": p["ip"]}]}))
+    st["ports"].append({"id": pid, "name": words[2], "ip": ip}); save()
+    assert opt("-f") == "json", "the port's ID and address from one call"
+    print(json.dumps({"id": pid, "fixed_ips": [{"subnet_id": "s1", "ip_address": ip}]}))
 elif cmd.startswith("port delete"):
     st["ports"] = [p for p in st["ports"] if p["id"] != words[2]]; save()
 elif cmd.startswith("server create"):
@@ -182,6 +181,21 @@ def test_fake_cloud_pass_prints_the_evidence_and_leaves_nothing(tmp_path):
     assert "ping -c 3 -W 2 10.42.2.1" in state["user_data"] and "http://checkip.amazonaws.com/" in state["user_data"]
     assert "nslookup checkip.amazonaws.com " in state["user_data"]
     assert "OOA-SMOKE" in state["user_data"] and state["user_data"].startswith("#!/bin/sh\n")
+    # each call starts the CLI (a second of CPU on the host): the port's address comes with its
+    # creation; a passing run deletes what it made by ID (no listing), so the servers are listed by
+    # the clean-up of leftovers before and the final count only
+    assert not any(c.startswith("port show") for c in calls)
+    assert sum(c.startswith("server list") for c in calls) == 2
+    assert [c for c in calls if c.startswith(("port list", "security group list")) and " Name" in c] == [
+        "port list --network private -f value -c ID -c Name",
+        "security group list --project admin -f value -c ID -c Name"]
+    deleted = [c for c in calls if " delete " in c]
+    assert deleted == ["server delete --wait srv-2", "port delete port-1", "security group delete sg-0"], deleted
+    # a boot under emulation takes minutes: the step says what it waits for, and how long it took
+    said = proc.stderr
+    assert "waiting up to 300 s for ACTIVE" in said and "server ACTIVE (" in said, said
+    assert "waiting up to 240 s for its answer to ping" in said and "the VM answers ping (" in said, said
+    assert f"[smoke] passed: the internet sees the VM as {PUBLIC} (" in said, said
 
 
 def test_without_an_expected_public_ip_any_internet_answer_passes_and_is_reported(tmp_path):
@@ -234,7 +248,7 @@ def test_fake_cloud_without_a_forward_lets_neutron_choose(tmp_path):
         ("cli-error", {"fail_on": "port create"}, True, '): port=$(os port create "$NAME"',
          {"tenant_ip": ""}),
         ("cli-error-direct", {"fail_on": "security group rule create"}, True,
-         '): os security group rule create --ingress --protocol icmp "$sg"', {"image": "cirros-0.6.3-x86_64-disk"}),
+         '): os security group rule create --ingress --protocol icmp "$GROUP"', {"image": "cirros-0.6.3-x86_64-disk"}),
     ],
 )
 def test_fake_cloud_failure_is_clear_has_evidence_and_leaves_nothing(tmp_path, case, state, ping_ok, message,
@@ -342,8 +356,10 @@ def test_the_user_data_script_runs_under_posix_sh_and_prints_the_markers(tmp_pat
     tools = tmp_path / "vm-bin"
     tools.mkdir()
     rc = 0 if reachable else 1
+    fetched = tmp_path / "fetched"
+    fetch = f"echo >> {fetched}; " + (f"echo '{PUBLIC}'" if reachable else "exit 7")
     for name, body in {"ping": f"exit {rc}", "nslookup": f"exit {rc}", "sleep": "exit 0",
-                       "curl": f"[ {rc} = 0 ] && echo '{PUBLIC}'" if reachable else "exit 7", "wget": "exit 4"}.items():
+                       "curl": fetch, "wget": "exit 4"}.items():
         (tools / name).write_text(f"#!/bin/sh\n{body}\n")
         (tools / name).chmod(0o755)
     proc = subprocess.run(["dash", "-c", script], env={"PATH": f"{tools}:/usr/bin:/bin"}, capture_output=True,
@@ -351,6 +367,18 @@ def test_the_user_data_script_runs_under_posix_sh_and_prints_the_markers(tmp_pat
     assert proc.returncode == 0, proc.stderr
     lines = [line.removeprefix("OOA-SMOKE ") for line in console.read_text().splitlines()]
     assert lines == expected
+    # the first answer ends the tries, and a name the VPC resolver did not resolve is not fetched
+    # (six tries of it took a cloud without the fix a minute and a half more to fail)
+    assert (fetched.read_text() if fetched.exists() else "") == ("\n" if reachable else "")
+
+
+def test_a_probe_at_an_address_is_fetched_even_when_the_resolver_fails(tmp_path):
+    """An address needs no resolver: when nslookup fails, the user data still fetches it, once."""
+    _, _, state, _ = run_smoke(tmp_path, params={"PROBE_URL": "http://198.51.100.10/"})
+    assert 'say vpc_dns=fail; tries="1"; fi' in state["user_data"], state["user_data"]
+    (tmp_path / "name").mkdir()
+    _, _, state, _ = run_smoke(tmp_path / "name")
+    assert 'say vpc_dns=fail; tries=""; fi' in state["user_data"], state["user_data"]
 
 
 # What Nova shows when a build fails on every host it was retried on (nova 2026.1: the conductor's

@@ -133,7 +133,9 @@ random_local_mac() {
 }
 
 # install_reapply_units STEP [BEFORE] : where systemd runs, a timer re-runs `<this dir>/STEP.sh
-# reapply` at boot, after Neutron's L3 agent starts, and every 10 s: the router namespace or its
+# reapply` 5 s after boot, after Neutron's L3 agent starts, and every 10 s (a run before the agent
+# has made the router finds nothing to do and the next one comes 10 s later: an early first run
+# shortens the outage after a reboot, a late one only adds to it): the router namespace or its
 # gateway port can be re-created at any time, and until the next run the VPC drops the tenants'
 # traffic, so the period is the outage; a run that finds nothing to do is short (the lab prints how
 # long). With BEFORE (a unit), the run at boot is before BEFORE starts instead (the service itself
@@ -164,7 +166,7 @@ UNIT
 Description=openstack-on-aws: re-apply $step periodically
 
 [Timer]
-OnBootSec=30s
+OnBootSec=5s
 OnUnitActiveSec=10s
 AccuracySec=1s
 

@@ -26,10 +26,11 @@ OOA_STEP=smoke
 PARAMS=(ROUTER_ID TENANT_NETWORK TENANT_IP VPC_GATEWAY_IP PROBE_URL EXPECTED_PUBLIC_IP)
 NAME=openstack-on-aws-smoke # the server, its port and its security group: found again by name
 FLAVORS=(cirros256 m1.nano m1.tiny)
-POLL=5                # seconds between polls (the loops count polls, not wall time)
-ACTIVE_POLLS=60       # ~5 min for ACTIVE
-PING_POLLS=36         # ~4 min for the first answer from the router namespace (DHCP after boot)
-CONSOLE_POLLS=120     # ~10 min for the user-data script to finish (QEMU emulation is slow)
+POLL=3                # seconds between two calls to the cloud (each call starts the CLI: ~1 s of CPU)
+ACTIVE_POLLS=100      # ~5 min for ACTIVE
+PING_POLL=2           # seconds between pings from the router namespace (no call to the cloud)
+PING_POLLS=120        # ~4 min for the first answer from the router namespace (DHCP after boot)
+CONSOLE_POLLS=200     # ~10 min for the user-data script to finish (QEMU emulation is slow)
 MARK=OOA-SMOKE        # the user-data script's console lines: "OOA-SMOKE key=value"
 FAULT_BYTES=4096      # at most this much of why the server went to ERROR (server_error says why)
 
@@ -60,17 +61,20 @@ json_str() { jq -Rn --arg v "$1" '$v'; }
 # It pings the VPC router, resolves the probe's name (the tenant subnet's DNS is the VPC resolver,
 # reached through the VPC router) and fetches the probe URL, which answers with the caller's address.
 user_data() {
-  local PROBE_HOST=${PROBE_URL#http://}
+  local PROBE_HOST=${PROBE_URL#http://} unresolved=''
   PROBE_HOST=${PROBE_HOST%%[:/]*}
+  # a name the VPC resolver did not resolve is not fetched (an address needs no resolver: one try)
+  ! is_ipv4 "$PROBE_HOST" || unresolved=1
   cat <<EOF
 #!/bin/sh
 [ -w /dev/console ] && exec >/dev/console 2>&1
 say() { echo "$MARK \$*"; }
 say begin
 if ping -c 3 -W 2 $VPC_GATEWAY_IP >/dev/null 2>&1; then say vpc_router_ping=ok; else say vpc_router_ping=fail; fi
-if nslookup ${PROBE_HOST} >/dev/null 2>&1; then say vpc_dns=ok; else say vpc_dns=fail; fi
+tries="1 2 3 4 5 6"
+if nslookup ${PROBE_HOST} >/dev/null 2>&1; then say vpc_dns=ok; else say vpc_dns=fail; tries="$unresolved"; fi
 seen=
-for try in 1 2 3 4 5 6; do
+for try in \$tries; do
   seen=\$(curl -s -m 10 $PROBE_URL 2>/dev/null || wget -q -T 10 -O - $PROBE_URL 2>/dev/null)
   [ -n "\$seen" ] && break
   sleep 5
@@ -80,24 +84,38 @@ say end
 EOF
 }
 
-# cleanup : delete the server (and wait until it is gone), the port and the security group; set LEFT
-# to the servers still there. Only admin's security groups: the admin sees every project's.
+# cleanup : delete the server (and wait until it is gone), the port and the security group. Only
+# admin's security groups: the admin sees every project's.
 cleanup() {
-  local id
-  for id in $(os server list --name "^$NAME\$" -f value -c ID); do
+  local id servers ports groups
+  # each list is read first: a cloud that does not answer fails here (a for loop's list would not)
+  servers=$(os server list --name "^$NAME\$" -f value -c ID)
+  for id in $servers; do
     log "deleting server $id"
     os server delete --wait "$id" || log "warning: server $id not deleted"
   done
-  for id in $(os port list --network "$TENANT_NETWORK" -f value -c ID -c Name | awk -v n="$NAME" '$2 == n {print $1}'); do
+  ports=$(os port list --network "$TENANT_NETWORK" -f value -c ID -c Name | awk -v n="$NAME" '$2 == n {print $1}')
+  for id in $ports; do
     log "deleting port $id"
     os port delete "$id" || log "warning: port $id not deleted"
   done
-  for id in $(os security group list --project admin -f value -c ID -c Name | awk -v n="$NAME" '$2 == n {print $1}'); do
+  groups=$(os security group list --project admin -f value -c ID -c Name | awk -v n="$NAME" '$2 == n {print $1}')
+  for id in $groups; do
     log "deleting security group $id"
     os security group delete "$id" || log "warning: security group $id not deleted"
   done
-  LEFT=$(os server list --name "^$NAME\$" -f value -c ID | awk 'NF' | wc -l)
 }
+
+# delete_made : the passing run's clean-up: what it made, by ID (three calls fewer than cleanup's
+# listings; a failed run lists by name instead, as a call that failed may still have made something).
+delete_made() {
+  os server delete --wait "$SERVER" || log "warning: server $SERVER not deleted"
+  os port delete "$PORT" || log "warning: port $PORT not deleted"
+  os security group delete "$GROUP" || log "warning: security group $GROUP not deleted"
+}
+
+# count_left : set LEFT to the servers still there (what the evidence reports).
+count_left() { LEFT=$(os server list --name "^$NAME\$" -f value -c ID | awk 'NF' | wc -l); }
 
 # server_error : why the server went to ERROR, as Nova tells it: its fault (message, then details:
 # a traceback for an unexpected error), then each failed event of its actions with its host and its
@@ -117,6 +135,10 @@ server_error() {
     done
   } | head -c "$FAULT_BYTES"
 }
+
+# since_start : the seconds since apply started, for the progress lines (QEMU emulation makes a boot
+# take minutes: the log says what the step waits for).
+since_start() { echo "$((SECONDS - START)) s in"; }
 
 # fail WHY : record why the cloud does not work and stop (the EXIT trap cleans up and reports).
 fail() { FAILURE=$1; exit 1; }
@@ -146,20 +168,24 @@ finish() {
   trap - EXIT ERR
   set +e
   rm -f "$USERDATA"
-  cleanup
+  [ -z "$SERVER" ] || log "deleting what the test made ($(since_start))"
+  if [ "$rc" -eq 0 ]; then delete_made; else cleanup; fi
+  count_left
   [ "$rc" -ne 0 ] || FAILURE=''
   if [ "$rc" -eq 0 ] && [ "${LEFT:-0}" -ne 0 ]; then FAILURE="server $NAME could not be deleted" rc=1; fi
   if [ "$rc" -eq 0 ]; then report true; else report false; fi
   if [ "$rc" -ne 0 ]; then
     [ -z "$CONSOLE" ] || { log "console log (last 25 lines):"; tail -n 25 <<<"$CONSOLE" >&2; }
     log "error: smoke test failed: ${FAILURE:-unexpected error}"
+  else
+    log "passed: the internet sees the VM as ${SEEN_AS} ($(since_start))"
   fi
   exit "$rc"
 }
 
 # smoke : the test itself; each way the cloud can fail calls fail with the reason.
 smoke() {
-  local port port_args=() i images flavors sg
+  local port port_args=() i images flavors
   images=$(os image list -f value -c Name)
   IMAGE=$(grep -i -m 1 cirros <<<"$images" || true)
   [ -n "$IMAGE" ] || fail "no CirrOS image in Glance (DevStack uploads one)"
@@ -167,8 +193,8 @@ smoke() {
   for i in "${FLAVORS[@]}"; do grep -qx "$i" <<<"$flavors" && { FLAVOR=$i; break; }; done
   [ -n "$FLAVOR" ] || fail "none of the flavors ${FLAVORS[*]} exists"
 
-  sg=$(os security group create "$NAME" --description "openstack-on-aws smoke test (deleted after it)" -f value -c id)
-  os security group rule create --ingress --protocol icmp "$sg" >/dev/null # ping from the router
+  GROUP=$(os security group create "$NAME" --description "openstack-on-aws smoke test (deleted after it)" -f value -c id)
+  os security group rule create --ingress --protocol icmp "$GROUP" >/dev/null # ping from the router
   if [ -n "$TENANT_IP" ]; then
     if [ -n "$(os port list --network "$TENANT_NETWORK" --fixed-ip "ip-address=$TENANT_IP" -f value -c ID)" ]; then
       IP_IN_USE=true
@@ -177,13 +203,15 @@ smoke() {
       port_args=(--fixed-ip "ip-address=$TENANT_IP")
     fi
   fi
-  port=$(os port create "$NAME" --network "$TENANT_NETWORK" "${port_args[@]}" --security-group "$sg" -f value -c id)
-  VM_IP=$(os port show "$port" -f json -c fixed_ips | jq -r '.fixed_ips[0].ip_address // empty')
-  is_ipv4 "$VM_IP" || fail "port $port has no IPv4 address"
+  port=$(os port create "$NAME" --network "$TENANT_NETWORK" "${port_args[@]}" --security-group "$GROUP" -f json -c id -c fixed_ips)
+  VM_IP=$(jq -r '.fixed_ips[0].ip_address // empty' <<<"$port")
+  PORT=$(jq -r .id <<<"$port")
+  is_ipv4 "$VM_IP" || fail "port $PORT has no IPv4 address"
 
   USERDATA=$(mktemp)
   user_data >"$USERDATA"
-  SERVER=$(os server create "$NAME" --image "$IMAGE" --flavor "$FLAVOR" --port "$port" --user-data "$USERDATA" -f value -c id)
+  SERVER=$(os server create "$NAME" --image "$IMAGE" --flavor "$FLAVOR" --port "$PORT" --user-data "$USERDATA" -f value -c id)
+  log "booting server $SERVER ($IMAGE, $FLAVOR) at $VM_IP on $TENANT_NETWORK; waiting up to $((ACTIVE_POLLS * POLL)) s for ACTIVE"
   for ((i = 0; i < ACTIVE_POLLS; i++)); do
     STATUS=$(os server show "$SERVER" -f value -c status)
     [ "$STATUS" = ACTIVE ] && break
@@ -192,12 +220,14 @@ smoke() {
   done
   [ "$STATUS" = ACTIVE ] || fail "server not ACTIVE after $((ACTIVE_POLLS * POLL)) s (status $STATUS)"
 
+  log "server ACTIVE ($(since_start)); waiting up to $((PING_POLLS * PING_POLL)) s for its answer to ping from $NS"
   for ((i = 0; i < PING_POLLS; i++)); do
     if ip netns exec "$NS" ping -n -q -c 1 -w 2 "$VM_IP" >/dev/null 2>&1; then ANSWERS=true; break; fi
-    sleep "$POLL"
+    sleep "$PING_POLL"
   done
   [ "$ANSWERS" = true ] || fail "the VM at $VM_IP does not answer ping from $NS"
 
+  log "the VM answers ping ($(since_start)); waiting up to $((CONSOLE_POLLS * POLL)) s for its user-data script's end in its console log"
   for ((i = 0; i < CONSOLE_POLLS; i++)); do
     CONSOLE=$(os console log show "$SERVER" 2>/dev/null || true)
     grep -aq "^$MARK end" <<<"$CONSOLE" && break
@@ -223,7 +253,7 @@ apply() {
   command -v openstack >/dev/null || die "no openstack CLI: run install-openstack first"
   netns_exists "$NS" || die "router namespace $NS does not exist: run external-gateway first"
   IMAGE='' FLAVOR='' SERVER='' VM_IP='' STATUS='' VPC_PING='' VPC_DNS='' SEEN_AS='' CONSOLE='' FAILURE=''
-  IP_IN_USE=false ANSWERS=false USER_DATA_RAN=false LEFT='' USERDATA=''
+  IP_IN_USE=false ANSWERS=false USER_DATA_RAN=false LEFT='' USERDATA='' START=$SECONDS PORT='' GROUP=
   set -E # the ERR trap below also fires inside functions
   trap finish EXIT
   trap 'on_error "$LINENO"' ERR
@@ -237,8 +267,8 @@ remove() {
   validate_params
   command -v openstack >/dev/null || { log "no openstack CLI: nothing to remove"; return 0; }
   # A VM left inside the host costs nothing on AWS: a cloud that cannot answer must not block remove.
-  cleanup || log "warning: the cloud did not answer every clean-up call"
-  printf '{"removed":true,"servers_left":%s}\n' "$LEFT"
+  { cleanup && count_left; } || log "warning: the cloud did not answer every clean-up call"
+  printf '{"removed":true,"servers_left":%s}\n' "${LEFT:-null}"
 }
 
 case "${1:-}" in

@@ -13,6 +13,7 @@ from tests.lab.net import Lab, prerequisites
 _started: list[float] = []
 _finished: list[float] = []
 _timings: dict[str, float] = {}
+_facts: dict[str, str] = {}
 
 
 # Package scope: built before the first lab test, torn down after the last one (also on a failure
@@ -30,6 +31,7 @@ def lab():
     finally:
         built.teardown()
         _timings.update(built.timings)  # with what the tests measured (prepare-host, the re-apply timer)
+        _facts.update(built.facts)
         _finished.append(time.monotonic())
 
 
@@ -67,6 +69,8 @@ def pytest_terminal_summary(terminalreporter):
             f"lab suite wall time: {_finished[-1] - _started[0]:.1f} s (build, tests, teardown); "
             + ", ".join(f"{k}: {v:.1f} s" for k, v in _timings.items())
         )
+        if _facts:
+            terminalreporter.write_line("lab facts: " + "; ".join(f"{k}: {v}" for k, v in _facts.items()))
         # Wall times stretch when other work shares the cores: the CPU and the load say how much.
         used = resource.getrusage(resource.RUSAGE_CHILDREN)
         terminalreporter.write_line(

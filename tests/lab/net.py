@@ -390,6 +390,8 @@ class Lab:
         # (170-210 ms of two busy cores) happen once instead of per call.
         self.mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.work}/ssh-%C", "-o", "ControlPersist=yes"]
         self.timings: dict[str, float] = {}
+        self.facts: dict[str, str] = {}
+        """What this run found about the machine (printed after the timings: which accelerator ran)."""
         self._down = False
         self._netns_dir = False  # this process has its own /run/netns (private_netns_dir)
 
@@ -472,7 +474,7 @@ class Lab:
             self.timings["VMs"] = time.monotonic() - t
             self.vms.append(self.compute.vm)
             self.timings.update(self.compute.timings)
-            self.floating_ip(FLOATING_IP, self.vms[1])
+            self.floating_ip(FLOATING_IP, self.vms[1].port_id)
             self._listeners()
             self.nova.wait()
             self.timings.update(self.nova.timings)
@@ -721,8 +723,8 @@ table ip ooa_sg {{
     def port_status(self, port_id: str) -> str:
         return self.neutron.api("GET", f"ports/{port_id}")["port"]["status"]
 
-    def floating_ip(self, address: str, vm: Vm) -> dict:
-        """A floating IP from the provider network's pool (the ENI's secondary IPs), on `vm`'s port;
+    def floating_ip(self, address: str, port_id: str) -> dict:
+        """A floating IP from the provider network's pool (the ENI's secondary IPs), on a VM's port;
         returns when the L3 agent has put it on the gateway device."""
         public = self.neutron.find("networks", name="public")[0]
         fip = self.neutron.api(
@@ -732,7 +734,7 @@ table ip ooa_sg {{
                 "floatingip": {
                     "floating_network_id": public["id"],
                     "floating_ip_address": address,
-                    "port_id": vm.port_id,
+                    "port_id": port_id,
                 }
             },
         )["floatingip"]

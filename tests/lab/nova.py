@@ -29,6 +29,7 @@ the conductor and scheduler are up in Nova's service list.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -68,6 +69,12 @@ COMPUTE_UNIT = "devstack@n-cpu"  # nova-compute in the lab host, as DevStack's u
 # for the image DevStack uploads; and DevStack's flavor for it (lib/nova create_flavors)
 GUEST_IMAGE = "lab-guest-cirros-compatible"
 GUEST_FLAVOR = ("c1", "256", "1", "1", "cirros256")  # id, RAM MB, disk GB, vCPUs, name
+# nova-cpu.conf's [libvirt] for the lab's accelerator (tests/lab/kvm.py), as the program's local.conf
+# sets LIBVIRT_TYPE and LIBVIRT_CPU_MODE (onhost/steps/lib.sh libvirt_cpu_mode) and DevStack writes them
+LIBVIRT = {
+    "kvm": {"virt_type": "kvm", "cpu_mode": "host-passthrough"},
+    "tcg": {"virt_type": "qemu", "cpu_mode": "custom", "cpu_models": "Nehalem"},
+}
 CONF_FILES = {"nova": "$NOVA_CONF", "placement": "$PLACEMENT_CONF", "glance": "$GLANCE_API_CONF"}
 
 
@@ -315,12 +322,13 @@ class Nova:
             self.timings["nova, placement, glance up"] = time.monotonic() - t0
 
     # --- nova-compute in the host ---------------------------------------------------------------
-    def compute_config(self) -> str:
+    def compute_config(self, accel: str) -> str:
         """nova-cpu.conf as DevStack writes $NOVA_CPU_CONF for the controller's compute service:
-        the libvirt driver with QEMU's emulation (virt_type qemu: this machine's nested KVM stops
-        guests in their BIOS, tests/lab/test_guest.py; DevStack's custom Nehalem CPU, as the program's
-        local.conf has it without KVM), os-vif on the host's Open vSwitch, Placement and Neutron
-        through the catalog; no VNC (no proxy in the lab)."""
+        the libvirt driver with KVM when `accel` is "kvm" (tests/lab/kvm.py: a guest booted under it
+        here), else QEMU's emulation (nested KVM can stop guests in their BIOS), each with the CPU
+        mode the program's local.conf gives it (host-passthrough, DevStack's custom Nehalem), os-vif
+        on the host's Open vSwitch, Placement and Neutron through the catalog; no VNC (no proxy in
+        the lab)."""
         w = self.work
         keystoneauth = self.keystoneauth()
         sections = {
@@ -341,7 +349,7 @@ class Nova:
                 "vif_plugging_is_fatal": "False",
                 "vif_plugging_timeout": "0",
             },
-            "libvirt": {"virt_type": "qemu", "cpu_mode": "custom", "cpu_models": "Nehalem"},
+            "libvirt": LIBVIRT[accel],
             "os_vif_ovs": {"ovsdb_connection": "unix:/run/openvswitch/db.sock"},
             "vnc": {"enabled": "false"},
             # privsep's helpers through plain sudo, not nova-rootwrap (whose filters DevStack installs
@@ -354,13 +362,13 @@ class Nova:
         }
         return render(sections, self.post_config["nova"])
 
-    def start_compute(self, host: Container) -> float:
+    def start_compute(self, host: Container, accel: str) -> float:
         """nova-compute as the host's unit (DevStack's devstack@n-cpu), its privsep helper where
         sudo finds it (as pip puts it on a host), then, once it reports up, DevStack's
         `cell_v2 discover_hosts`; the seconds it took."""
         t = time.monotonic()
         conf = self.etc / "nova-cpu.conf"
-        conf.write_text(self.compute_config())
+        conf.write_text(self.compute_config(accel))
         (self.work / "instances").mkdir(exist_ok=True)
         link = host.root / "usr/local/bin/privsep-helper"  # no nova-rootwrap: disable_rootwrap
         if not link.is_symlink():
@@ -439,6 +447,38 @@ class Nova:
         if p.returncode != 0 or not code.isdigit() or int(code) >= 300:
             raise RuntimeError(f"{user} {method} {path} -> {code or p.returncode}: {text[-500:]} {p.stderr}")
         return json.loads(text) if text.strip() else {}
+
+    # --- servers, as a user boots them through the API ----------------------------------------
+    def boot(self, name: str, port_id: str, user_data: str) -> str:
+        """A server of the guest image and flavor on the Neutron port `port_id`, with `user_data`;
+        its ID (Nova builds it asynchronously: `status` says when it is ACTIVE)."""
+        (image,) = self.api("glance", "GET", f"/v2/images?name={GUEST_IMAGE}")["images"]
+        server: dict[str, object] = {
+            "name": name,
+            "imageRef": image["id"],
+            "flavorRef": GUEST_FLAVOR[0],
+            "networks": [{"port": port_id}],
+            "user_data": base64.b64encode(user_data.encode()).decode(),
+        }
+        return self.api("nova", "POST", "/servers", {"server": server})["server"]["id"]
+
+    def status(self, server: str) -> str:
+        """The server's status ("GONE" once Nova no longer has it)."""
+        try:
+            return self.api("nova", "GET", f"/servers/{server}")["server"]["status"]
+        except RuntimeError as e:
+            if "-> 404" in str(e):
+                return "GONE"
+            raise
+
+    def console(self, server: str) -> str:
+        """The server's console log, as `openstack console log show` reads it."""
+        return self.api("nova", "POST", f"/servers/{server}/action", {"os-getConsoleOutput": {}})["output"]
+
+    def delete(self, server: str) -> None:
+        """Delete the server and wait until Nova no longer has it (its port is the caller's)."""
+        self.api("nova", "DELETE", f"/servers/{server}")
+        wait_for(f"server {server} deleted", lambda: bool(self.status(server) == "GONE"), 60, every=0.5)
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
         """nova-manage with the lab's nova.conf, in the host's network namespace."""

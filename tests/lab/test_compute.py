@@ -95,7 +95,7 @@ def test_vm3_reaches_the_internet_through_the_controllers_router_with_the_elasti
 def test_vm3_is_reached_through_a_floating_ip_of_its_own_and_the_tunnel_carries_it(clean):
     lab = clean
     ok(lab.step("gateway-mac", "apply", lab.gateway_mac_params()))
-    fip = lab.floating_ip(COMPUTE_FIP, vm3(lab))  # the ENI's fourth secondary IP, with its own Elastic IP
+    fip = lab.floating_ip(COMPUTE_FIP, vm3(lab).port_id)  # the ENI's fourth secondary IP, with its own Elastic IP
     try:
         assert lab.tcp(lab.inet, COMPUTE_EIP, 80) == f"vm3/tcp/80/{INTERNET_IP}"  # in, unmasqueraded
         assert lab.tcp(lab.vm3, INTERNET_IP, 8000) == COMPUTE_EIP  # out through its own Elastic IP

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.conftest import cannot_run
+from tests.lab.kvm import accelerator, guest_image
 from tests.lab.neutron import wait_for
 
 pytestmark = pytest.mark.lab
@@ -33,7 +34,6 @@ MTU = 1450  # what Neutron's DHCP gives on a VXLAN tenant network
 HOSTNAME = "lab-guest-test"  # the smoke guest's, from the metadata
 PROBE_HOST = "probe.lab.test"
 PROBE_PORT = 8000
-KVM_START = 5  # seconds for the boot loader's banner under KVM (well under 1 s when KVM works)
 BOOT_TIMEOUT = 240  # seconds for the guests' last stage (TCG on two shared cores)
 BINARIES = ["qemu-system-x86_64", "dnsmasq", "unshare", "nsenter", "ip", "curl"]
 
@@ -67,10 +67,6 @@ def console_lines(console: Path) -> list[str]:
     return [line.rstrip("\r") for line in console.read_text(errors="replace").splitlines()]
 
 
-def image() -> Path:
-    return Path(subprocess.run([str(GUEST_SH), "path"], capture_output=True, text=True, check=True).stdout.strip())
-
-
 def problems() -> list[str]:
     found = []
     if os.geteuid() != 0:
@@ -78,8 +74,8 @@ def problems() -> list[str]:
     missing = [b for b in BINARIES if shutil.which(b) is None]
     if missing:
         found.append("missing binaries: " + " ".join(missing))
-    if not image().is_file():
-        found.append(f"no guest image {image()}: run `make lab-guest`")
+    if not guest_image().is_file():
+        found.append(f"no guest image {guest_image()}: run `make lab-guest`")
     return found
 
 
@@ -156,32 +152,11 @@ def qemu(enter: list[str], spec: Spec, accel: str, tmp: Path, stack: contextlib.
         "qemu-system-x86_64", "-accel", accel, "-m", "256", "-nodefaults", "-no-user-config",
         "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
         # the cache stays as built: the guest writes to a temporary overlay
-        "-drive", f"file={image()},format=raw,if=virtio,snapshot=on",
+        "-drive", f"file={guest_image()},format=raw,if=virtio,snapshot=on",
         "-netdev", f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=n0,mac={spec.mac}",
     ]  # fmt: skip
     return spawn(stack, enter + cmd, stdout=(tmp / f"{spec.tap}.qemu.log").open("w"), stderr=subprocess.STDOUT)
-
-
-def accelerator(enter: list[str], tmp: Path) -> str:
-    """KVM if /dev/kvm is there and the boot loader shows under it within KVM_START seconds (nested
-    KVM may fail: "failed to set MSR 0x10a", or an emulation failure that stops the guest), else TCG."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return "tcg"
-    with contextlib.ExitStack() as stack:
-        p = qemu(enter, SMOKE, "kvm", tmp, stack)
-        console, log = tmp / f"{SMOKE.tap}.console", tmp / f"{SMOKE.tap}.qemu.log"
-        try:  # a failure shows at once: QEMU exits, or says so and stops the guest
-            wait_for("the boot loader or a failure under KVM", lambda: p.poll() is not None or any(
-                mark in f.read_text() for f, mark in ((log, "KVM internal error"), (console, "SYSLINUX"))
-            ), KVM_START)  # fmt: skip
-        except TimeoutError:
-            pass
-        if p.poll() is None and "SYSLINUX" in console.read_text():
-            return "kvm"
-        said = [line for line in log.read_text().splitlines() if "warning:" not in line][:2]
-        print(f"\nKVM did not start the guest ({' / '.join(said) or 'no boot loader output'}): TCG")
-        return "tcg"
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +169,8 @@ def guests(tmp_path_factory):
     (metadata / "user-data").write_text(smoke_user_data())
     with contextlib.ExitStack() as stack:
         enter = network(tmp, stack)
-        accel = accelerator(enter, tmp)
+        accel, why = accelerator()
+        print(f"\nguests under {accel.upper()}: {why}")
         started = time.monotonic()
         running = {spec: qemu(enter, spec, accel, tmp, stack) for spec in (SMOKE, BARE)}
         booted: dict[Spec, Guest] = {}

@@ -12,10 +12,12 @@ import time
 import pytest
 
 from components.openstack import TlsParts
-from tests.lab.net import CLOUD, MGMT_EIP, MGMT_IP, PROVIDER_EIP, Lab
-from tests.lab.nova import GUEST_FLAVOR, GUEST_IMAGE
-from tests.lab.test_guest import image as guest_image
-from tests.lab.test_steps import apply_both
+from onhost.chain import PROBE_URL
+from tests.lab.kvm import accelerator, guest_image
+from tests.lab.net import CLOUD, INTERNET_IP, LATER_EIP, LATER_IP, MGMT_EIP, MGMT_IP, PROVIDER_EIP, Lab, sh
+from tests.lab.neutron import wait_for
+from tests.lab.nova import GUEST_FLAVOR, GUEST_IMAGE, LIBVIRT
+from tests.lab.test_steps import FORWARDS, apply_both
 
 pytestmark = pytest.mark.lab
 
@@ -91,7 +93,10 @@ def test_the_cells_are_cell0_and_cell1_and_the_control_services_are_up(lab):
 def nova_guests(lab):
     """nova-compute started in the host, the guest image in Glance and DevStack's flavor for it:
     once, for the lab's tests that boot VMs through Nova."""
-    print(f"nova-compute up and discovered: {lab.nova.start_compute(lab.container):.1f} s")
+    accel, why = accelerator()
+    lab.facts["guests (Nova's virt_type)"] = f"{LIBVIRT[accel]['virt_type']}: {why}"
+    took = lab.nova.start_compute(lab.container, accel)
+    print(f"nova-compute up and discovered: {took:.1f} s; guests under {accel.upper()} ({why})")
     image = lab.work / "lab-guest.img"
     shutil.copy(guest_image(), image)
     made = cli(lab, f"image create --disk-format raw --container-format bare --public --file {image} {GUEST_IMAGE}")
@@ -101,11 +106,20 @@ def nova_guests(lab):
     return lab
 
 
-def smoke(lab: Lab, action: str) -> subprocess.CompletedProcess:
-    """The smoke step's `action` with the exact command text and stdin the program builds for the
-    lab's DevStack stack (its router ids as external-gateway printed them)."""
+def smoke_apply(lab: Lab, label: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """`smoke apply` with the exact command text and stdin the program builds for the lab's DevStack
+    stack (its router ids as external-gateway printed them), timed as `label`; the run and its
+    evidence, once it is checked that the run left no server, port or security group."""
     tls = TlsParts(MGMT_EIP, "<CA>", "<certificate>", "<key>", encode=False)  # smoke has no TLS parameter
-    return lab.step("smoke", action, lab.chain_params("smoke", tls=tls), timeout=900)  # the row's is 25 min
+    t = time.monotonic()
+    p = lab.step("smoke", "apply", lab.chain_params("smoke", tls=tls), timeout=900)  # the row's is 25 min
+    lab.timings[label] = time.monotonic() - t
+    print(f"{label}: {lab.timings[label]:.1f} s (exit {p.returncode})\n{p.stderr[-3000:]}")
+    evidence = json.loads(p.stdout.strip().splitlines()[-1])
+    assert evidence["servers_left"] == 0, evidence
+    assert [pt for pt in lab.neutron.find("ports") if pt["name"] == "openstack-on-aws-smoke"] == []
+    assert [g for g in lab.neutron.find("security-groups") if g["name"] == "openstack-on-aws-smoke"] == []
+    return p, evidence
 
 
 def test_the_smoke_step_passes_through_the_fix_against_real_nova(nova_guests, clean):
@@ -117,16 +131,87 @@ def test_the_smoke_step_passes_through_the_fix_against_real_nova(nova_guests, cl
     provider Elastic IP. The step passes and leaves no server, port or security group."""
     lab = clean
     apply_both(lab)
-    t = time.monotonic()
-    p = smoke(lab, "apply")
-    took = time.monotonic() - t
-    print(f"smoke apply: {took:.1f} s (exit {p.returncode})\n{p.stderr[-3000:]}")
-    lab.timings["smoke apply (real Nova)"] = took
+    p, evidence = smoke_apply(lab, "smoke apply (real Nova)")
     assert p.returncode == 0, p.stderr
-    evidence = json.loads(p.stdout.strip().splitlines()[-1])
     assert evidence["ok"] is True and evidence["internet_seen_as"] == PROVIDER_EIP, evidence
     assert evidence["user_data_ran"] is True and evidence["answers_from_router"] is True, evidence
     assert (evidence["vpc_router_ping"], evidence["vpc_dns"]) == ("ok", "ok"), evidence
-    assert evidence["servers_left"] == 0
-    assert [pt for pt in lab.neutron.find("ports") if pt["name"] == "openstack-on-aws-smoke"] == []
-    assert [g for g in lab.neutron.find("security-groups") if g["name"] == "openstack-on-aws-smoke"] == []
+
+
+# A VM a user boots through Nova, behind a port forward and then a floating IP of its own
+VM, VM_IP, VM_PORT = "lab-nova-vm", "192.168.100.40", 8040  # name (its hostname), tenant IP, forwarded port
+SEEN = "lab-vm seen="  # its console's lines: the address the internet saw it as
+
+
+def seen_as(lab: Lab, server: str) -> list[str]:
+    """Each address the VM's user data was seen as, in order, from its console log (through Nova)."""
+    lines = lab.nova.console(server).splitlines()
+    return [line.split("=", 1)[1].strip() for line in lines if line.startswith(SEEN)]
+
+
+def http_get(lab: Lab, ip: str, port: int) -> str:
+    """GET / from the internet namespace (the guest's listener is HTTP: it waits for a request)."""
+    return sh("curl", "-sS", "-m", "5", f"http://{ip}:{port}/", ns=lab.inet, check=False).stdout.strip()
+
+
+def boot_vm(lab: Lab, made: list) -> tuple[str, str]:
+    """The user's VM: a security group open to HTTP and ping, its port at VM_IP, the server through
+    Nova's API with user data that asks the internet's echo every 2 s who it is (on the console)."""
+    net = lab.neutron.find("networks", name="private")[0]
+    sg = lab.neutron.api("POST", "security-groups", {"security_group": {"name": VM}})["security_group"]
+    made.append(("security-groups", sg["id"]))
+    for rule in ({"protocol": "tcp", "port_range_min": 80, "port_range_max": 80}, {"protocol": "icmp"}):
+        made_rule = {"security_group_id": sg["id"], "direction": "ingress", **rule}
+        lab.neutron.api("POST", "security-group-rules", {"security_group_rule": made_rule})
+    fixed = [{"ip_address": VM_IP}]
+    body: dict = {"network_id": net["id"], "name": VM, "fixed_ips": fixed, "security_groups": [sg["id"]]}
+    port = lab.neutron.api("POST", "ports", {"port": body})["port"]
+    made.append(("ports", port["id"]))
+    user_data = (
+        "#!/bin/sh\nexec >/dev/console 2>&1\n"
+        f'while :; do echo "{SEEN}$(wget -q -T 3 -O - {PROBE_URL} 2>/dev/null | tr -cd 0-9.)"; sleep 2; done &\n'
+    )
+    server = lab.nova.boot(VM, port["id"], user_data)
+    made.append(("servers", server))
+    return server, port["id"]
+
+
+def test_before_the_fix_smoke_fails_clearly_and_nova_vms_work_through_it(nova_guests, clean):
+    """Before gateway-mac and port-forwards, `smoke apply` as Pulumi sends it boots its VM, which
+    runs its user data but cannot reach the VPC's router, resolver or the internet: the step fails
+    with that reason and leaves no server, port or security group. Meanwhile a user's VM boots
+    through Nova on the tenant network. Then the fix: a port forward to that VM answers from the
+    internet on the provider Elastic IP and the VM leaves as it; a floating IP from the provider
+    ENI's secondary IPs, associated through the API, answers on its own Elastic IP and the VM then
+    leaves as that one."""
+    lab = clean
+    made: list = []
+    try:
+        server, port_id = boot_vm(lab, made)
+        p, evidence = smoke_apply(lab, "smoke apply before the fix")
+        assert p.returncode == 1, p.stderr
+        reason = f"the VM did not reach the internet ({PROBE_URL}); VPC router ping: fail, VPC DNS: fail"
+        assert f"[smoke] error: smoke test failed: {reason}" in p.stderr.splitlines(), p.stderr
+        assert evidence["ok"] is False and evidence["failure"] == reason, evidence
+        assert evidence["user_data_ran"] is True and evidence["answers_from_router"] is True, evidence
+        assert lab.nova.status(server) == "ACTIVE"
+        assert set(seen_as(lab, server)) <= {""}  # it has not reached the internet either
+
+        t = time.monotonic()
+        apply_both(lab, f"{FORWARDS},tcp:{VM_PORT}:{VM_IP}:80")
+        wait_for("the VM seen as the provider EIP", lambda: seen_as(lab, server)[-1:] == [PROVIDER_EIP], 60, 1)
+        assert http_get(lab, PROVIDER_EIP, VM_PORT) == f"{VM}/tcp/80/{INTERNET_IP}"
+
+        fip = lab.floating_ip(LATER_IP, port_id)
+        made.append(("floatingips", fip["id"]))
+        assert http_get(lab, LATER_EIP, 80) == f"{VM}/tcp/80/{INTERNET_IP}"
+        wait_for("the VM seen as its floating IP's EIP", lambda: seen_as(lab, server)[-1:] == [LATER_EIP], 60, 1)
+        lab.timings["nova vm: forward and floating IP after the fix"] = time.monotonic() - t
+    finally:
+        for kind, made_id in reversed(made):
+            if kind == "servers":
+                lab.nova.delete(made_id)
+            elif kind == "floatingips":
+                lab.delete_floating_ip({"id": made_id, "floating_ip_address": LATER_IP})
+            else:
+                lab.neutron.api("DELETE", f"{kind}/{made_id}")

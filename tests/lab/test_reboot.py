@@ -74,6 +74,10 @@ def test_after_a_reboot_of_the_host_the_fix_comes_back_without_any_step(clean):
     assert {host for _, host in before} == {HOSTNAME, "lab-compute"}, before
     order = lab.ssh("systemctl show -P After openstack-on-aws-gateway-mac-reapply.service").stdout
     assert "devstack@q-l3.service" in order.split(), order  # its first run waits for the L3 agent's start
+    # its first run 5 s after boot, then every 10 s: the outage after a boot ends at the first run
+    # after the L3 agent has made the router (a later first run would only add to it)
+    timer = lab.ssh("systemctl show -P TimersMonotonic openstack-on-aws-gateway-mac-reapply.timer").stdout
+    assert "OnBootUSec=5s" in timer and "OnUnitActiveUSec=10s" in timer, timer
 
     shutdown = lab.container.reboot()
     booted = time.monotonic()

@@ -148,7 +148,7 @@ def test_a_floating_ip_added_later_works_without_running_any_step(clean):
     lab = clean
     apply_both(lab)
     state = lab.snapshot()["state"]
-    fip = lab.floating_ip(LATER_IP, lab.vms[0])  # through the API only, after the steps
+    fip = lab.floating_ip(LATER_IP, lab.vms[0].port_id)  # through the API only, after the steps
     try:
         assert lab.tcp(lab.inet, LATER_EIP, 80) == f"vm1/tcp/80/{INTERNET_IP}"
         assert lab.tcp(lab.vm1, INTERNET_IP, 8000) == LATER_EIP

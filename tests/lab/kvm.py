@@ -1,0 +1,61 @@
+"""KVM or QEMU's emulation (TCG) for the lab's guests, decided once per run by booting the guest
+image (tests/lab/guest.sh) under KVM: /dev/kvm being there is not enough, as nested KVM can stop a
+guest in its BIOS ("failed to set MSR 0x10a", or an emulation failure). Both the guests QEMU boots
+directly (test_guest.py) and Nova's (nova-compute's virt_type, tests/lab/nova.py) use the answer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KVM_START = 5  # seconds for the boot loader's banner under KVM (well under 1 s when KVM works)
+_decided: dict[str, str] = {}
+
+
+def guest_image() -> Path:
+    """The cached guest disk image (`make lab-guest`)."""
+    path = subprocess.run([str(HERE / "guest.sh"), "path"], capture_output=True, text=True, check=True).stdout
+    return Path(path.strip())
+
+
+def accelerator() -> tuple[str, str]:
+    """("kvm" | "tcg", why), the same for the whole run: KVM if /dev/kvm opens and the guest's boot
+    loader shows under it within KVM_START seconds."""
+    if not _decided:
+        _decided["accel"], _decided["why"] = _probe()
+    return _decided["accel"], _decided["why"]
+
+
+def _probe() -> tuple[str, str]:
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+    except OSError as e:
+        return "tcg", f"/dev/kvm: {e.strerror}"
+    with tempfile.TemporaryDirectory(prefix="ooa-kvm-") as tmp:
+        console, log = Path(tmp) / "console", Path(tmp) / "qemu.log"
+        console.write_text("")
+        cmd = [
+            "qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-nodefaults", "-no-user-config",
+            "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
+            "-drive", f"file={guest_image()},format=raw,if=virtio,snapshot=on",
+        ]  # fmt: skip
+        with log.open("w") as out:
+            p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        try:  # a failure shows at once: QEMU exits, or says so and stops the guest
+            deadline = time.monotonic() + KVM_START
+            while time.monotonic() < deadline and p.poll() is None:
+                if "SYSLINUX" in console.read_text(errors="replace") or "KVM internal error" in log.read_text():
+                    break
+                time.sleep(0.1)
+            booted = p.poll() is None and "SYSLINUX" in console.read_text(errors="replace")
+        finally:
+            p.kill()
+            p.wait(timeout=10)
+        if booted:
+            return "kvm", "the guest's boot loader showed under KVM"
+        said = [line for line in log.read_text().splitlines() if "warning:" not in line][:2]
+        return "tcg", f"KVM did not start the guest: {' / '.join(said) or f'no boot loader output in {KVM_START} s'}"
