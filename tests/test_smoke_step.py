@@ -37,8 +37,9 @@ GOOD_CONSOLE = (
 )
 
 FAKE_OPENSTACK = r'''
-import json, os, sys
+import json, os, sys, time
 state_file, log_file = os.environ["FAKE_OS_STATE"], os.environ["FAKE_OS_LOG"]
+started = time.monotonic()
 st = json.load(open(state_file))
 argv = sys.argv[1:]
 if argv[:2] == ["--os-cloud", "devstack-admin"]:
@@ -54,8 +55,12 @@ def print(text="", **kw):  # like the real CLI with -f value: an empty list prin
         _print(text, **kw)
 def opt(name, default=None):
     return argv[argv.index(name) + 1] if name in argv else default
-def save():
-    json.dump(st, open(state_file, "w"))
+def save():  # whole or not at all: the step's first calls (reads) run side by side
+    json.dump(st, open(state_file + ".tmp", "w")); os.replace(state_file + ".tmp", state_file)
+if st.get("list_seconds") and " list" in " ".join(words[:3]):  # a slow cloud's reads, timed
+    time.sleep(st["list_seconds"])
+    with open(log_file + ".times", "a") as f:
+        f.write("%f %f %s\n" % (started, time.monotonic(), " ".join(words[:2])))
 if st.get("fail_on") and " ".join(argv).startswith(st["fail_on"]):
     print("HttpException: 500: injected failure", file=sys.stderr); sys.exit(1)
 if head == "image list":
@@ -76,7 +81,10 @@ elif cmd.startswith("port list"):
     ports = [p for p in st["ports"] if not fixed or "ip-address=" + p["ip"] == fixed]
     if opt("--security-group"):
         assert False, "port list takes no --security-group"
-    if "Name" in argv:
+    if opt("-f") == "json":
+        print(json.dumps([{"ID": p["id"], "Name": p["name"], "Fixed IP Addresses": [
+            {"subnet_id": "s1", "ip_address": p["ip"]}]} for p in ports]))
+    elif "Name" in argv:
         print("\n".join("%s %s" % (p["id"], p["name"]) for p in ports))
     else:
         print("\n".join(p["id"] for p in ports))
@@ -186,8 +194,9 @@ def test_fake_cloud_pass_prints_the_evidence_and_leaves_nothing(tmp_path):
     # the clean-up of leftovers before and the final count only
     assert not any(c.startswith("port show") for c in calls)
     assert sum(c.startswith("server list") for c in calls) == 2
-    assert [c for c in calls if c.startswith(("port list", "security group list")) and " Name" in c] == [
-        "port list --network private -f value -c ID -c Name",
+    # the first calls side by side, the ports once: for leftovers and for who holds the tenant IP
+    assert sorted(c for c in calls if c.startswith(("port list", "security group list"))) == [
+        "port list --network private -f json -c ID -c Name -c Fixed IP Addresses",
         "security group list --project admin -f value -c ID -c Name"]
     deleted = [c for c in calls if " delete " in c]
     assert deleted == ["server delete --wait srv-2", "port delete port-1", "security group delete sg-0"], deleted
@@ -196,6 +205,17 @@ def test_fake_cloud_pass_prints_the_evidence_and_leaves_nothing(tmp_path):
     assert "waiting up to 300 s for ACTIVE" in said and "server ACTIVE (" in said, said
     assert "waiting up to 240 s for its answer to ping" in said and "the VM answers ping (" in said, said
     assert f"[smoke] passed: the internet sees the VM as {PUBLIC} (" in said, said
+
+
+def test_the_first_calls_run_side_by_side(tmp_path):
+    """Each call is a CLI start-up (1-2 s on a busy host): the leftovers' listings, the images and
+    the flavors do not depend on each other, and all five are under way at one moment."""
+    proc, _, _, _ = run_smoke(tmp_path, list_seconds=1.0)
+    assert proc.returncode == 0, proc.stderr
+    times = [line.split(maxsplit=2) for line in (tmp_path / "calls.log.times").read_text().splitlines()]
+    first = {name: (float(a), float(b)) for a, b, name in times[:5]}
+    assert set(first) == {"server list", "port list", "security group", "image list", "flavor list"}, times
+    assert max(a for a, _ in first.values()) < min(b for _, b in first.values()), times
 
 
 def test_without_an_expected_public_ip_any_internet_answer_passes_and_is_reported(tmp_path):

@@ -59,15 +59,6 @@ validate_params() {
 # os ARGS... : the openstack CLI as cloud CLOUD of CLOUDS_YAML. Each call starts the CLI (1-2 s):
 # apply lists each kind once and reads ids from what create prints, instead of a show per object.
 os() { OS_CLIENT_CONFIG_FILE="$CLOUDS_YAML" openstack --os-cloud "$CLOUD" "$@"; }
-# listing NAME ARGS... : start `os ARGS...` in the background (a read: the listings start side by
-# side, one CLI start-up of wall time instead of three), its output into $WORK/NAME.
-listing() {
-  local name=$1
-  shift
-  # a simple command, not the function os: the job's pid is the CLI's own, so cleanup's kill reaches it
-  OS_CLIENT_CONFIG_FILE="$CLOUDS_YAML" openstack --os-cloud "$CLOUD" "$@" </dev/null >"$WORK/$name" 2>"$WORK/$name.err" &
-  LISTINGS[$name]=$!
-}
 # tenant_side NET_ID SUBNET_ID : the tenant network and subnet, each made if its id is empty;
 # prints "<network id> <subnet id> new|old" (new: the subnet was made now).
 tenant_side() {
@@ -87,19 +78,9 @@ tenant_side() {
 # cleanup : the EXIT trap of apply: listings still running (apply stopped early) end; the tenant
 # side, if still running, is waited for (it records what it makes, for remove); $WORK goes.
 cleanup() {
-  local pid
-  for pid in "${LISTINGS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  stop_listings
   if [ -n "${TENANT_JOB:-}" ]; then wait "$TENANT_JOB" || true; fi
   rm -rf "$WORK"
-}
-# listed NAME VAR : wait for that listing (in this shell: the job is its child); its output into
-# VAR, or its error and a stop.
-listed() {
-  local rc=0
-  wait "${LISTINGS[$1]}" || rc=$?
-  cat "$WORK/$1.err" >&2
-  ((rc == 0)) || die "openstack $1 list failed"
-  printf -v "$2" '%s' "$(cat "$WORK/$1")"
 }
 # record KIND NAME : remember that apply created (or set) it, for remove.
 record() { grep -qxF "$1 $2" "$CREATED" || printf '%s %s\n' "$1" "$2" >>"$CREATED"; }
@@ -177,14 +158,15 @@ apply() {
   command -v openstack >/dev/null || die "no openstack CLI on the host (DevStack: run install-openstack first)"
   [ -r "$CLOUDS_YAML" ] || die "no $CLOUDS_YAML (DevStack: run install-openstack first)"
   WORK=$(mktemp -d)
-  declare -gA LISTINGS=()
+  export OS_CLIENT_CONFIG_FILE=$CLOUDS_YAML # the listings' cloud file (os names it for each call)
   trap cleanup EXIT
-  listing subnet subnet list -f json -c ID -c Name -c Network -c Subnet
-  listing router router list --long -f json -c ID -c Name -c "External gateway info"
+  # the subnets and routers listed side by side with the networks (lib.sh listing)
+  listing subnet --os-cloud "$CLOUD" subnet list -f json -c ID -c Name -c Network -c Subnet
+  listing router --os-cloud "$CLOUD" router list --long -f json -c ID -c Name -c "External gateway info"
   # Before anything is saved: a wrong cloud must leave the state of the last good apply as it was.
   NETWORK_LIST=$(os network list -f json -c ID -c Name) || die "cloud $CLOUD of $CLOUDS_YAML does not answer"
-  listed subnet SUBNET_LIST
-  listed router ROUTER_LIST
+  listed subnet SUBNET_LIST || die "openstack subnet list failed"
+  listed router ROUTER_LIST || die "openstack router list failed"
   install -d -m 0700 "$STATE"
   touch "$CREATED"
   save_params "$STATE/params" "${PARAMS[@]}"

@@ -205,6 +205,35 @@ remove_reapply_units() {
   if [ -d "$SYSTEMD_RUN_DIR" ]; then systemctl daemon-reload; fi
 }
 
+# --- cloud helpers (external-gateway, smoke) ---
+
+declare -A LISTINGS=() # listing's jobs: name -> pid
+
+# listing NAME ARGS... : start `openstack ARGS...` in the background, its output into $WORK/NAME:
+# reads that do not depend on each other start side by side (each call is a CLI start-up of 1-2 s:
+# one of wall time instead of several). The caller's environment says which cloud. A simple
+# command, not a function: the job's pid (in LISTINGS) is the CLI's own, so stop_listings reaches it.
+listing() {
+  local name=$1
+  shift
+  openstack "$@" </dev/null >"$WORK/$name" 2>"$WORK/$name.err" &
+  LISTINGS[$name]=$!
+}
+# listed NAME VAR : wait for that listing (a child of this shell); its output into VAR, or its
+# error on stderr and status 1.
+listed() {
+  local rc=0
+  wait "${LISTINGS[$1]}" || rc=$?
+  cat "$WORK/$1.err" >&2
+  ((rc == 0)) || return 1
+  printf -v "$2" '%s' "$(cat "$WORK/$1")"
+}
+# stop_listings : end the listings still running (the step stopped early).
+stop_listings() {
+  local pid
+  for pid in "${LISTINGS[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+
 # --- host helpers (prepare-host, install-openstack, external-gateway) ---
 
 # Where the kernel lists the network devices (a variable so tests can point it at fake trees).

@@ -84,26 +84,45 @@ say end
 EOF
 }
 
-# cleanup : delete the server (and wait until it is gone), the port and the security group. Only
-# admin's security groups: the admin sees every project's.
-cleanup() {
+# leftovers : list, side by side (lib.sh listing), what an interrupted run may have left: servers,
+# the tenant network's ports (JSON, with their addresses: the tenant IP's check reads them too) and
+# admin's security groups (the admin sees every project's).
+leftovers() {
+  local cloud=(--os-cloud devstack-admin)
+  listing servers "${cloud[@]}" server list --name "^$NAME\$" -f value -c ID
+  listing ports "${cloud[@]}" port list --network "$TENANT_NETWORK" -f json -c ID -c Name -c "Fixed IP Addresses"
+  listing groups "${cloud[@]}" security group list --project admin -f value -c ID -c Name
+}
+
+# delete_listed : delete what leftovers found named NAME: the server (waiting until it is gone),
+# then the port, then the security group; sets PORTS (the network's ports but those). Status 1
+# when a listing failed (the cloud does not answer).
+delete_listed() {
   local id servers ports groups
-  # each list is read first: a cloud that does not answer fails here (a for loop's list would not)
-  servers=$(os server list --name "^$NAME\$" -f value -c ID)
+  listed servers servers || return 1
+  listed ports PORTS || return 1
+  listed groups groups || return 1
   for id in $servers; do
     log "deleting server $id"
     os server delete --wait "$id" || log "warning: server $id not deleted"
   done
-  ports=$(os port list --network "$TENANT_NETWORK" -f value -c ID -c Name | awk -v n="$NAME" '$2 == n {print $1}')
+  ports=$(jq -r --arg n "$NAME" '.[] | select(.Name == $n) | .ID' <<<"$PORTS")
   for id in $ports; do
     log "deleting port $id"
     os port delete "$id" || log "warning: port $id not deleted"
   done
-  groups=$(os security group list --project admin -f value -c ID -c Name | awk -v n="$NAME" '$2 == n {print $1}')
+  PORTS=$(jq -c --arg n "$NAME" 'map(select(.Name != $n))' <<<"$PORTS")
+  groups=$(awk -v n="$NAME" '$2 == n {print $1}' <<<"$groups")
   for id in $groups; do
     log "deleting security group $id"
     os security group delete "$id" || log "warning: security group $id not deleted"
   done
+}
+
+# cleanup : delete whatever a run left (listed by name: a call that failed may still have made something).
+cleanup() {
+  leftovers
+  delete_listed
 }
 
 # delete_made : the passing run's clean-up: what it made, by ID (three calls fewer than cleanup's
@@ -167,7 +186,7 @@ finish() {
   local rc=$?
   trap - EXIT ERR
   set +e
-  rm -f "$USERDATA"
+  stop_listings
   [ -z "$SERVER" ] || log "deleting what the test made ($(since_start))"
   if [ "$rc" -eq 0 ]; then delete_made; else cleanup; fi
   count_left
@@ -180,23 +199,24 @@ finish() {
   else
     log "passed: the internet sees the VM as ${SEEN_AS} ($(since_start))"
   fi
+  rm -rf "$WORK"
   exit "$rc"
 }
 
 # smoke : the test itself; each way the cloud can fail calls fail with the reason.
 smoke() {
   local port port_args=() i images flavors
-  images=$(os image list -f value -c Name)
+  listed images images
   IMAGE=$(grep -i -m 1 cirros <<<"$images" || true)
   [ -n "$IMAGE" ] || fail "no CirrOS image in Glance (DevStack uploads one)"
-  flavors=$(os flavor list -f value -c Name)
+  listed flavors flavors
   for i in "${FLAVORS[@]}"; do grep -qx "$i" <<<"$flavors" && { FLAVOR=$i; break; }; done
   [ -n "$FLAVOR" ] || fail "none of the flavors ${FLAVORS[*]} exists"
 
   GROUP=$(os security group create "$NAME" --description "openstack-on-aws smoke test (deleted after it)" -f value -c id)
   os security group rule create --ingress --protocol icmp "$GROUP" >/dev/null # ping from the router
   if [ -n "$TENANT_IP" ]; then
-    if [ -n "$(os port list --network "$TENANT_NETWORK" --fixed-ip "ip-address=$TENANT_IP" -f value -c ID)" ]; then
+    if jq -e --arg ip "$TENANT_IP" 'any(.[]; any(."Fixed IP Addresses"[]?; .ip_address == $ip))' <<<"$PORTS" >/dev/null; then
       IP_IN_USE=true
       log "tenant IP $TENANT_IP is in use: the VM takes another address"
     else
@@ -208,7 +228,7 @@ smoke() {
   PORT=$(jq -r .id <<<"$port")
   is_ipv4 "$VM_IP" || fail "port $PORT has no IPv4 address"
 
-  USERDATA=$(mktemp)
+  USERDATA=$WORK/user-data
   user_data >"$USERDATA"
   SERVER=$(os server create "$NAME" --image "$IMAGE" --flavor "$FLAVOR" --port "$PORT" --user-data "$USERDATA" -f value -c id)
   log "booting server $SERVER ($IMAGE, $FLAVOR) at $VM_IP on $TENANT_NETWORK; waiting up to $((ACTIVE_POLLS * POLL)) s for ACTIVE"
@@ -253,11 +273,16 @@ apply() {
   command -v openstack >/dev/null || die "no openstack CLI: run install-openstack first"
   netns_exists "$NS" || die "router namespace $NS does not exist: run external-gateway first"
   IMAGE='' FLAVOR='' SERVER='' VM_IP='' STATUS='' VPC_PING='' VPC_DNS='' SEEN_AS='' CONSOLE='' FAILURE=''
-  IP_IN_USE=false ANSWERS=false USER_DATA_RAN=false LEFT='' USERDATA='' START=$SECONDS PORT='' GROUP=
+  IP_IN_USE=false ANSWERS=false USER_DATA_RAN=false LEFT='' USERDATA='' START=$SECONDS PORT='' GROUP='' PORTS='[]'
+  WORK=$(mktemp -d)
   set -E # the ERR trap below also fires inside functions
   trap finish EXIT
   trap 'on_error "$LINENO"' ERR
-  cleanup # an interrupted earlier run
+  # the first calls side by side: what an interrupted earlier run left, the images, the flavors
+  leftovers
+  listing images --os-cloud devstack-admin image list -f value -c Name
+  listing flavors --os-cloud devstack-admin flavor list -f value -c Name
+  delete_listed
   smoke
 }
 
@@ -266,6 +291,8 @@ remove() {
   load_params - "${PARAMS[@]}" # pulumi-command's delete sends the stdin that apply had
   validate_params
   command -v openstack >/dev/null || { log "no openstack CLI: nothing to remove"; return 0; }
+  WORK=$(mktemp -d)
+  trap 'stop_listings; rm -rf "$WORK"' EXIT
   # A VM left inside the host costs nothing on AWS: a cloud that cannot answer must not block remove.
   { cleanup && count_left; } || log "warning: the cloud did not answer every clean-up call"
   printf '{"removed":true,"servers_left":%s}\n' "${LEFT:-null}"
