@@ -190,7 +190,9 @@ def test_repoint_waits_for_the_lock_of_another_run(host):
     is never repointed beside: the apply waits for the lock, here in vain, and changes nothing."""
     assert host.apply("ens6", FIRST_URL).returncode == 0
     lock = host.tmp / "state" / "install-openstack.lock"
-    holder = subprocess.Popen(["flock", str(lock), "sleep", "30"])
+    # -o: the lock is flock's own, not its child's, so killing flock frees it (else the sleep would
+    # hold it on for its 30 s and the last apply below would wait them out)
+    holder = subprocess.Popen(["flock", "-o", str(lock), "sleep", "30"])
     try:
         deadline = time.monotonic() + 10
         while subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 0:
