@@ -202,7 +202,7 @@ def test_fake_cloud_pass_prints_the_evidence_and_leaves_nothing(tmp_path):
     assert deleted == ["server delete --wait srv-2", "port delete port-1", "security group delete sg-0"], deleted
     # a boot under emulation takes minutes: the step says what it waits for, and how long it took
     said = proc.stderr
-    assert "waiting up to 300 s for ACTIVE" in said and "server ACTIVE (" in said, said
+    assert "on private (0 s in); waiting up to 300 s for ACTIVE" in said and "server ACTIVE (" in said, said
     assert "waiting up to 240 s for its answer to ping" in said and "the VM answers ping (" in said, said
     assert f"[smoke] passed: the internet sees the VM as {PUBLIC} (" in said, said
 

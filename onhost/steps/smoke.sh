@@ -231,7 +231,7 @@ smoke() {
   USERDATA=$WORK/user-data
   user_data >"$USERDATA"
   SERVER=$(os server create "$NAME" --image "$IMAGE" --flavor "$FLAVOR" --port "$PORT" --user-data "$USERDATA" -f value -c id)
-  log "booting server $SERVER ($IMAGE, $FLAVOR) at $VM_IP on $TENANT_NETWORK; waiting up to $((ACTIVE_POLLS * POLL)) s for ACTIVE"
+  log "booting server $SERVER ($IMAGE, $FLAVOR) at $VM_IP on $TENANT_NETWORK ($(since_start)); waiting up to $((ACTIVE_POLLS * POLL)) s for ACTIVE"
   for ((i = 0; i < ACTIVE_POLLS; i++)); do
     STATUS=$(os server show "$SERVER" -f value -c status)
     [ "$STATUS" = ACTIVE ] && break
