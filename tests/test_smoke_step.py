@@ -122,6 +122,9 @@ elif cmd.startswith("server event list"):  # -f value -c "Request ID"
 elif cmd.startswith("server event show"):  # the action with its events (admin: with tracebacks)
     (action,) = [a for a in st["actions"] if a["request_id"] == words[4]]
     print(json.dumps(action))
+elif cmd.startswith("configuration show"):  # the CLI's view of clouds.yaml, unmasked on request
+    assert opt("-c") == "auth.password" and "--unmask" in argv
+    print(st.get("password", ""))
 elif cmd.startswith("console log show"):
     print(st["console"], end="")
 else:
@@ -452,3 +455,18 @@ def test_fake_cloud_error_fault_details_are_bounded(tmp_path):
     said = ev["failure"].removeprefix("server went to ERROR: ")
     assert len(said.encode()) == 4096 and len(details) > 40_000
     assert said.startswith("Unexpected error while building the instance\nTraceback (most recent call last):\n")
+
+
+def test_fake_cloud_error_text_never_shows_the_admin_password(tmp_path):
+    """DevStack gives the admin password to its database, RabbitMQ and service users: a fault or a
+    build event can carry a connection URL with it. The failure (printed by Pulumi, kept in its
+    state) shows it masked, and so does the evidence."""
+    secret = "Adm1n-Pa55"
+    url = f"mysql+pymysql://root:{secret}@10.42.1.10/nova_cell1?charset=utf8"
+    fault = {"code": 500, "message": f"(pymysql.err.OperationalError) (1045) {url}", "details": ""}
+    proc, ev, final, calls = run_smoke(tmp_path, statuses=["BUILD", "ERROR"], fault=fault, password=secret)
+    assert proc.returncode == 1 and nothing_left(final)
+    assert ev["failure"] == "server went to ERROR: (pymysql.err.OperationalError) (1045) " + url.replace(
+        secret, "********")
+    assert secret not in proc.stderr and secret not in proc.stdout
+    assert not any(secret in c for c in calls)  # never on a command line either

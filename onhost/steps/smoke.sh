@@ -141,7 +141,7 @@ count_left() { LEFT=$(os server list --name "^$NAME\$" -f value -c ID | awk 'NF'
 # traceback's last exception. A build that ran out of hosts to retry on has a fault that says only
 # that ("Exceeded maximum number of retries. Exhausted all hosts ..."): the compute host's reason is
 # in its event. At most FAULT_BYTES: tracebacks can run to tens of KB, and this text becomes the
-# step's error, which Pulumi prints and keeps in the stack's state.
+# step's error, which Pulumi prints and keeps in the stack's state (so it is masked too).
 server_error() {
   local req
   {
@@ -152,7 +152,20 @@ server_error() {
         (map(startswith(" ")) | indices(true) | last // -1) as $i | .[$i + 1:] | join("\n") |
         if . == "" then "Error" else . end)' || true
     done
-  } | head -c "$FAULT_BYTES"
+  } | masked | head -c "$FAULT_BYTES"
+}
+
+# masked : stdin to stdout with DevStack's admin password replaced by ********. DevStack gives it to
+# the database, RabbitMQ and the service users too (the program's local.conf), and a fault or a
+# traceback can carry a connection URL. The password is the CLI's own (clouds.yaml, as it reads it;
+# no call to the cloud), read only on this path.
+masked() {
+  local secret line
+  secret=$(os configuration show --unmask -f value -c auth.password 2>/dev/null || true)
+  while IFS= read -r line || [ -n "$line" ]; do
+    [ -z "$secret" ] || line=${line//"$secret"/********}
+    printf '%s\n' "$line"
+  done
 }
 
 # since_start : the seconds since apply started, for the progress lines (QEMU emulation makes a boot
