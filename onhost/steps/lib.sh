@@ -23,6 +23,12 @@ if [ "$(catalog_interface)" = internal ]; then export OS_INTERFACE=internal; fi
 
 log() { printf '[%s] %s\n' "${OOA_STEP:-step}" "$*" >&2; }
 die() { printf '[%s] error: %s\n' "${OOA_STEP:-step}" "$*" >&2; exit 1; }
+# mask [SECRET] : stdin to stdout with SECRET (default: the admin password) replaced by ********
+# (an empty SECRET replaces nothing).
+mask() {
+  local secret=${1-$ADMIN_PASSWORD} line
+  while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "${line//"$secret"/********}"; done
+}
 
 # load_params FILE NAME... : read KEY=value lines from FILE (- for stdin); accept only NAMEs.
 # Values are taken literally (never evaluated). Every NAME must be given.
@@ -474,11 +480,6 @@ install_devstack() {
   rm -f "$STATE/stamp"
   run_stack "$DEVSTACK"
   printf '%s\n' "$stamp" >"$STATE/stamp"
-}
-
-mask() { # mask: stdin to stdout with the admin password replaced
-  local line
-  while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "${line//"$ADMIN_PASSWORD"/********}"; done
 }
 
 # show_progress PID : until PID ends, show each new complete line of $STACK_SUMMARY as

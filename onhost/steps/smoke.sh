@@ -15,7 +15,8 @@
 # http://checkip.amazonaws.com/) EXPECTED_PUBLIC_IP (the provider's public IP: the Elastic IP on AWS;
 # empty on an existing machine without host.providerPublicIp, where any answer of the internet
 # passes and the address it saw is reported). Runs the openstack CLI
-# as DevStack's admin (cloud `devstack-admin`), like external-gateway: no secret passes through it.
+# as DevStack's admin (cloud `devstack-admin`), like external-gateway: no secret is passed to it (it
+# reads the admin password from the CLI's clouds.yaml only to mask it in Nova's errors).
 # The VPC router's answer to ping is evidence, not a verdict (it may ignore ICMP; gateway-mac says
 # the same): the internet seen through it is the verdict.
 set -euo pipefail
@@ -25,6 +26,7 @@ OOA_STEP=smoke
 
 PARAMS=(ROUTER_ID TENANT_NETWORK TENANT_IP VPC_GATEWAY_IP PROBE_URL EXPECTED_PUBLIC_IP)
 NAME=openstack-on-aws-smoke # the server, its port and its security group: found again by name
+CLOUD=devstack-admin        # DevStack's admin, in its clouds.yaml
 FLAVORS=(cirros256 m1.nano m1.tiny)
 POLL=3                # seconds between two calls to the cloud (each call starts the CLI: ~1 s of CPU)
 ACTIVE_POLLS=100      # ~5 min for ACTIVE
@@ -50,7 +52,7 @@ validate_params() {
 # to the caller (rather than exiting inside), so the ERR trap names the caller's command.
 os() {
   local rc=0
-  openstack --os-cloud devstack-admin "$@" || rc=$?
+  openstack --os-cloud "$CLOUD" "$@" || rc=$?
   return "$rc"
 }
 
@@ -88,7 +90,7 @@ EOF
 # the tenant network's ports (JSON, with their addresses: the tenant IP's check reads them too) and
 # admin's security groups (the admin sees every project's).
 leftovers() {
-  local cloud=(--os-cloud devstack-admin)
+  local cloud=(--os-cloud "$CLOUD")
   listing servers "${cloud[@]}" server list --name "^$NAME\$" -f value -c ID
   listing ports "${cloud[@]}" port list --network "$TENANT_NETWORK" -f json -c ID -c Name -c "Fixed IP Addresses"
   listing groups "${cloud[@]}" security group list --project admin -f value -c ID -c Name
@@ -141,9 +143,13 @@ count_left() { LEFT=$(os server list --name "^$NAME\$" -f value -c ID | awk 'NF'
 # traceback's last exception. A build that ran out of hosts to retry on has a fault that says only
 # that ("Exceeded maximum number of retries. Exhausted all hosts ..."): the compute host's reason is
 # in its event. At most FAULT_BYTES: tracebacks can run to tens of KB, and this text becomes the
-# step's error, which Pulumi prints and keeps in the stack's state (so it is masked too).
+# step's error, which Pulumi prints and keeps in the stack's state, so DevStack's admin password is
+# masked in it: DevStack gives it to the database, RabbitMQ and the service users too (the program's
+# local.conf), and a fault or a traceback can carry a connection URL. The password is the CLI's own
+# (clouds.yaml, as it reads it; no call to the cloud), read only on this path.
 server_error() {
-  local req
+  local req secret
+  secret=$(os configuration show --unmask -f value -c auth.password 2>/dev/null || true)
   {
     os server show "$SERVER" -f json -c fault | jq -r '.fault // {} | (.message // ""), (.details // "") | select(. != "")'
     for req in $(os server event list "$SERVER" -f value -c "Request ID" || true); do
@@ -152,20 +158,7 @@ server_error() {
         (map(startswith(" ")) | indices(true) | last // -1) as $i | .[$i + 1:] | join("\n") |
         if . == "" then "Error" else . end)' || true
     done
-  } | masked | head -c "$FAULT_BYTES"
-}
-
-# masked : stdin to stdout with DevStack's admin password replaced by ********. DevStack gives it to
-# the database, RabbitMQ and the service users too (the program's local.conf), and a fault or a
-# traceback can carry a connection URL. The password is the CLI's own (clouds.yaml, as it reads it;
-# no call to the cloud), read only on this path.
-masked() {
-  local secret line
-  secret=$(os configuration show --unmask -f value -c auth.password 2>/dev/null || true)
-  while IFS= read -r line || [ -n "$line" ]; do
-    [ -z "$secret" ] || line=${line//"$secret"/********}
-    printf '%s\n' "$line"
-  done
+  } | mask "$secret" | head -c "$FAULT_BYTES"
 }
 
 # since_start : the seconds since apply started, for the progress lines (QEMU emulation makes a boot
@@ -218,7 +211,7 @@ finish() {
 
 # smoke : the test itself; each way the cloud can fail calls fail with the reason.
 smoke() {
-  local port port_args=() i images flavors
+  local port port_args=() i images flavors userdata=$WORK/user-data
   listed images images
   IMAGE=$(grep -i -m 1 cirros <<<"$images" || true)
   [ -n "$IMAGE" ] || fail "no CirrOS image in Glance (DevStack uploads one)"
@@ -241,9 +234,8 @@ smoke() {
   PORT=$(jq -r .id <<<"$port")
   is_ipv4 "$VM_IP" || fail "port $PORT has no IPv4 address"
 
-  USERDATA=$WORK/user-data
-  user_data >"$USERDATA"
-  SERVER=$(os server create "$NAME" --image "$IMAGE" --flavor "$FLAVOR" --port "$PORT" --user-data "$USERDATA" -f value -c id)
+  user_data >"$userdata"
+  SERVER=$(os server create "$NAME" --image "$IMAGE" --flavor "$FLAVOR" --port "$PORT" --user-data "$userdata" -f value -c id)
   log "booting server $SERVER ($IMAGE, $FLAVOR) at $VM_IP on $TENANT_NETWORK ($(since_start)); waiting up to $((ACTIVE_POLLS * POLL)) s for ACTIVE"
   for ((i = 0; i < ACTIVE_POLLS; i++)); do
     STATUS=$(os server show "$SERVER" -f value -c status)
@@ -286,15 +278,15 @@ apply() {
   command -v openstack >/dev/null || die "no openstack CLI: run install-openstack first"
   netns_exists "$NS" || die "router namespace $NS does not exist: run external-gateway first"
   IMAGE='' FLAVOR='' SERVER='' VM_IP='' STATUS='' VPC_PING='' VPC_DNS='' SEEN_AS='' CONSOLE='' FAILURE=''
-  IP_IN_USE=false ANSWERS=false USER_DATA_RAN=false LEFT='' USERDATA='' START=$SECONDS PORT='' GROUP='' PORTS='[]'
+  IP_IN_USE=false ANSWERS=false USER_DATA_RAN=false LEFT='' START=$SECONDS PORT='' GROUP='' PORTS='[]'
   WORK=$(mktemp -d)
   set -E # the ERR trap below also fires inside functions
   trap finish EXIT
   trap 'on_error "$LINENO"' ERR
   # the first calls side by side: what an interrupted earlier run left, the images, the flavors
   leftovers
-  listing images --os-cloud devstack-admin image list -f value -c Name
-  listing flavors --os-cloud devstack-admin flavor list -f value -c Name
+  listing images --os-cloud "$CLOUD" image list -f value -c Name
+  listing flavors --os-cloud "$CLOUD" flavor list -f value -c Name
   delete_listed
   smoke
 }
