@@ -5,11 +5,12 @@ directly (test_guest.py) and Nova's (nova-compute's virt_type, tests/lab/nova.py
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from tests.lab.container import kvm_usable
+from tests.lab.neutron import wait_for
 
 HERE = Path(__file__).resolve().parent
 KVM_START = 5  # seconds for the boot loader's banner under KVM (well under 1 s when KVM works)
@@ -22,6 +23,17 @@ def guest_image() -> Path:
     return Path(path.strip())
 
 
+def qemu_command(accel: str, console: Path) -> list[str]:
+    """QEMU booting the guest image under `accel` ("kvm" or "tcg"), its serial console into the file
+    `console`, no NIC yet (the caller adds its own); the cache stays as built: the guest writes to a
+    temporary overlay."""
+    return [
+        "qemu-system-x86_64", "-accel", accel, "-m", "256", "-nodefaults", "-no-user-config",
+        "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
+        "-drive", f"file={guest_image()},format=raw,if=virtio,snapshot=on",
+    ]  # fmt: skip
+
+
 def accelerator() -> tuple[str, str]:
     """("kvm" | "tcg", why), the same for the whole run: KVM if /dev/kvm opens and the guest's boot
     loader shows under it within KVM_START seconds."""
@@ -31,28 +43,24 @@ def accelerator() -> tuple[str, str]:
 
 
 def _probe() -> tuple[str, str]:
-    try:
-        os.close(os.open("/dev/kvm", os.O_RDWR))
-    except OSError as e:
-        return "tcg", f"/dev/kvm: {e.strerror}"
+    if not kvm_usable():
+        return "tcg", "/dev/kvm cannot be opened here"
     with tempfile.TemporaryDirectory(prefix="ooa-kvm-") as tmp:
         console, log = Path(tmp) / "console", Path(tmp) / "qemu.log"
         console.write_text("")
-        cmd = [
-            "qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-nodefaults", "-no-user-config",
-            "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
-            "-drive", f"file={guest_image()},format=raw,if=virtio,snapshot=on",
-        ]  # fmt: skip
         with log.open("w") as out:
-            p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        try:  # a failure shows at once: QEMU exits, or says so and stops the guest
-            deadline = time.monotonic() + KVM_START
-            while time.monotonic() < deadline and p.poll() is None:
-                if "SYSLINUX" in console.read_text(errors="replace") or "KVM internal error" in log.read_text():
-                    break
-                time.sleep(0.1)
-            booted = p.poll() is None and "SYSLINUX" in console.read_text(errors="replace")
+            p = subprocess.Popen(qemu_command("kvm", console), stdout=out, stderr=subprocess.STDOUT)
+
+        def shown() -> bool:  # a failure shows at once: QEMU exits, or says so and stops the guest
+            said = log.read_text(errors="replace") + console.read_text(errors="replace")
+            return p.poll() is not None or "KVM internal error" in said or "SYSLINUX" in said
+
+        try:
+            wait_for("the boot loader or a failure under KVM", shown, KVM_START, every=0.1)
+        except TimeoutError:
+            pass
         finally:
+            booted = p.poll() is None and "SYSLINUX" in console.read_text(errors="replace")
             p.kill()
             p.wait(timeout=10)
         if booted:

@@ -150,12 +150,11 @@ class Nova:
         w, etc, log = self.work, self.etc, self.neutron.log
         for d in (etc, w / "state", w / "images", w / "image-cache"):
             d.mkdir(parents=True, exist_ok=True)
-        rabbit, transport = RABBIT, TRANSPORT
         nova = {
             "DEFAULT": {
                 "host": HOSTNAME,
                 "debug": "false",
-                "transport_url": transport,
+                "transport_url": TRANSPORT,
                 "state_path": f"{w}/state",
                 "my_ip": self.host_ip,
                 "instance_name_template": "instance-%08x",
@@ -173,8 +172,8 @@ class Nova:
             "key_manager": {"backend": "nova.keymgr.conf_key_mgr.ConfKeyManager"},
             "oslo_policy": {"enforce_new_defaults": "True"},
             "oslo_concurrency": {"lock_path": f"{w}/state"},
-            "oslo_messaging_rabbit": rabbit,
-            "oslo_messaging_notifications": {"driver": "messagingv2", "transport_url": transport},
+            "oslo_messaging_rabbit": RABBIT,
+            "oslo_messaging_notifications": {"driver": "messagingv2", "transport_url": TRANSPORT},
             "upgrade_levels": {"compute": "auto"},
             "keystone_authtoken": self.authtoken("nova"),
             "placement": self.keystoneauth(),
@@ -205,14 +204,14 @@ class Nova:
                 "worker_self_reference_url": self.url("glance"),
                 "use_keystone_limits": "True",
                 "enforce_secure_rbac": "true",
-                "transport_url": transport,
+                "transport_url": TRANSPORT,
                 "node_staging_uri": f"file://{w}/staging",  # (its default is /tmp/staging)
             },
             "database": {"connection": self.database("glance", "glance")},
             "oslo_concurrency": {"lock_path": f"{w}/state"},
             "paste_deploy": {"flavor": "keystone+cachemanagement"},
             "keystone_authtoken": self.authtoken("glance"),
-            "oslo_messaging_rabbit": rabbit,
+            "oslo_messaging_rabbit": RABBIT,
             "oslo_messaging_notifications": {"driver": "messagingv2"},
             "image_format": {"require_image_format_match": "True"},
             "glance_store": {"filesystem_store_datadir": f"{w}/images/"},

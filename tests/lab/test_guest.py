@@ -21,13 +21,12 @@ from pathlib import Path
 import pytest
 
 from tests.lab.conftest import cannot_run
-from tests.lab.kvm import accelerator, guest_image
+from tests.lab.kvm import accelerator, guest_image, qemu_command
 from tests.lab.neutron import wait_for
 
 pytestmark = pytest.mark.lab
 
 HERE = Path(__file__).resolve().parent
-GUEST_SH = HERE / "guest.sh"
 SMOKE_SH = HERE.parent.parent / "onhost" / "steps" / "smoke.sh"
 GATEWAY = "10.0.0.1"  # the namespace's bridge: router, DNS server, probe
 MTU = 1450  # what Neutron's DHCP gives on a VXLAN tenant network
@@ -149,10 +148,7 @@ def qemu(enter: list[str], spec: Spec, accel: str, tmp: Path, stack: contextlib.
     console = tmp / f"{spec.tap}.console"
     console.write_text("")
     cmd = [
-        "qemu-system-x86_64", "-accel", accel, "-m", "256", "-nodefaults", "-no-user-config",
-        "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
-        # the cache stays as built: the guest writes to a temporary overlay
-        "-drive", f"file={guest_image()},format=raw,if=virtio,snapshot=on",
+        *qemu_command(accel, console),
         "-netdev", f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=n0,mac={spec.mac}",
     ]  # fmt: skip
