@@ -158,11 +158,11 @@ apply() {
   command -v openstack >/dev/null || die "no openstack CLI on the host (DevStack: run install-openstack first)"
   [ -r "$CLOUDS_YAML" ] || die "no $CLOUDS_YAML (DevStack: run install-openstack first)"
   WORK=$(mktemp -d)
-  export OS_CLIENT_CONFIG_FILE=$CLOUDS_YAML # the listings' cloud file (os names it for each call)
   trap cleanup EXIT
-  # the subnets and routers listed side by side with the networks (lib.sh listing)
-  listing subnet --os-cloud "$CLOUD" subnet list -f json -c ID -c Name -c Network -c Subnet
-  listing router --os-cloud "$CLOUD" router list --long -f json -c ID -c Name -c "External gateway info"
+  # the subnets and routers listed side by side with the networks (lib.sh listing), as os calls the CLI
+  OS_CLIENT_CONFIG_FILE="$CLOUDS_YAML" listing subnet --os-cloud "$CLOUD" subnet list -f json -c ID -c Name -c Network -c Subnet
+  OS_CLIENT_CONFIG_FILE="$CLOUDS_YAML" listing router --os-cloud "$CLOUD" router list --long -f json -c ID -c Name \
+    -c "External gateway info"
   # Before anything is saved: a wrong cloud must leave the state of the last good apply as it was.
   NETWORK_LIST=$(os network list -f json -c ID -c Name) || die "cloud $CLOUD of $CLOUDS_YAML does not answer"
   listed subnet SUBNET_LIST || die "openstack subnet list failed"

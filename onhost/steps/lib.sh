@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Helpers shared by the remote steps; sourced, never run. Installed beside the step scripts.
-# Sections: parameters and checks (all steps); re-apply helpers (gateway-mac, port-forwards); host
+# Sections: parameters and checks (all steps); re-apply helpers (gateway-mac, port-forwards); cloud
+# helpers (external-gateway, smoke: the CLI's reads side by side); host
 # helpers (prepare-host, install-openstack, external-gateway); preparation helpers (prepare-host,
 # prepare-compute); DevStack helpers (install-openstack, install-compute). A change here changes
 # every step's command text (each carries lib.sh's hash, onhost/remote.py): every step runs again.
