@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -139,25 +140,26 @@ def http_get(lab: Lab, ip: str, port: int) -> str:
     return sh("curl", "-sS", "-m", "5", f"http://{ip}:{port}/", ns=lab.inet, check=False).stdout.strip()
 
 
-def boot_vm(lab: Lab, made: list) -> tuple[str, str]:
+def boot_vm(lab: Lab, undo: list[Callable[[], object]]) -> tuple[str, str]:
     """The user's VM: a security group open to HTTP and ping, its port at VM_IP, the server through
-    Nova's API with user data that asks the internet's echo every 2 s who it is (on the console)."""
+    Nova's API with user data that asks the internet's echo every 2 s who it is (on the console);
+    each thing made adds its delete to `undo`."""
     net = lab.neutron.find("networks", name="private")[0]
     sg = lab.neutron.api("POST", "security-groups", {"security_group": {"name": VM}})["security_group"]
-    made.append(("security-groups", sg["id"]))
+    undo.append(lambda: lab.neutron.api("DELETE", f"security-groups/{sg['id']}"))
     for rule in ({"protocol": "tcp", "port_range_min": 80, "port_range_max": 80}, {"protocol": "icmp"}):
         made_rule = {"security_group_id": sg["id"], "direction": "ingress", **rule}
         lab.neutron.api("POST", "security-group-rules", {"security_group_rule": made_rule})
     fixed = [{"ip_address": VM_IP}]
     body: dict = {"network_id": net["id"], "name": VM, "fixed_ips": fixed, "security_groups": [sg["id"]]}
     port = lab.neutron.api("POST", "ports", {"port": body})["port"]
-    made.append(("ports", port["id"]))
+    undo.append(lambda: lab.neutron.api("DELETE", f"ports/{port['id']}"))
     user_data = (
         "#!/bin/sh\nexec >/dev/console 2>&1\n"
         f'while :; do echo "{SEEN}$(wget -q -T 3 -O - {PROBE_URL} 2>/dev/null | tr -cd 0-9.)"; sleep 2; done &\n'
     )
     server = lab.nova.boot(VM, port["id"], user_data)
-    made.append(("servers", server))
+    undo.append(lambda: lab.nova.delete(server))
     return server, port["id"]
 
 
@@ -176,9 +178,9 @@ def test_smoke_fails_before_the_fix_and_passes_through_it_while_a_users_vm_is_re
     ENI's secondary IPs, associated through the API, answers on its own Elastic IP and the VM leaves
     as that one."""
     lab = clean
-    made: list = []
+    undo: list[Callable[[], object]] = []
     try:
-        server, port_id = boot_vm(lab, made)
+        server, port_id = boot_vm(lab, undo)
         p, evidence = smoke_apply(lab, "smoke apply before the fix")
         assert p.returncode == 1, p.stderr
         reason = f"the VM did not reach the internet ({PROBE_URL}); VPC router ping: fail, VPC DNS: fail"
@@ -195,7 +197,7 @@ def test_smoke_fails_before_the_fix_and_passes_through_it_while_a_users_vm_is_re
             wait_for("the VM seen as the provider EIP", lambda: seen_as(lab, server)[-1:] == [PROVIDER_EIP], 60, 1)
             assert http_get(lab, PROVIDER_EIP, VM_PORT) == f"{VM}/tcp/80/{INTERNET_IP}"
             fip = lab.floating_ip(LATER_IP, port_id)
-            made.append(("floatingips", fip["id"]))
+            undo.append(lambda: lab.delete_floating_ip(fip))
             assert http_get(lab, LATER_EIP, 80) == f"{VM}/tcp/80/{INTERNET_IP}"
             wait_for("the VM seen as its floating IP's EIP", lambda: seen_as(lab, server)[-1:] == [LATER_EIP], 60, 1)
             lab.timings["nova vm: forward and floating IP after the fix"] = time.monotonic() - t
@@ -205,10 +207,5 @@ def test_smoke_fails_before_the_fix_and_passes_through_it_while_a_users_vm_is_re
         assert evidence["user_data_ran"] is True and evidence["answers_from_router"] is True, evidence
         assert (evidence["vpc_router_ping"], evidence["vpc_dns"]) == ("ok", "ok"), evidence
     finally:
-        for kind, made_id in reversed(made):
-            if kind == "servers":
-                lab.nova.delete(made_id)
-            elif kind == "floatingips":
-                lab.delete_floating_ip({"id": made_id, "floating_ip_address": LATER_IP})
-            else:
-                lab.neutron.api("DELETE", f"{kind}/{made_id}")
+        for delete in reversed(undo):
+            delete()
