@@ -200,6 +200,14 @@ class Neutron:
             out.close()
         self.groups[name] = p.pid
 
+    def running(self, name: str) -> bool:
+        """Is a process of the daemon started as `name` (not an agent in the host) still alive?"""
+        return name in self.groups and _alive_group(self.groups[name])
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        """The last lines of the daemon's output (its .out file), for an error that says why."""
+        return "\n".join((self.log / f"{name}.out").read_text(errors="replace").splitlines()[-lines:])
+
     def stop(self, name: str, grace: float = 10) -> None:
         """SIGTERM the daemon's process group, SIGKILL whatever is left after `grace` seconds (an
         agent in the host: its unit stopped, SIGKILL after the stop timeout set at its start, or at

@@ -25,7 +25,7 @@ from components.clouds import CA_FILE, clouds_yaml
 from components.openstack import TlsParts, public_base_url
 from tests.lab import keystone
 from tests.lab.net import MGMT_EIP, MGMT_IP, Lab, sh
-from tests.lab.neutron import API, LAB_VENV, wait_for
+from tests.lab.neutron import API, API_PORT, LAB_VENV, wait_for
 from tests.test_tls_front import make_ca, make_server
 
 pytestmark = pytest.mark.lab
@@ -112,9 +112,16 @@ def restart_neutron_api(lab: Lab) -> Callable[[], None]:
     start-up, ~4 s of imports and plugin loading, overlaps what the caller checks meanwhile)."""
     api = lab.neutron
     api.stop("neutron-api", grace=5)
+    # the old one's listening socket closes with its last process: the new one could not bind it
+    try:
+        wait_for(f"nothing listening on the neutron API's port {API_PORT}", lambda: not listening(lab), 10)
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}; held by: {listening(lab)}") from None
     api.start("neutron-api", "uwsgi", "--ini", f"{api.etc}/neutron-api-uwsgi.ini")
 
     def answers() -> bool:
+        if not api.running("neutron-api"):  # uWSGI exits at once when it cannot start: say why, now
+            raise RuntimeError(f"the restarted neutron API exited: {api.log_tail('neutron-api')}")
         try:
             return api.api("GET", "networks") is not None
         except RuntimeError:  # not listening yet
@@ -124,6 +131,11 @@ def restart_neutron_api(lab: Lab) -> Callable[[], None]:
         wait_for("the restarted neutron API", answers, 60)
 
     return answering
+
+
+def listening(lab: Lab) -> str:
+    """The listener on the neutron API's port in the host's namespace, with its process ('' when none)."""
+    return sh("ss", "-Hltnp", f"sport = :{API_PORT}", ns=lab.neutron.netns).stdout.strip()
 
 
 def curl(lab: Lab, ns: str, url: str, *args: str, max_time: int = 3) -> subprocess.CompletedProcess:
