@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from tests.lab.net import Lab, prerequisites
 
 _started: list[float] = []
 _finished: list[float] = []
+_busy: list[float] = []  # the machine's busy CPU seconds (all processes) when the lab began and ended
 _timings: dict[str, float] = {}
 _facts: dict[str, str] = {}
 
@@ -23,6 +25,7 @@ _facts: dict[str, str] = {}
 def lab():
     cannot_run("the lab", prerequisites())
     _started.append(time.monotonic())
+    _busy.append(machine_busy_cpu())
     built = Lab()
     try:
         built.build()
@@ -33,6 +36,14 @@ def lab():
         _timings.update(built.timings)  # with what the tests measured (prepare-host, the re-apply timer)
         _facts.update(built.facts)
         _finished.append(time.monotonic())
+        _busy.append(machine_busy_cpu())
+
+
+def machine_busy_cpu() -> float:
+    """The CPU seconds this machine's cores have been busy since boot (/proc/stat: all but idle and
+    iowait), counting the lab host's and the guests' processes, which are not this session's children."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def cannot_run(what: str, problems: list[str]) -> None:
@@ -68,6 +79,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"lab suite wall time: {_finished[-1] - _started[0]:.1f} s (build, tests, teardown); "
             + ", ".join(f"{k}: {v:.1f} s" for k, v in _timings.items())
+        )
+        wall, busy, cores = _finished[-1] - _started[0], _busy[-1] - _busy[0], os.cpu_count() or 1
+        terminalreporter.write_line(
+            f"machine CPU during the lab: {busy:.0f} s busy of {cores} cores x {wall:.0f} s "
+            f"({busy / cores / wall:.0%}); no order of the same work finishes in under {busy / cores:.0f} s here"
         )
         if _facts:
             terminalreporter.write_line("lab facts: " + "; ".join(f"{k}: {v}" for k, v in _facts.items()))

@@ -98,6 +98,7 @@ def nova_guests(lab):
     accel, why = accelerator()
     lab.facts["guests (Nova's virt_type)"] = f"{LIBVIRT[accel]['virt_type']}: {why}"
     took = lab.nova.start_compute(lab.container, accel)
+    lab.timings["nova-compute up and discovered"] = took
     print(f"nova-compute up and discovered: {took:.1f} s; guests under {accel.upper()} ({why})")
     image = lab.work / "lab-guest.img"
     shutil.copy(guest_image(), image)
