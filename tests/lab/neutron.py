@@ -184,8 +184,9 @@ class Neutron:
         would hide the namespaces the agents create (`ip netns add` bind-mounts them in /run/netns)."""
         return ["nsenter", f"--net=/run/netns/{self.netns}", "--"]
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
-        """Start a daemon in the host namespace, in its own session (its pid is its process group)."""
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        """Start a daemon in the host namespace, in its own session (its pid is its process group);
+        `cwd`: its working folder (else pytest's)."""
         out = open(self.log / f"{name}.out", "ab")  # noqa: SIM115 - the child keeps it
         try:
             p = subprocess.Popen(
@@ -195,6 +196,7 @@ class Neutron:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=env or self.env(),
+                cwd=cwd,
             )
         finally:
             out.close()
@@ -510,9 +512,12 @@ ovsdb_connection = {ovsdb}
         if not (self.work / "mysql" / "data" / "mysql").exists():
             self.timings["migrated database copied"] = dbcache.prepare(self.work / "mysql" / "data")
         self.start("mariadb", "mariadbd", my)
-        self.start("epmd", "epmd", "-port", str(EPMD_PORT), "-address", "127.0.0.1", env=self.rabbit_env())
+        # Erlang writes its crash dumps (MnesiaCore.*, erl_crash.dump) where it runs: the lab's folder
+        rabbit = self.work / "rabbit"
+        rabbit.mkdir(parents=True, exist_ok=True)
+        self.start("epmd", "epmd", "-port", str(EPMD_PORT), "-address", "127.0.0.1", env=self.rabbit_env(), cwd=rabbit)
         wait_for("epmd", lambda: self._tcp_open(EPMD_PORT), 10)
-        self.start("rabbitmq", str(RABBITMQ_SERVER), env=self.rabbit_env())
+        self.start("rabbitmq", str(RABBITMQ_SERVER), env=self.rabbit_env(), cwd=rabbit)
         ping = ("mariadb", my, "-uroot", "-e", "select 1")
         wait_for("MariaDB", lambda: self.run(*ping, check=False).returncode == 0, 60)
         if self.identity is not None:

@@ -1,5 +1,6 @@
 """Labs side by side: each lab's namespaces are its own (net.private_netns_dir), with the lab's IP
-settings whatever the machine's (net.netns_sysctls); each lab's container has cgroups of its own."""
+settings whatever the machine's (net.netns_sysctls); each lab's container has cgroups of its own;
+what its message queue may write where it runs stays in the lab's folder."""
 
 from __future__ import annotations
 
@@ -102,3 +103,17 @@ def in_container(pid: int) -> str:
         if line.startswith("NSpid:"):
             return line.split()[-1]
     return ""
+
+
+def test_the_message_queue_runs_in_the_labs_folder(lab):
+    """Erlang writes a crash dump of RabbitMQ's node (MnesiaCore.*, erl_crash.dump) into its working
+    folder: the lab's, so a crash leaves it with the lab's logs, not in the checkout."""
+    groups = {lab.neutron.groups[name] for name in ("epmd", "rabbitmq")}
+    folders = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[2]) in groups:
+                folders.add(os.readlink(entry / "cwd"))
+        except (OSError, IndexError):
+            continue
+    assert folders == {str(lab.neutron.work / "rabbit")}, folders
