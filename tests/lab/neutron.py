@@ -31,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -127,8 +127,9 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _alive_group(pgid: int) -> bool:
-    """Is any non-zombie process left in the process group?"""
+def group_processes(pgids: set[int]) -> Iterator[tuple[Path, list[str]]]:
+    """Each process now in one of these process groups: its /proc folder and its stat's fields after
+    the name (state, ppid, pgrp, ...; utime and stime at 11 and 12)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -136,9 +137,13 @@ def _alive_group(pgid: int) -> bool:
             fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        if int(fields[2]) in pgids:
+            yield entry, fields
+
+
+def _alive_group(pgid: int) -> bool:
+    """Is any non-zombie process left in the process group?"""
+    return any(fields[0] != "Z" for _, fields in group_processes({pgid}))
 
 
 class Neutron:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 from tests.lab import keystone, neutron
 from tests.lab.dbcache import DB_PASSWORD, REGION
 from tests.lab.keystone import SERVICE_PASSWORD
-from tests.lab.neutron import AMQP_PORT, HOSTNAME, LAB_VENV, wait_for
+from tests.lab.neutron import AMQP_PORT, HOSTNAME, LAB_VENV, group_processes, wait_for
 
 if TYPE_CHECKING:
     from tests.lab.container import Container
@@ -405,14 +405,7 @@ class Nova:
     def cpu(self) -> float:
         """The CPU seconds (user and system) the five services' processes have used so far."""
         groups = {self.neutron.groups[n] for n in PROCESSES if n in self.neutron.groups}
-        ticks = 0
-        for entry in Path("/proc").iterdir():
-            try:
-                fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) in groups:
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in group_processes(groups))  # utime, stime
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def wait(self, timeout: float = 300) -> None:

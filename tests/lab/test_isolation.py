@@ -4,6 +4,7 @@ what its message queue may write where it runs stays in the lab's folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab import net
-from tests.lab.neutron import netns_list
+from tests.lab.neutron import group_processes, netns_list
 
 pytestmark = pytest.mark.lab
 
@@ -108,12 +109,8 @@ def in_container(pid: int) -> str:
 def test_the_message_queue_runs_in_the_labs_folder(lab):
     """Erlang writes a crash dump of RabbitMQ's node (MnesiaCore.*, erl_crash.dump) into its working
     folder: the lab's, so a crash leaves it with the lab's logs, not in the checkout."""
-    groups = {lab.neutron.groups[name] for name in ("epmd", "rabbitmq")}
     folders = set()
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[2]) in groups:
-                folders.add(os.readlink(entry / "cwd"))
-        except (OSError, IndexError):
-            continue
+    for proc, _ in group_processes({lab.neutron.groups[name] for name in ("epmd", "rabbitmq")}):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            folders.add(os.readlink(proc / "cwd"))
     assert folders == {str(lab.neutron.work / "rabbit")}, folders
